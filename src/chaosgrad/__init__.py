@@ -1,0 +1,42 @@
+"""chaosgrad: gradients that do not explode for unstable networks and chaotic systems.
+
+Importing chaosgrad turns on ``jax_enable_x64``: every chaos computation runs in float64.
+"""
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from ._system import AbstractFlow, Flow, Map, System, simulate  # noqa: E402
+from .lyapunov import (  # noqa: E402
+    CovariantResult,
+    adjoint_vectors,
+    covariant_vectors,
+    LyapunovResult,
+    MeanField,
+    critical_sigma_w,
+    kaplan_yorke_dimension,
+    lyapunov_spectrum,
+    mean_field,
+)
+from .systems import (  # noqa: E402
+    DeepTanhNet,
+    Henon,
+    Logistic,
+    Lorenz63,
+    Lorenz96,
+    ModifiedSolenoid,
+    NineNeuronNet,
+    NoisyLorenz96,
+    TanhRNN,
+    Tent,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractFlow", "CovariantResult", "adjoint_vectors", "covariant_vectors", "DeepTanhNet", "Flow", "Henon", "Logistic", "Lorenz63", "Lorenz96",
+    "LyapunovResult", "Map", "MeanField", "ModifiedSolenoid", "NineNeuronNet",
+    "NoisyLorenz96", "System", "TanhRNN", "Tent", "critical_sigma_w",
+    "kaplan_yorke_dimension", "lyapunov_spectrum", "mean_field", "simulate",
+]

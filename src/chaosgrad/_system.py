@@ -1,0 +1,278 @@
+"""Systems: the random maps every chaosgrad algorithm acts on.
+
+A system is the (possibly time-dependent, possibly noisy) map
+
+    x_{t+1} = drift(t, x_t) + diffusion(t, x_t) * xi_t,    xi_t ~ N(0, I),
+
+whose parameters are the module's inexact-array fields. ``t`` is the step (for a deep
+network: the layer). A continuous-time model dx = F(t, x) dt + s(t, x) dB becomes such a map
+through one step of an integrator (:class:`AbstractFlow`, :class:`Flow`): classical RK4, or
+forward Euler, which is Euler-Maruyama when the model has noise (diffusion = s sqrt(dt)).
+
+The noise of step ``t`` is ``N(0, I)`` drawn from ``jax.random.fold_in(key, t)``, so a
+trajectory is a pure function of (system, x0, key) and can be replayed step by step.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._errors import check_float64, check_positive_int, first_nonfinite_step
+
+__all__ = ["System", "AbstractFlow", "Flow", "Map", "integrate_step", "simulate", "param"]
+
+
+def param(value) -> Array:
+    """A parameter as a float64 array (what every built-in stores its parameters as)."""
+    return jnp.asarray(value, dtype=jnp.float64)
+
+
+class System(eqx.Module):
+    """x_{t+1} = drift(t, x) + diffusion(t, x) * xi_t,  xi_t ~ N(0, I).
+
+    Subclasses define ``drift`` (and, if noisy, ``diffusion`` and ``stochastic``) and a field
+    ``dim: int = eqx.field(static=True)``. Parameters are the inexact-array fields; change
+    them with ``eqx.tree_at``.
+    """
+
+    dim: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def drift(self, t, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
+        """The deterministic part of one step."""
+
+    def diffusion(self, t, x: Float[Array, " dim"]):
+        """Noise amplitude of one step: a scalar or one value per component."""
+        return 0.0
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the system draws noise (decided statically, never from traced values)."""
+        return False
+
+    @property
+    def time_step(self) -> float | None:
+        """The time one step represents, for a discretised flow; ``None`` for a map."""
+        return None
+
+    def initial_state(self, key: PRNGKeyArray) -> Float[Array, " dim"]:
+        """A typical starting point (runs burn in from it): N(0, I) unless overridden."""
+        return jax.random.normal(key, (self.dim,), dtype=jnp.float64)
+
+    def noise(self, key: PRNGKeyArray, t) -> Float[Array, " dim"]:
+        """xi_t ~ N(0, I), a pure function of (key, t)."""
+        return jax.random.normal(jax.random.fold_in(key, t), (self.dim,), dtype=jnp.float64)
+
+    def step(self, t, x, xi=None):
+        """One step of the map with the noise sample ``xi`` (ignored when deterministic)."""
+        if not self.stochastic or xi is None:
+            return self.drift(t, x)
+        return self.drift(t, x) + self.diffusion(t, x) * xi
+
+
+def integrate_step(field: Callable, t, x, dt: float, method: str):
+    """One step of size ``dt`` of dx/dt = field(time, x) from time ``t`` (a physical time).
+
+    ``method="rk4"``: classical fourth-order Runge-Kutta; ``"euler"``: forward Euler.
+    Differentiating this function gives the exact tangent of the discrete map (not a
+    frozen-Jacobian approximation, which would only be first order).
+    """
+    if method == "euler":
+        return x + dt * field(t, x)
+    if method == "rk4":
+        k1 = field(t, x)
+        k2 = field(t + dt / 2, x + (dt / 2) * k1)
+        k3 = field(t + dt / 2, x + (dt / 2) * k2)
+        k4 = field(t + dt, x + dt * k3)
+        return x + (dt / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+    raise ValueError(f"method must be 'rk4' or 'euler', got {method!r}")
+
+
+def _check_method(method: str, stochastic: bool) -> None:
+    if method not in ("rk4", "euler"):
+        raise ValueError(f"method must be 'rk4' or 'euler', got {method!r}")
+    if stochastic and method != "euler":
+        raise ValueError(
+            "a flow with noise is integrated by Euler-Maruyama: pass method='euler'"
+        )
+
+
+class AbstractFlow(System):
+    """A continuous-time model dx = F(t, x) dt + s(t, x) dB seen through one integrator step.
+
+    drift(n, x) = one RK4/Euler step of F from time n*dt; diffusion = s(n*dt, x) * sqrt(dt),
+    so that with noise and method="euler" the map is exactly Euler-Maruyama.
+    Subclasses define ``vector_field(time, x)`` and the static fields ``dt`` and ``method``.
+    """
+
+    dt: eqx.AbstractVar[float]
+    method: eqx.AbstractVar[str]
+
+    @abc.abstractmethod
+    def vector_field(self, time, x):
+        """F(time, x)."""
+
+    def noise_scale(self, time, x):
+        """s(time, x), the SDE's noise amplitude (0 for an ODE)."""
+        return 0.0
+
+    @property
+    def time_step(self) -> float:
+        return self.dt
+
+    def drift(self, t, x):
+        return integrate_step(self.vector_field, t * self.dt, x, self.dt, self.method)
+
+    def diffusion(self, t, x):
+        return self.noise_scale(t * self.dt, x) * math.sqrt(self.dt)
+
+
+class Flow(AbstractFlow):
+    """A user's ODE/SDE: ``vector_field(t, x, args)`` as in diffrax; ``args`` holds parameters.
+
+    ``noise`` is the SDE amplitude s: a number (additive noise, a differentiable parameter)
+    or a function ``noise(t, x, args)``. Noise requires ``method="euler"`` (Euler-Maruyama).
+    ``dim`` is needed only to draw an initial state (``initial_state``); otherwise the
+    dimension comes from the ``x0`` you pass.
+    """
+
+    field: Callable = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    args: Any
+    noise_amplitude: Any
+    dim: int | None = eqx.field(static=True)
+    _stochastic: bool = eqx.field(static=True)
+
+    def __init__(self, vector_field: Callable, dt: float, method: str = "rk4", args=None,
+                 noise=0.0, *, dim: int | None = None):
+        if not callable(vector_field):
+            raise TypeError("vector_field must be a function vector_field(t, x, args)")
+        if not dt > 0:
+            raise ValueError(f"dt must be positive, got {dt}")
+        self.field = vector_field
+        self.dt = float(dt)
+        self.args = args
+        self._stochastic = callable(noise) or float(noise) != 0.0
+        _check_method(method, self._stochastic)
+        self.method = method
+        self.noise_amplitude = noise if callable(noise) else param(noise)
+        self.dim = dim
+
+    @property
+    def stochastic(self) -> bool:
+        return self._stochastic
+
+    def vector_field(self, time, x):
+        return self.field(time, x, self.args)
+
+    def noise_scale(self, time, x):
+        if callable(self.noise_amplitude):
+            return self.noise_amplitude(time, x, self.args)
+        return self.noise_amplitude
+
+    def initial_state(self, key):
+        if self.dim is None:
+            raise ValueError("this Flow has no dim: pass Flow(..., dim=N) or give x0 explicitly")
+        return super().initial_state(key)
+
+
+class Map(System):
+    """A user's map ``x' = function(t, x, args) + noise * xi`` (``noise``: number or function)."""
+
+    function: Callable = eqx.field(static=True)
+    args: Any
+    noise_amplitude: Any
+    dim: int | None = eqx.field(static=True)
+    _stochastic: bool = eqx.field(static=True)
+
+    def __init__(self, function: Callable, args=None, noise=0.0, *, dim: int | None = None):
+        if not callable(function):
+            raise TypeError("function must be a function function(t, x, args)")
+        self.function = function
+        self.args = args
+        self._stochastic = callable(noise) or float(noise) != 0.0
+        self.noise_amplitude = noise if callable(noise) else param(noise)
+        self.dim = dim
+
+    @property
+    def stochastic(self) -> bool:
+        return self._stochastic
+
+    def drift(self, t, x):
+        return self.function(t, x, self.args)
+
+    def diffusion(self, t, x):
+        if callable(self.noise_amplitude):
+            return self.noise_amplitude(t, x, self.args)
+        return self.noise_amplitude
+
+    def initial_state(self, key):
+        if self.dim is None:
+            raise ValueError("this Map has no dim: pass Map(..., dim=N) or give x0 explicitly")
+        return super().initial_state(key)
+
+
+def resolve_start(system: System, x0, key) -> tuple[Array, PRNGKeyArray]:
+    """(x0, key for the noise): x0 drawn from ``system.initial_state`` when not given."""
+    if key is None:
+        if x0 is None or system.stochastic:
+            raise ValueError("key is required (jax.random.key(seed)) to draw x0 or the noise")
+        key = jax.random.key(0)
+    init_key, noise_key = jax.random.split(key)
+    if x0 is None:
+        x0 = system.initial_state(init_key)
+    check_float64(x0, "x0")
+    check_float64(system, "system parameters")
+    x0 = jnp.asarray(x0)
+    if x0.ndim != 1:
+        raise ValueError(f"x0 must be a vector of shape (dim,), got shape {x0.shape}")
+    dim = getattr(system, "dim", None)
+    if dim is not None and x0.shape[0] != dim:
+        raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
+    return x0, noise_key
+
+
+@eqx.filter_jit
+def _run(system: System, x0, key, start, steps: int):
+    def one_step(x, t):
+        xi = system.noise(key, t) if system.stochastic else None
+        x_next = system.step(t, x, xi)
+        return x_next, x_next
+
+    ts = start + jnp.arange(steps)
+    last, path = jax.lax.scan(one_step, x0, ts)
+    return last, path
+
+
+def simulate(system: System, x0=None, steps: int = 1000, key=None, burn_in: int = 0
+             ) -> Float[Array, "steps+1 dim"]:
+    """The trajectory x_{burn_in}, ..., x_{burn_in+steps} (``steps + 1`` states).
+
+    ``x0`` defaults to ``system.initial_state``; ``key`` draws x0 and the noise (required
+    for a stochastic system). Raises ``FloatingPointError`` naming the first step whose
+    state is NaN/inf.
+    """
+    check_positive_int(steps, "steps")
+    check_positive_int(burn_in, "burn_in", allow_zero=True)
+    x0, noise_key = resolve_start(system, x0, key)
+    if burn_in:
+        x0, _ = _run(system, x0, noise_key, 0, burn_in)
+        bad = first_nonfinite_step(x0[None])
+        if bad is not None:
+            raise FloatingPointError(f"the trajectory became NaN/inf during the burn-in "
+                                     f"({burn_in} steps); check parameters and dt")
+    _, path = _run(system, x0, noise_key, burn_in, steps)
+    path = jnp.concatenate([x0[None], path])
+    bad = first_nonfinite_step(path)
+    if bad is not None:
+        raise FloatingPointError(f"the trajectory became NaN/inf at step {burn_in + bad}")
+    return path

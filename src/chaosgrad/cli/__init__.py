@@ -1,0 +1,3 @@
+"""The chaosgrad command."""
+def main():
+    raise SystemExit("not yet")
