@@ -27,7 +27,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._errors import check_float64, check_positive_int, first_nonfinite_step
 
-__all__ = ["System", "AbstractFlow", "Flow", "Map", "integrate_step", "simulate", "param"]
+__all__ = ["System", "AbstractFlow", "Flow", "Map", "integrate_step", "simulate", "param",
+           "check_horizon", "resolve_start"]
 
 
 def param(value) -> Array:
@@ -63,13 +64,19 @@ class System(eqx.Module):
         """The time one step represents, for a discretised flow; ``None`` for a map."""
         return None
 
+    @property
+    def horizon(self) -> int | None:
+        """The largest number of steps the system defines (a network's depth), or None."""
+        return None
+
     def initial_state(self, key: PRNGKeyArray) -> Float[Array, " dim"]:
         """A typical starting point (runs burn in from it): N(0, I) unless overridden."""
         return jax.random.normal(key, (self.dim,), dtype=jnp.float64)
 
-    def noise(self, key: PRNGKeyArray, t) -> Float[Array, " dim"]:
-        """xi_t ~ N(0, I), a pure function of (key, t)."""
-        return jax.random.normal(jax.random.fold_in(key, t), (self.dim,), dtype=jnp.float64)
+    def noise(self, key: PRNGKeyArray, t, dim: int | None = None) -> Float[Array, " dim"]:
+        """xi_t ~ N(0, I), a pure function of (key, t); ``dim`` defaults to ``self.dim``."""
+        dim = self.dim if dim is None else dim
+        return jax.random.normal(jax.random.fold_in(key, t), (dim,), dtype=jnp.float64)
 
     def step(self, t, x, xi=None):
         """One step of the map with the noise sample ``xi`` (ignored when deterministic)."""
@@ -221,6 +228,14 @@ class Map(System):
         return super().initial_state(key)
 
 
+def check_horizon(system: System, steps: int) -> None:
+    """Raise ValueError when ``steps`` runs past the system's last layer."""
+    horizon = system.horizon
+    if horizon is not None and steps > horizon:
+        raise ValueError(f"{type(system).__name__} has {horizon} layers: steps + burn_in = "
+                         f"{steps} runs past the last one")
+
+
 def resolve_start(system: System, x0, key) -> tuple[Array, PRNGKeyArray]:
     """(x0, key for the noise): x0 drawn from ``system.initial_state`` when not given."""
     if key is None:
@@ -244,7 +259,7 @@ def resolve_start(system: System, x0, key) -> tuple[Array, PRNGKeyArray]:
 @eqx.filter_jit
 def _run(system: System, x0, key, start, steps: int):
     def one_step(x, t):
-        xi = system.noise(key, t) if system.stochastic else None
+        xi = system.noise(key, t, x.shape[0]) if system.stochastic else None
         x_next = system.step(t, x, xi)
         return x_next, x_next
 
@@ -263,6 +278,7 @@ def simulate(system: System, x0=None, steps: int = 1000, key=None, burn_in: int 
     """
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)
+    check_horizon(system, burn_in + steps)
     x0, noise_key = resolve_start(system, x0, key)
     if burn_in:
         x0, _ = _run(system, x0, noise_key, 0, burn_in)

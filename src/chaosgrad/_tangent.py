@@ -16,9 +16,9 @@ def step_with_tangents(system, t, x, xi, vectors):
     return x_next, jax.vmap(tangent_map, in_axes=1, out_axes=1)(vectors)
 
 
-def step_noise(system, key, t):
-    """The noise sample of step ``t`` (None for a deterministic system)."""
-    return system.noise(key, t) if system.stochastic else None
+def step_noise(system, key, t, x):
+    """The noise sample of step ``t`` for state ``x`` (None for a deterministic system)."""
+    return system.noise(key, t, x.shape[0]) if system.stochastic else None
 
 
 def positive_qr(vectors):

@@ -1,3 +1,5 @@
-"""The chaosgrad command."""
-def main():
-    raise SystemExit("not yet")
+"""The ``chaosgrad`` command line (Typer + Rich)."""
+
+from .main import app, main
+
+__all__ = ["app", "main"]

@@ -1,8 +1,9 @@
 """Lyapunov analysis: spectra, covariant/adjoint vectors, finite-time exponents, mean field."""
 
 from .covariant import CovariantResult, adjoint_vectors, covariant_vectors
+from .ftle import ftle
 from .mean_field import MeanField, critical_sigma_w, mean_field
 from .spectrum import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 
-__all__ = ["CovariantResult", "adjoint_vectors", "covariant_vectors", "LyapunovResult", "MeanField", "critical_sigma_w", "kaplan_yorke_dimension",
+__all__ = ["CovariantResult", "adjoint_vectors", "covariant_vectors", "ftle", "LyapunovResult", "MeanField", "critical_sigma_w", "kaplan_yorke_dimension",
            "lyapunov_spectrum", "mean_field"]

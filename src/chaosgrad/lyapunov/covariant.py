@@ -33,7 +33,7 @@ import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from .._errors import check_positive_int
-from .._system import System, resolve_start
+from .._system import System, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
 from .spectrum import run_tangent_blocks
@@ -58,7 +58,7 @@ def _segment_forward(system, key, x, q, start, length):
 
     def one(carry, t):
         x, q = carry
-        x_next, v = step_with_tangents(system, t, x, step_noise(system, key, t), q)
+        x_next, v = step_with_tangents(system, t, x, step_noise(system, key, t, x), q)
         q_next, r = positive_qr(v)
         return (x_next, q_next), (x, q, r)
 
@@ -79,7 +79,7 @@ def _checkpoints(system, key, x, q, start, segments: int, length: int):
 
 def _adjoint_step(system, key, t, x, p):
     """P_n from P_{n+1}: QR of f_*(x_n)^T P_{n+1} (one VJP per column)."""
-    _, pullback = jax.vjp(lambda y: system.step(t, y, step_noise(system, key, t)), x)
+    _, pullback = jax.vjp(lambda y: system.step(t, y, step_noise(system, key, t, x)), x)
     back = jax.vmap(lambda c: pullback(c)[0], in_axes=1, out_axes=1)(p)
     return positive_qr(back)[0]
 
@@ -135,6 +135,7 @@ def covariant_vectors(system: System, k: int, *, steps: int = 10_000, burn_in: i
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     check_positive_int(burn_out, "burn_out")
     check_positive_int(record_every, "record_every")
+    check_horizon(system, burn_in + steps + burn_out)
     if key is None:
         raise ValueError("key is required: covariant_vectors(..., key=jax.random.key(0))")
     start_key, vector_key, c_key, p_key = jax.random.split(key, 4)

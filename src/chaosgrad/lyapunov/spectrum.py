@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_positive_int, first_nonfinite_step
-from .._system import System, resolve_start
+from .._system import System, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
 
@@ -68,7 +68,7 @@ def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm
 
     def tangent_step(carry, t):
         x, v = carry
-        return step_with_tangents(system, t, x, step_noise(system, key, t), v), None
+        return step_with_tangents(system, t, x, step_noise(system, key, t, x), v), None
 
     def period(carry, p):
         x, q, logs, bad = carry
@@ -130,6 +130,7 @@ def lyapunov_spectrum(system: System, k: int | None = None, *, steps: int = 100_
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     check_positive_int(renorm_every, "renorm_every")
     check_positive_int(blocks, "blocks")
+    check_horizon(system, burn_in + steps)
     if key is None:
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
     start_key, vector_key = jax.random.split(key)

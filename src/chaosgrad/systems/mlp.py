@@ -71,6 +71,10 @@ class DeepTanhNet(System):
     def stochastic(self) -> bool:
         return self._stochastic
 
+    @property
+    def horizon(self) -> int:
+        return self.depth
+
     def drift(self, t, x):
         return self.weights[t] @ jnp.tanh(x) + self.biases[t]
 
