@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_positive_int, first_nonfinite_step
-from .._system import System, check_horizon, resolve_start
+from .._system import System, _run, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
 
@@ -71,21 +71,30 @@ def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm
         return step_with_tangents(system, t, x, step_noise(system, key, t, x), v), None
 
     def period(carry, p):
-        x, q, logs, bad = carry
+        x, q, logs = carry
         t0 = start + p * renorm_every
         if renorm_every == 1:
             (x, v), _ = tangent_step((x, q), t0)
         else:
             (x, v), _ = jax.lax.scan(tangent_step, (x, q), t0 + jnp.arange(renorm_every))
         q, r = positive_qr(v)
-        finite = jnp.all(jnp.isfinite(x))
-        bad = jnp.where((bad < 0) & ~finite, t0 + renorm_every, bad)
-        return (x, q, logs + jnp.log(jnp.diag(r)), bad), None
+        return (x, q, logs + jnp.log(jnp.diag(r))), None
 
     k = vectors.shape[1]
-    init = (x, vectors, jnp.zeros(k, jnp.float64), jnp.asarray(-1))
-    (x, q, logs, bad), _ = jax.lax.scan(period, init, jnp.arange(periods), unroll=2)
-    return x, q, logs, bad
+    init = (x, vectors, jnp.zeros(k, jnp.float64))
+    (x, q, logs), _ = jax.lax.scan(period, init, jnp.arange(periods))
+    return x, q, logs
+
+
+def _raise_nonfinite(system, x, key, start, steps):
+    """Locate the first non-finite state of a failed block by replaying it (failure path only;
+    the hot loop carries no check, which would cost more than the step itself)."""
+    _, path = _run(system, x, key, jnp.asarray(start), steps)
+    bad = first_nonfinite_step(path)
+    if bad is not None:
+        raise FloatingPointError(f"the trajectory became NaN/inf at step {start + bad + 1}")
+    raise FloatingPointError(f"the tangent vectors became NaN/inf between steps {start} and "
+                             f"{start + steps}: renormalise more often (smaller renorm_every)")
 
 
 def run_tangent_blocks(system, x, vectors, key, start, periods, renorm_every, blocks,
@@ -97,10 +106,11 @@ def run_tangent_blocks(system, x, vectors, key, start, periods, renorm_every, bl
     for size in sizes:
         if size == 0:
             continue
-        x, vectors, logs, bad = _spectrum_block(system, x, vectors, key, jnp.asarray(t), size,
+        x_next, vectors, logs = _spectrum_block(system, x, vectors, key, jnp.asarray(t), size,
                                                 renorm_every)
-        if int(bad) >= 0:
-            raise FloatingPointError(f"the trajectory became NaN/inf at step {int(bad)}")
+        if not (bool(jnp.all(jnp.isfinite(x_next))) and bool(jnp.all(jnp.isfinite(logs)))):
+            _raise_nonfinite(system, x, key, t, size * renorm_every)
+        x = x_next
         t += size * renorm_every
         sums.append(np.asarray(logs))
         if progress is not None:
@@ -159,8 +169,6 @@ def lyapunov_spectrum(system: System, k: int | None = None, *, steps: int = 100_
     stderr_step = batch_means(block_sums / block_steps)
     dt = system.time_step
     unit = 1.0 if dt is None else dt
-    if first_nonfinite_step(x[None]) is not None:
-        raise FloatingPointError("the trajectory became NaN/inf")
     return LyapunovResult(
         exponents=per_step / unit, stderr=stderr_step / unit, exponents_per_step=per_step,
         stderr_per_step=stderr_step, kaplan_yorke_dimension=kaplan_yorke_dimension(per_step),

@@ -1,0 +1,57 @@
+"""Speed benchmarks: `make bench` writes JSON to benchmarks/results/.
+
+Each timing is the second of two identical runs (the first compiles), on one process of
+this machine; exponents found are stored beside the timings so speed is never bought with
+a wrong answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import chaosgrad as cg  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def time_spectrum(name, system, k, steps, burn_in):
+    run = lambda: cg.lyapunov_spectrum(system, k, steps=steps, burn_in=burn_in,  # noqa: E731
+                                       key=jax.random.key(0))
+    began = time.perf_counter()
+    run()
+    first = time.perf_counter() - began
+    result = run()
+    per_step = result.seconds / (steps + burn_in) * 1e6
+    print(f"{name:28s} k={k:3d}  {per_step:10.2f} us/step  (first run incl. compile "
+          f"{first:.1f} s)  lambda_1 = {result.exponents[0]:.4f} +- {result.stderr[0]:.4f}")
+    return {"system": name, "k": k, "steps": steps, "burn_in": burn_in,
+            "microseconds_per_step": per_step, "first_run_seconds": first,
+            "exponents": result.exponents.tolist(), "stderr": result.stderr.tolist(),
+            "kaplan_yorke_dimension": result.kaplan_yorke_dimension}
+
+
+def lyapunov_benchmarks():
+    rows = [
+        time_spectrum("lorenz63 (rk4, dt=0.005)", cg.Lorenz63(), 3, 1_000_000, 10_000),
+        time_spectrum("lorenz96 n=40 (rk4, dt=0.01)", cg.Lorenz96(), 40, 50_000, 5_000),
+        time_spectrum("tanh_rnn n=1000 g=2 (discrete)", cg.TanhRNN(n=1000, g=2.0), 50, 2_000, 500),
+    ]
+    payload = {"benchmark": "lyapunov_spectrum", "target": "lorenz63 under 1 us/step",
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "jax": jax.__version__},
+               "results": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "lyapunov.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'lyapunov.json'}")
+
+
+if __name__ == "__main__":
+    lyapunov_benchmarks()

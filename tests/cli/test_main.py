@@ -1,0 +1,73 @@
+"""The chaosgrad command: output formats and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from chaosgrad.cli import app
+from chaosgrad.cli.registry import SYSTEMS, build_system, snake_case
+
+runner = CliRunner()
+
+
+def test_names_are_snake_case_class_names():
+    assert snake_case("NoisyLorenz96") == "noisy_lorenz96"
+    assert snake_case("TanhRNN") == "tanh_rnn"
+    assert set(SYSTEMS) == {"lorenz63", "lorenz96", "henon", "logistic", "tent",
+                            "modified_solenoid", "noisy_lorenz96", "tanh_rnn", "deep_tanh_net",
+                            "nine_neuron_net"}
+
+
+def test_parameters_set_any_constructor_argument():
+    system, params = build_system("lorenz63", ["rho=30", "method=euler", "dt=0.001"])
+    assert float(system.rho) == 30.0 and system.method == "euler" and system.dt == 0.001
+    assert params["sigma"] == 10.0
+
+
+def test_systems_lists_every_builtin():
+    result = runner.invoke(app, ["systems"])
+    assert result.exit_code == 0
+    for name in SYSTEMS:
+        assert name in result.output
+
+
+def test_lyapunov_json(tmp_path):
+    result = runner.invoke(app, ["lyapunov", "henon", "--steps", "20000", "--burn-in", "100",
+                                 "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) >= {"system", "params", "exponents", "stderr",
+                            "kaplan_yorke_dimension", "steps", "seconds"}
+    assert payload["system"] == "henon" and payload["params"]["a"] == 1.4
+    assert payload["exponents"][0] == pytest.approx(0.419, abs=0.01)
+    assert (tmp_path / "spectrum.png").stat().st_size > 1000
+
+
+def test_lyapunov_table_and_parameters():
+    result = runner.invoke(app, ["lyapunov", "lorenz63", "-p", "rho=28", "--k", "1",
+                                 "--steps", "20000", "--burn-in", "1000"])
+    assert result.exit_code == 0, result.output
+    assert "Kaplan-Yorke" in result.output and "λ_i" in result.output
+
+
+def test_deep_net_defaults_to_its_depth():
+    result = runner.invoke(app, ["lyapunov", "deep_tanh_net", "-p", "depth=20", "-p", "width=8",
+                                 "--k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 20
+
+
+@pytest.mark.parametrize("args, message", [
+    (["lyapunov", "lorenz64"], "unknown system 'lorenz64'"),
+    (["lyapunov", "lorenz63", "-p", "rhoo=3"], "no parameter 'rhoo'"),
+    (["lyapunov", "lorenz63", "-p", "rho"], "name=value"),
+    (["lyapunov", "henon", "--k", "3"], "k=3 exceeds the dimension 2"),
+    (["lyapunov", "henon", "--steps", "0"], "steps must be positive"),
+    (["lyapunov", "henon", "--steps", "-4"], "steps must be positive"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, message):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0]
