@@ -1,0 +1,9 @@
+"""Gradient estimators: one class per file, one entry point ``linear_response``."""
+
+from ._base import AbstractEstimator, Estimate, Parameters, linear_response
+from .backprop import Backprop, TruncatedBackprop
+from .finite_difference import FiniteDifference
+from .shadowing import Shadowing
+
+__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FiniteDifference", "Parameters",
+           "Shadowing", "TruncatedBackprop", "linear_response"]

@@ -1,0 +1,244 @@
+"""Non-intrusive adjoint shadowing: the shadowing contribution to d<Phi>/dtheta.
+
+On an orbit x_0..x_N split into K segments of m steps (t_k = k m), with u unstable
+directions (for a discretised flow, count the neutral one too):
+
+1. Forward: u tangent vectors e, QR at each interface: f_* ... Q_k = Q_{k+1} R_{k+1}.
+2. Backward, continuing across interfaces: eps_n = f_*^T eps_{n+1} (u homogeneous adjoints,
+   eps = Q_K at the end) and nu'_n = f_*^T nu'_{n+1} + grad Phi(x_n) (nu' = 0 at the end).
+3. At t_k: eps^T Q_k = R_{k+1}^T is invariant inside the segment; renormalise
+   eps <- eps M_k, M_k = (Q_k^T eps)^{-1}, and remove nu'`s component along eps:
+   b_k = (eps^T eps)^{-1} eps^T nu', nu' <- nu' - eps b_k.
+4. nu = nu' + eps a_k on segment k is continuous when a_k = M_k a_{k-1} - b_k. For a map,
+   a_0 = -b_0 (no unstable component at time 0): the unique bounded solution, no least
+   squares. For a flow the neutral coefficient is not fixed by boundedness: a_0 minimises
+   sum_n |nu_n|^2 subject to the time-dilation constraint sum_n nu_n . F(x_n) = 0.
+5. SC = (1/N) sum_n nu_{n+1} . X_n, X_n = d_theta f(x_n): one VJP with respect to all
+   parameters per step, so the cost is about (u + 1) backpropagations whatever the number
+   of parameters.
+
+A. Ni & C. Talnikar, "Adjoint sensitivity analysis on chaotic dynamical systems by
+non-intrusive least squares adjoint shadowing (NILSAS)", J. Comput. Phys. 395, 690 (2019);
+A. Ni, "Backpropagation in hyperbolic chaos via adjoint shadowing", Nonlinearity (2024).
+Caveat: shadowing alone omits the unstable contribution (use FastAdjointResponse for the
+full response); it assumes (near) uniform hyperbolicity.
+"""
+
+from __future__ import annotations
+
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._errors import check_positive_int
+from .._system import check_horizon, resolve_start
+from .._tangent import positive_qr, random_orthonormal, step_noise
+from ..lyapunov.spectrum import run_tangent_blocks
+from ..stats import batch_means
+from ._base import AbstractEstimator, Estimate
+
+
+@eqx.filter_jit
+def forward_segments(system, x, q, key, start, segments: int, segment_steps: int):
+    """States of every step, bases Q_k at interfaces and factors R_{k+1}, k = 0..K-1."""
+
+    def segment(carry, k):
+        x, q = carry
+        t0 = start + k * segment_steps
+
+        def one(state, t):
+            x, e = state
+            x_next, lin = jax.linearize(lambda y: system.step(t, y, step_noise(system, key, t, y)), x)
+            return (x_next, jax.vmap(lin, in_axes=1, out_axes=1)(e)), x
+
+        (x, e), states = jax.lax.scan(one, (x, q), t0 + jnp.arange(segment_steps))
+        q_next, r = positive_qr(e)
+        return (x, q_next), (states, q, r)
+
+    (x_end, q_end), (states, qs, rs) = jax.lax.scan(segment, (x, q), jnp.arange(segments))
+    return states, jnp.concatenate([qs, q_end[None]]), rs, x_end
+
+
+def _neutral_direction(system, t, x):
+    return system.vector_field(t * system.dt, x)
+
+
+@eqx.filter_jit
+def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool):
+    """Backward sweep over all segments; per-segment quantities for the coefficients."""
+    segments, segment_steps = states.shape[:2]
+    unstable_dim = qs.shape[2]
+    zero_grad = jax.tree_util.tree_map(jnp.zeros_like, params.values)
+
+    def segment(carry, k):
+        eps, nu = carry
+        t0 = start + k * segment_steps
+
+        def one(acc, n):
+            eps, nu, g_nu, g_eps, c, d, dwf, dvf = acc
+            t, x = t0 + n, states[k, n]
+            xi = step_noise(system, key, t, x)
+            _, pullback = jax.vjp(
+                lambda y, p: params.substitute(system, p).step(t, y, xi), x, params.values)
+            cotangents = jnp.concatenate([nu[:, None], eps], axis=1)
+            back_x, back_p = jax.vmap(pullback, in_axes=1, out_axes=(1, 0))(cotangents)
+            g_nu = jax.tree_util.tree_map(lambda a, b: a + b[0], g_nu, back_p)
+            g_eps = jax.tree_util.tree_map(lambda a, b: a + b[1:], g_eps, back_p)
+            nu = back_x[:, 0] + jax.grad(observable)(x)
+            eps = back_x[:, 1:]
+            c = c + eps.T @ eps
+            d = d + eps.T @ nu
+            if flow:
+                direction = _neutral_direction(system, t, x)
+                dwf, dvf = dwf + eps.T @ direction, dvf + nu @ direction
+            return (eps, nu, g_nu, g_eps, c, d, dwf, dvf), None
+
+        g_eps0 = jax.tree_util.tree_map(
+            lambda z: jnp.zeros((unstable_dim,) + z.shape, z.dtype), params.values)
+        acc = (eps, nu, zero_grad, g_eps0, jnp.zeros((unstable_dim, unstable_dim)),
+               jnp.zeros(unstable_dim), jnp.zeros(unstable_dim), jnp.zeros(()))
+        (eps, nu, g_nu, g_eps, c, d, dwf, dvf), _ = jax.lax.scan(
+            one, acc, jnp.arange(segment_steps), reverse=True)
+        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nu)
+        nu = nu - eps @ b
+        renorm = jnp.linalg.inv(qs[k].T @ eps)
+        out = {"b": b, "M": renorm, "g_nu": g_nu, "g_eps": g_eps, "C": c, "d": d,
+               "dwf": dwf, "dvf": dvf, "log_growth": jnp.log(jnp.abs(jnp.diag(qs[k].T @ eps)))}
+        return (eps @ renorm, nu), out
+
+    init = (qs[-1], jnp.zeros(states.shape[2]))
+    _, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
+    return per_segment
+
+
+def shadowing_coefficients(per_segment, flow: bool):
+    """a_k for every segment: a_k = M_k a_{k-1} - b_k, with a_0 fixed as described above."""
+    b, m = per_segment["b"], per_segment["M"]
+    u = b.shape[1]
+
+    def propagate(carry, inputs):
+        t_mat, p_vec = carry
+        m_k, b_k = inputs
+        t_mat, p_vec = m_k @ t_mat, m_k @ p_vec - b_k
+        return (t_mat, p_vec), (t_mat, p_vec)
+
+    start = (jnp.eye(u), jnp.zeros(u))
+    _, (t_rest, p_rest) = jax.lax.scan(propagate, start, (m[1:], b[1:]))
+    t_all = jnp.concatenate([jnp.eye(u)[None], t_rest])       # a_k = T_k a_0 + p_k
+    p_all = jnp.concatenate([jnp.zeros(u)[None], p_rest])
+    if not flow:
+        a0 = -b[0]
+    else:
+        c_mat, d_vec = per_segment["C"], per_segment["d"]
+        hess = jnp.einsum("kia,kij,kjb->ab", t_all, c_mat, t_all)
+        lin = jnp.einsum("kia,ki->a", t_all, jnp.einsum("kij,kj->ki", c_mat, p_all) + d_vec)
+        con = jnp.einsum("kia,ki->a", t_all, per_segment["dwf"])
+        rhs = jnp.sum(jnp.einsum("ki,ki->k", per_segment["dwf"], p_all) + per_segment["dvf"])
+        kkt = jnp.block([[hess, con[:, None]], [con[None, :], jnp.zeros((1, 1))]])
+        a0 = jnp.linalg.solve(kkt, jnp.concatenate([-lin, -rhs[None]]))[:u]
+    return jnp.einsum("kij,j->ki", t_all, a0) + p_all
+
+
+def segment_contributions(per_segment, coefficients):
+    """Per segment: sum_n nu_{n+1} . X_n = g_nu + sum_i a_i g_eps_i (a pytree per segment)."""
+    return jax.tree_util.tree_map(
+        lambda g_nu, g_eps: g_nu + jnp.einsum("ki,ki...->k...", coefficients, g_eps),
+        per_segment["g_nu"], per_segment["g_eps"])
+
+
+def prepare_orbit(system, x0, key, unstable_dim, burn_in):
+    """Burned-in state and u aligned tangent vectors (QR during the burn-in)."""
+    start_key, vector_key = jax.random.split(key)
+    x0, noise_key = resolve_start(system, x0, start_key)
+    dim = x0.shape[0]
+    if unstable_dim >= dim:
+        raise ValueError(f"unstable_dim={unstable_dim} must be smaller than the dimension "
+                         f"{dim} (it counts the positive exponents, plus the zero one of a flow)")
+    q = random_orthonormal(vector_key, dim, unstable_dim)
+    x, t = x0, 0
+    if burn_in:
+        x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
+    return x, q, noise_key, t
+
+
+def check_segments(estimator):
+    check_positive_int(estimator.unstable_dim, "unstable_dim")
+    check_positive_int(estimator.segment_steps, "segment_steps")
+    check_positive_int(estimator.segments, "segments")
+    check_positive_int(estimator.burn_in, "burn_in", allow_zero=True)
+    if estimator.segments < 2:
+        raise ValueError(f"segments must be at least 2 (got {estimator.segments}): the "
+                         "standard error comes from independent blocks of segments")
+
+
+def check_orbit(states, start, segment_steps):
+    flat = np.asarray(states.reshape(-1, states.shape[-1]))
+    finite = np.all(np.isfinite(flat), axis=1)
+    if not finite.all():
+        raise FloatingPointError(f"the trajectory became NaN/inf at step "
+                                 f"{start + int(np.argmin(finite))}")
+
+
+def is_flow(system) -> bool:
+    return system.time_step is not None and hasattr(system, "vector_field")
+
+
+class Shadowing(AbstractEstimator):
+    """Adjoint shadowing contribution to d<Phi>/dtheta on one long orbit (all parameters).
+
+    Args:
+        unstable_dim: u, the number of positive exponents (plus one for a flow's neutral
+            direction). Must be smaller than the dimension.
+        segment_steps: steps per segment (exponential growth inside one must stay small).
+        segments: K; the orbit has K * segment_steps steps after ``burn_in``.
+    """
+
+    unstable_dim: int
+    segment_steps: int
+    segments: int
+    burn_in: int = 10_000
+    blocks: int = 20
+
+    def __check_init__(self):
+        check_segments(self)
+
+    def estimate(self, system, observable, params, x0, key):
+        began = time.perf_counter()
+        check_horizon(system, self.burn_in + self.segments * self.segment_steps)
+        x, q, noise_key, t = prepare_orbit(system, x0, key, self.unstable_dim, self.burn_in)
+        start = jnp.asarray(t)
+        states, qs, rs, _ = forward_segments(system, x, q, noise_key, start, self.segments,
+                                             self.segment_steps)
+        check_orbit(states, t, self.segment_steps)
+        flow = is_flow(system)
+        per_segment = adjoint_sweep(system, observable, params, states, qs, noise_key, start,
+                                    flow)
+        coefficients = shadowing_coefficients(per_segment, flow)
+        contributions = segment_contributions(per_segment, coefficients)
+        steps = self.segments * self.segment_steps
+        grad, stderr = _blocked_mean(contributions, self.segment_steps, self.blocks)
+        values = jax.vmap(jax.vmap(observable))(states)
+        unit = system.time_step or 1.0
+        exponents = np.log(np.abs(np.diagonal(np.asarray(rs), axis1=1, axis2=2))).mean(0)
+        info = {"method": "Shadowing", "steps": steps, "segments": self.segments,
+                "lyapunov_exponents": (exponents / (self.segment_steps * unit)).tolist(),
+                "max_coefficient": float(jnp.max(jnp.abs(coefficients))),
+                "seconds": time.perf_counter() - began}
+        return Estimate(float(jnp.mean(values)), grad, stderr, info)
+
+
+def _blocked_mean(contributions, segment_steps, blocks):
+    """Mean per step of per-segment sums, with batch-means errors over blocks of segments."""
+    def per_leaf(leaf):
+        per_step = np.asarray(leaf) / segment_steps
+        count = min(blocks, per_step.shape[0])
+        usable = (per_step.shape[0] // count) * count
+        block_means = per_step[:usable].reshape((count, -1) + per_step.shape[1:]).mean(axis=1)
+        return jnp.asarray(per_step.mean(axis=0)), jnp.asarray(batch_means(block_means))
+
+    grad = jax.tree_util.tree_map(lambda leaf: per_leaf(leaf)[0], contributions)
+    stderr = jax.tree_util.tree_map(lambda leaf: per_leaf(leaf)[1], contributions)
+    return grad, stderr

@@ -1,0 +1,100 @@
+"""linear_response, Estimate and the baselines on systems with closed-form responses."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chaosgrad as cg
+from chaosgrad.estimators import (Backprop, FiniteDifference, TruncatedBackprop,
+                                  linear_response)
+
+KEY = jax.random.key(0)
+
+
+def ar1(a=0.8, g=1.0):
+    """x' = a x + g: <x> = g / (1 - a), d/dg = 1/(1-a) = 5, d/da = g/(1-a)^2 = 25."""
+    return cg.Map(lambda t, x, p: p["a"] * x + p["g"],
+                  args={"a": jnp.asarray(a), "g": jnp.asarray(g)}, dim=1)
+
+
+def phi(x):
+    return x[0]
+
+
+@pytest.mark.parametrize("estimator", [
+    Backprop(steps=2000, samples=3, burn_in=500),
+    FiniteDifference(steps=2000, eps=1e-4, samples=3, burn_in=500),
+])
+def test_every_baseline_gets_the_closed_form_of_a_stable_linear_map(estimator):
+    """Bias of a 2000-step window from the transient is O(1/T): 1e-2 model error allowed."""
+    result = linear_response(ar1(), phi, estimator, key=KEY)
+    assert result.value == pytest.approx(5.0, abs=1e-2)
+    assert float(result.grad.args["g"]) == pytest.approx(5.0, abs=1e-2)
+    assert float(result.grad.args["a"]) == pytest.approx(25.0, abs=0.1)
+    assert result.info["seconds"] > 0
+
+
+def test_grad_is_shaped_like_wrt():
+    result = linear_response(ar1(), phi, Backprop(steps=100, burn_in=100),
+                             wrt=lambda s: s.args["g"], key=KEY)
+    assert isinstance(result.grad, jax.Array) and result.grad.shape == ()
+    result = linear_response(cg.Lorenz63(), lambda x: x[2], Backprop(steps=50, burn_in=10),
+                             key=KEY)
+    assert isinstance(result.grad, cg.Lorenz63)          # default wrt: every parameter
+    assert result.grad.rho.shape == ()
+
+
+def test_truncation_is_biased_where_memory_is_long():
+    """a = 0.95: memory ~ 20 steps, response 1/(1-a) = 20. Chunks of W = 5 steps: the j-th
+    step of a chunk sees j steps of history, so the estimate is the chunk mean of
+    (1 - a^j)/(1 - a), j = 1..W: biased, and exactly so."""
+    system = ar1(a=0.95)
+    full = linear_response(system, phi, Backprop(steps=3000, burn_in=3000),
+                           wrt=lambda s: s.args["g"], key=KEY)
+    cut = linear_response(system, phi, TruncatedBackprop(steps=3000, burn_in=3000, window=5),
+                          wrt=lambda s: s.args["g"], key=KEY)
+    assert float(full.grad) == pytest.approx(20.0, rel=0.02)
+    expected = np.mean([(1 - 0.95**j) / 0.05 for j in range(1, 6)])
+    assert float(cut.grad) == pytest.approx(expected, rel=1e-6)
+
+
+def test_backprop_explodes_on_lorenz_at_the_lyapunov_rate():
+    """Fitted growth of the per-sample gradient magnitude within 20% of lambda_1 = 0.906."""
+    result = linear_response(cg.Lorenz63(), lambda x: x[2],
+                             Backprop(steps=4000, samples=8, burn_in=2000),
+                             wrt=lambda s: s.rho, key=KEY)
+    assert result.info["growth_rate"] == pytest.approx(0.9057, rel=0.2)
+    magnitudes = result.info["grad_magnitude_by_horizon"]
+    assert magnitudes[-1] > 1e4 * magnitudes[len(magnitudes) // 2]
+
+
+def test_finite_difference_common_random_numbers_on_noisy_network():
+    """d E[sum x_T]/d gamma with the same noise on both sides: finite and repeatable."""
+    net = cg.NineNeuronNet(noise=0.5)
+    est = FiniteDifference(steps=10, eps=0.05, samples=2000, statistic="terminal")
+    a = linear_response(net, jnp.sum, est, wrt=lambda s: s.gamma, key=KEY)
+    b = linear_response(net, jnp.sum, est, wrt=lambda s: s.gamma, key=KEY)
+    assert float(a.grad) == float(b.grad) and np.isfinite(float(a.stderr))
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="steps must be positive"):
+        Backprop(steps=0)
+    with pytest.raises(ValueError, match="window"):
+        TruncatedBackprop(steps=10, window=20)
+    with pytest.raises(ValueError, match="statistic"):
+        Backprop(steps=10, statistic="median")
+    with pytest.raises(ValueError, match="eps"):
+        FiniteDifference(steps=10, eps=0.0)
+    with pytest.raises(ValueError, match="key is required"):
+        linear_response(ar1(), phi, Backprop(steps=10), key=None)
+    with pytest.raises(TypeError, match="estimator"):
+        linear_response(ar1(), phi, "backprop", key=KEY)
+    with pytest.raises(TypeError, match="float64"):
+        linear_response(eqx.tree_at(lambda s: s.a, cg.Henon(), jnp.float32(1.4)), phi,
+                        Backprop(steps=10), key=KEY)
+    with pytest.raises(ValueError, match="layers"):
+        linear_response(cg.DeepTanhNet(depth=5, width=3), jnp.sum,
+                        Backprop(steps=6, statistic="terminal"), key=KEY)
