@@ -142,6 +142,24 @@ class AbstractFlow(System):
         return self.noise_scale(t * self.dt, x) * math.sqrt(self.dt)
 
 
+def _user_noise(noise) -> tuple[bool, Any]:
+    """(stochastic, amplitude) for a user model's ``noise``: a number or a function."""
+    if callable(noise):
+        return True, noise
+    return float(noise) != 0.0, param(noise)
+
+
+def _evaluate_noise(amplitude, t, x, args):
+    return amplitude(t, x, args) if callable(amplitude) else amplitude
+
+
+def _initial_state_of_user_model(model, key):
+    if model.dim is None:
+        name = type(model).__name__
+        raise ValueError(f"this {name} has no dim: pass {name}(..., dim=N) or give x0 explicitly")
+    return System.initial_state(model, key)
+
+
 class Flow(AbstractFlow):
     """A user's ODE/SDE: ``vector_field(t, x, args)`` as in diffrax; ``args`` holds parameters.
 
@@ -168,10 +186,9 @@ class Flow(AbstractFlow):
         self.field = vector_field
         self.dt = float(dt)
         self.args = args
-        self._stochastic = callable(noise) or float(noise) != 0.0
+        self._stochastic, self.noise_amplitude = _user_noise(noise)
         _check_method(method, self._stochastic)
         self.method = method
-        self.noise_amplitude = noise if callable(noise) else param(noise)
         self.dim = dim
 
     @property
@@ -182,14 +199,10 @@ class Flow(AbstractFlow):
         return self.field(time, x, self.args)
 
     def noise_scale(self, time, x):
-        if callable(self.noise_amplitude):
-            return self.noise_amplitude(time, x, self.args)
-        return self.noise_amplitude
+        return _evaluate_noise(self.noise_amplitude, time, x, self.args)
 
     def initial_state(self, key):
-        if self.dim is None:
-            raise ValueError("this Flow has no dim: pass Flow(..., dim=N) or give x0 explicitly")
-        return super().initial_state(key)
+        return _initial_state_of_user_model(self, key)
 
 
 class Map(System):
@@ -206,8 +219,7 @@ class Map(System):
             raise TypeError("function must be a function function(t, x, args)")
         self.function = function
         self.args = args
-        self._stochastic = callable(noise) or float(noise) != 0.0
-        self.noise_amplitude = noise if callable(noise) else param(noise)
+        self._stochastic, self.noise_amplitude = _user_noise(noise)
         self.dim = dim
 
     @property
@@ -218,14 +230,10 @@ class Map(System):
         return self.function(t, x, self.args)
 
     def diffusion(self, t, x):
-        if callable(self.noise_amplitude):
-            return self.noise_amplitude(t, x, self.args)
-        return self.noise_amplitude
+        return _evaluate_noise(self.noise_amplitude, t, x, self.args)
 
     def initial_state(self, key):
-        if self.dim is None:
-            raise ValueError("this Map has no dim: pass Map(..., dim=N) or give x0 explicitly")
-        return super().initial_state(key)
+        return _initial_state_of_user_model(self, key)
 
 
 def check_horizon(system: System, steps: int) -> None:
