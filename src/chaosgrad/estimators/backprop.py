@@ -87,10 +87,12 @@ def horizon_diagnostics(system, observable, params, starts, times, key, steps, s
     """Geometric-mean gradient magnitude on a grid of horizons and its fitted growth rate."""
     magnitudes = np.asarray(_growth_by_horizon(system, observable, params, starts, times, key,
                                                steps, statistic))
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         log_mag = np.log(magnitudes)
     log_mag[~np.isfinite(log_mag)] = np.nan
-    mean_log = np.nanmean(log_mag, axis=0)
+    finite_count = np.sum(np.isfinite(log_mag), axis=0)
+    mean_log = np.where(finite_count > 0, np.nansum(log_mag, axis=0) / np.maximum(finite_count, 1),
+                        np.nan)
     horizons = np.unique(np.geomspace(1, steps, num=min(24, steps)).astype(int))
     fit = np.arange(steps // 4, steps)
     fit = fit[np.isfinite(mean_log[fit])]
