@@ -105,3 +105,24 @@ def test_errors():
         linear_response(blowup, lambda x: x[0],
                         Shadowing(unstable_dim=1, segment_steps=10, segments=4, burn_in=0),
                         x0=jnp.array([10.0, 10.0]), key=KEY)
+
+
+def test_nilsas_least_squares_unit_case():
+    """references.md section 2: two segments, u = 2, C = blockdiag(I, diag(4, 1)),
+    d = [[1, 0], [1, 4]], dwf = [[1, 1], [3, 1]], dvf = [1, 2], R_1 = [[1, 1], [0, 2]],
+    b_1 = [0, 1]  =>  a = [[-1, -1], [0, -1]] exactly.
+
+    The published continuity a_0 - R_1 a_1 = b_1 is a_1 = M_1 a_0 - b'_1 in this module's
+    convention with M_1 = R_1^{-1} and b'_1 = R_1^{-1} b_1.
+    """
+    from chaosgrad.estimators.shadowing import shadowing_coefficients
+
+    r1, b1 = jnp.array([[1.0, 1.0], [0.0, 2.0]]), jnp.array([0.0, 1.0])
+    r1_inv = jnp.linalg.inv(r1)
+    per_segment = {
+        "M": jnp.stack([jnp.eye(2), r1_inv]), "b": jnp.stack([jnp.zeros(2), r1_inv @ b1]),
+        "C": jnp.stack([jnp.eye(2), jnp.diag(jnp.array([4.0, 1.0]))]),
+        "d": jnp.array([[1.0, 0.0], [1.0, 4.0]]), "dwf": jnp.array([[1.0, 1.0], [3.0, 1.0]]),
+        "dvf": jnp.array([1.0, 2.0])}
+    np.testing.assert_allclose(shadowing_coefficients(per_segment, True),
+                               [[-1.0, -1.0], [0.0, -1.0]], atol=1e-12)
