@@ -63,15 +63,19 @@ def _burn(system, firsts, key, burn_in: int):
     return jax.vmap(lambda x: _run(system, x, key, jnp.asarray(0), burn_in)[0])(firsts)
 
 
-def rollout_values(system, observable, x_start, key, t0, steps: int):
-    """Phi(x_n), n = 1..steps, from x_start at step t0 (differentiable in system and x)."""
+def rollout(system, observable, x_start, key, t0, steps: int):
+    """(x_{t0+steps}, [Phi(x_n), n = 1..steps]) from x_start at step t0 (differentiable)."""
 
     def one(x, t):
         x = system.step(t, x, step_noise(system, key, t, x))
         return x, observable(x)
 
-    _, values = jax.lax.scan(one, x_start, t0 + jnp.arange(steps))
-    return values
+    return jax.lax.scan(one, x_start, t0 + jnp.arange(steps))
+
+
+def rollout_values(system, observable, x_start, key, t0, steps: int):
+    """Phi(x_n), n = 1..steps, from x_start at step t0 (differentiable in system and x)."""
+    return rollout(system, observable, x_start, key, t0, steps)[1]
 
 
 def statistic_of(values, statistic: str):

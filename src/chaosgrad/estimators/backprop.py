@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._errors import check_positive_int
 from ._base import AbstractEstimator, Estimate, tree_mean_and_stderr
-from ._rollout import check_statistic, rollout_values, sample_starts, statistic_of
+from ._rollout import check_statistic, rollout, rollout_values, sample_starts, statistic_of
 
 
 @eqx.filter_jit
@@ -45,8 +45,7 @@ def _truncated_rollout(system, observable, x_start, key, t0, steps, window):
     chunks, remainder = divmod(steps, window)
 
     def chunk(x, c):
-        values = rollout_values(system, observable, x, key, t0 + c * window, window)
-        x_end = _last_state(system, x, key, t0 + c * window, window)
+        x_end, values = rollout(system, observable, x, key, t0 + c * window, window)
         return jax.lax.stop_gradient(x_end), values
 
     x, values = jax.lax.scan(chunk, x_start, jnp.arange(chunks))
@@ -55,15 +54,6 @@ def _truncated_rollout(system, observable, x_start, key, t0, steps, window):
         tail = rollout_values(system, observable, x, key, t0 + chunks * window, remainder)
         values = jnp.concatenate([values, tail])
     return values
-
-
-def _last_state(system, x, key, t0, steps):
-    from .._tangent import step_noise
-
-    def one(x, t):
-        return system.step(t, x, step_noise(system, key, t, x)), None
-
-    return jax.lax.scan(one, x, t0 + jnp.arange(steps))[0]
 
 
 @eqx.filter_jit
