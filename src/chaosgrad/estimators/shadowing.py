@@ -89,9 +89,9 @@ def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool
             g_eps = jax.tree_util.tree_map(lambda a, b: a + b[1:], g_eps, back_p)
             nu = back_x[:, 0] + jax.grad(observable)(x)
             eps = back_x[:, 1:]
-            c = c + eps.T @ eps
-            d = d + eps.T @ nu
-            if flow:
+            if flow:  # least-squares terms are needed only to fix a flow's neutral coefficient
+                c = c + eps.T @ eps
+                d = d + eps.T @ nu
                 direction = _neutral_direction(system, t, x)
                 dwf, dvf = dwf + eps.T @ direction, dvf + nu @ direction
             return (eps, nu, g_nu, g_eps, c, d, dwf, dvf), None
@@ -106,7 +106,7 @@ def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool
         nu = nu - eps @ b
         renorm = jnp.linalg.inv(qs[k].T @ eps)
         out = {"b": b, "M": renorm, "g_nu": g_nu, "g_eps": g_eps, "C": c, "d": d,
-               "dwf": dwf, "dvf": dvf, "log_growth": jnp.log(jnp.abs(jnp.diag(qs[k].T @ eps)))}
+               "dwf": dwf, "dvf": dvf}
         return (eps @ renorm, nu), out
 
     init = (qs[-1], jnp.zeros(states.shape[2]))
