@@ -2,8 +2,9 @@
 
 from ._base import AbstractEstimator, Estimate, Parameters, linear_response
 from .backprop import Backprop, TruncatedBackprop
+from .fast_adjoint_response import FastAdjointResponse
 from .finite_difference import FiniteDifference
 from .shadowing import Shadowing
 
-__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FiniteDifference", "Parameters",
+__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FastAdjointResponse", "FiniteDifference", "Parameters",
            "Shadowing", "TruncatedBackprop", "linear_response"]

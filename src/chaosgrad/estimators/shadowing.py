@@ -66,50 +66,109 @@ def _neutral_direction(system, t, x):
     return system.vector_field(t * system.dt, x)
 
 
+def _segment_tangents(system, key, states_k, q_k, t0):
+    """e_n, n in the segment: the forward tangents from Q_k, recomputed (not stored)."""
+
+    def one(e, n):
+        t, x = t0 + n, states_k[n]
+        _, lin = jax.linearize(lambda y: system.step(t, y, step_noise(system, key, t, y)), x)
+        return jax.vmap(lin, in_axes=1, out_axes=1)(e), e
+
+    return jax.lax.scan(one, q_k, jnp.arange(states_k.shape[0]))[1]
+
+
+def _tree_zeros(values, leading=()):
+    return jax.tree_util.tree_map(lambda z: jnp.zeros(leading + z.shape, z.dtype), values)
+
+
+def _tree_add(total, increment):
+    return jax.tree_util.tree_map(jnp.add, total, increment)
+
+
 @eqx.filter_jit
-def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool):
-    """Backward sweep over all segments; per-segment quantities for the coefficients."""
+def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool, psi=None,
+                  rs=None):
+    """Backward sweep over all segments; per-segment quantities for the coefficients.
+
+    Always: the homogeneous adjoints eps and the shadowing adjoint nu' (forcing grad Phi).
+    With ``psi`` (psi_{n+1} for every step n, shape (segments, segment_steps)) and the QR
+    factors ``rs``, also the unstable-contribution adjoint nu~' with forcing
+    omega_n = grad_x tr(eps-bar_{n+1}^T f_*(x) e_n) and the psi-weighted parameter terms of
+    FastAdjointResponse; eps-bar = eps R_{k+1}^{-T} is the basis dual to e (eps-bar^T e = I).
+    """
     segments, segment_steps = states.shape[:2]
     unstable_dim = qs.shape[2]
-    zero_grad = jax.tree_util.tree_map(jnp.zeros_like, params.values)
+    unstable = psi is not None
+    columns = 2 if unstable else 1
 
     def segment(carry, k):
-        eps, nu = carry
+        eps, nus = carry
         t0 = start + k * segment_steps
+        if unstable:
+            tangents = _segment_tangents(system, key, states[k], qs[k], t0)
+            dual = jnp.linalg.inv(rs[k]).T
 
         def one(acc, n):
-            eps, nu, g_nu, g_eps, c, d, dwf, dvf = acc
+            eps, nus, sums = acc
             t, x = t0 + n, states[k, n]
             xi = step_noise(system, key, t, x)
-            _, pullback = jax.vjp(
-                lambda y, p: params.substitute(system, p).step(t, y, xi), x, params.values)
-            cotangents = jnp.concatenate([nu[:, None], eps], axis=1)
+            step = lambda y, p: params.substitute(system, p).step(t, y, xi)  # noqa: E731
+            _, pullback = jax.vjp(step, x, params.values)
+            cotangents = jnp.concatenate([nus, eps], axis=1)
             back_x, back_p = jax.vmap(pullback, in_axes=1, out_axes=(1, 0))(cotangents)
-            g_nu = jax.tree_util.tree_map(lambda a, b: a + b[0], g_nu, back_p)
-            g_eps = jax.tree_util.tree_map(lambda a, b: a + b[1:], g_eps, back_p)
-            nu = back_x[:, 0] + jax.grad(observable)(x)
-            eps = back_x[:, 1:]
+            forcing = [jax.grad(observable)(x)]
+            new = dict(sums)
+            new["g_nu"] = _tree_add(sums["g_nu"], jax.tree_util.tree_map(lambda b: b[0], back_p))
+            new["g_eps"] = _tree_add(sums["g_eps"],
+                                     jax.tree_util.tree_map(lambda b: b[columns:], back_p))
+            if unstable:
+                weight = psi[k, n]
+                eps_bar, e_n = eps @ dual, tangents[n]
+
+                def trace(y, p):
+                    pushed = jax.vmap(lambda v: jax.jvp(lambda z: step(z, p), (y,), (v,))[1],
+                                      in_axes=1, out_axes=1)(e_n)
+                    return jnp.sum(eps_bar * pushed)
+
+                omega, d_trace = jax.grad(trace, argnums=(0, 1))(x, params.values)
+                forcing.append(omega)
+                scale = lambda tree: jax.tree_util.tree_map(lambda b: weight * b, tree)  # noqa: E731
+                new["g_nu_unstable"] = _tree_add(
+                    sums["g_nu_unstable"], scale(jax.tree_util.tree_map(lambda b: b[1], back_p)))
+                new["g_eps_unstable"] = _tree_add(
+                    sums["g_eps_unstable"],
+                    scale(jax.tree_util.tree_map(lambda b: b[columns:], back_p)))
+                new["trace_term"] = _tree_add(sums["trace_term"], scale(d_trace))
+            nus = back_x[:, :columns] + jnp.stack(forcing, axis=1)
+            eps = back_x[:, columns:]
             if flow:  # least-squares terms are needed only to fix a flow's neutral coefficient
-                c = c + eps.T @ eps
-                d = d + eps.T @ nu
                 direction = _neutral_direction(system, t, x)
-                dwf, dvf = dwf + eps.T @ direction, dvf + nu @ direction
-            return (eps, nu, g_nu, g_eps, c, d, dwf, dvf), None
+                new["C"] = sums["C"] + eps.T @ eps
+                new["d"] = sums["d"] + eps.T @ nus[:, 0]
+                new["dwf"] = sums["dwf"] + eps.T @ direction
+                new["dvf"] = sums["dvf"] + nus[:, 0] @ direction
+            return (eps, nus, new), None
 
-        g_eps0 = jax.tree_util.tree_map(
-            lambda z: jnp.zeros((unstable_dim,) + z.shape, z.dtype), params.values)
-        acc = (eps, nu, zero_grad, g_eps0, jnp.zeros((unstable_dim, unstable_dim)),
-               jnp.zeros(unstable_dim), jnp.zeros(unstable_dim), jnp.zeros(()))
-        (eps, nu, g_nu, g_eps, c, d, dwf, dvf), _ = jax.lax.scan(
-            one, acc, jnp.arange(segment_steps), reverse=True)
-        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nu)
-        nu = nu - eps @ b
+        sums = {"g_nu": _tree_zeros(params.values),
+                "g_eps": _tree_zeros(params.values, (unstable_dim,))}
+        if unstable:
+            sums.update(g_nu_unstable=_tree_zeros(params.values),
+                        g_eps_unstable=_tree_zeros(params.values, (unstable_dim,)),
+                        trace_term=_tree_zeros(params.values))
+        if flow:
+            sums.update(C=jnp.zeros((unstable_dim, unstable_dim)), d=jnp.zeros(unstable_dim),
+                        dwf=jnp.zeros(unstable_dim), dvf=jnp.zeros(()))
+        (eps, nus, sums), _ = jax.lax.scan(one, (eps, nus, sums), jnp.arange(segment_steps),
+                                           reverse=True)
+        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)            # (u, columns)
+        nus = nus - eps @ b
         renorm = jnp.linalg.inv(qs[k].T @ eps)
-        out = {"b": b, "M": renorm, "g_nu": g_nu, "g_eps": g_eps, "C": c, "d": d,
-               "dwf": dwf, "dvf": dvf}
-        return (eps @ renorm, nu), out
+        out = {"b": b[:, 0], "M": renorm, **sums}
+        if unstable:
+            out["b_unstable"] = b[:, 1]
+        return (eps @ renorm, nus), out
 
-    init = (qs[-1], jnp.zeros(states.shape[2]))
+    init = (qs[-1], jnp.zeros((states.shape[2], columns)))
     _, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
     return per_segment
 
