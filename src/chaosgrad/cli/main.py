@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import lyapunov_spectrum
+from .expressions import ExpressionError
 from .registry import SYSTEMS, build_system, settable_parameters
 from .report import plot_spectrum, write_json
 
@@ -42,7 +43,7 @@ def user_errors():
     """Turn the library's input errors into one-line messages with exit code 2."""
     try:
         yield
-    except (ValueError, TypeError, UserError) as exc:
+    except (ValueError, TypeError, UserError, ExpressionError) as exc:
         fail(str(exc))
     except FloatingPointError as exc:
         fail(str(exc), code=1)
@@ -129,6 +130,127 @@ def lyapunov(
                   f"{result.steps} steps in {result.seconds:.2f} s")
     if out is not None:
         console.print(f"wrote {out / 'spectrum.png'} and {out / 'spectrum.json'}")
+
+
+Method = Annotated[str, typer.Option("--method", help="backprop, truncated, fd, shadowing, far")]
+
+
+def _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps, segments,
+             statistic):
+    from .gradients import MethodOptions
+
+    return MethodOptions(steps=steps, samples=samples, burn_in=burn_in, eps=eps, window=window,
+                         unstable_dim=unstable_dim, segment_steps=segment_steps,
+                         segments=segments, statistic=statistic)
+
+
+Steps = Annotated[Optional[int], typer.Option(help="steps per sample (default 10000; a network: its depth)")]
+Samples = Annotated[int, typer.Option(help="independent samples (backprop, truncated, fd)")]
+BurnIn = Annotated[int, typer.Option("--burn-in", help="transient steps")]
+Eps = Annotated[float, typer.Option(help="finite-difference step")]
+Window = Annotated[Optional[int], typer.Option(help="truncation window / FAR half-width W")]
+UnstableDim = Annotated[Optional[int], typer.Option("--unstable-dim", help="u for shadowing/far")]
+SegmentSteps = Annotated[int, typer.Option("--segment-steps", help="steps per segment")]
+Segments = Annotated[int, typer.Option(help="number of segments")]
+Statistic = Annotated[Optional[str], typer.Option(help="average or terminal")]
+Observable = Annotated[Optional[str], typer.Option(help="e.g. z, x[0]**3, mean(x**2)")]
+
+
+@app.command()
+def grad(
+    system: Annotated[str, typer.Argument(help="built-in system")],
+    wrt: Annotated[str, typer.Option(help="parameter names, comma-separated")],
+    method: Method,
+    observable: Observable = None,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
+    steps: Steps = None, samples: Samples = 10, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
+    window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
+    segments: Segments = 200, statistic: Statistic = None,
+    seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="write grad.json here")] = None,
+):
+    """Derivative of a statistic with respect to parameters, with its standard error."""
+    from .gradients import resolve_observable, resolve_wrt, run_gradient
+
+    options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
+                       segments, statistic)
+    with user_errors():
+        model, params = build_system(system, param)
+        phi, expression = resolve_observable(model, observable)
+        selector, names = resolve_wrt(model, wrt)
+        with progress_bar(1, f"{system}: {method}", not as_json):
+            row = run_gradient(model, phi, method, options, selector, names, seed)
+    row.update(system=system, observable=expression,
+               params={k: jsonable(v) for k, v in params.items()})
+    if out is not None:
+        write_json(out / "grad.json", row)
+    if as_json:
+        print(json.dumps({k: row[k] for k in ("value", "grad", "stderr", "method", "seconds")}))
+        return
+    table = Table(title=f"{system}: d<{expression}>/d({wrt}) by {method}")
+    for column in ("parameter", "estimate", "± SE"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    for name in names:
+        for g, se in zip(np.ravel(row["grad"][name]), np.ravel(row["stderr"][name])):
+            table.add_row(name, f"{g:+.6g}", f"{se:.3g}")
+    console.print(table)
+    console.print(f"statistic {row['value']:.6g}; {row['seconds']:.2f} s")
+    if "warning" in row["info"]:
+        console.print(f"[yellow]{row['info']['warning']}[/]")
+
+
+@app.command()
+def compare(
+    system: Annotated[str, typer.Argument(help="built-in system")],
+    wrt: Annotated[str, typer.Option(help="one parameter name")],
+    methods: Annotated[str, typer.Option(help="comma-separated, e.g. backprop,fd,shadowing")],
+    observable: Observable = None,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
+    steps: Steps = None, samples: Samples = 10, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
+    window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
+    segments: Segments = 200, statistic: Statistic = None,
+    seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="write compare.json and compare.png")] = None,
+):
+    """Several estimators side by side: estimate ± SE and seconds (and a bar chart)."""
+    from .gradients import resolve_observable, resolve_wrt, run_gradient
+    from .report import plot_compare
+
+    options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
+                       segments, statistic)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    with user_errors():
+        model, params = build_system(system, param)
+        phi, expression = resolve_observable(model, observable)
+        selector, names = resolve_wrt(model, wrt)
+        if len(names) != 1:
+            raise UserError("compare takes one --wrt parameter")
+        rows = []
+        with progress_bar(len(chosen), f"{system}: compare", not as_json) as advance:
+            for method in chosen:
+                rows.append(run_gradient(model, phi, method, options, selector, names, seed))
+                if advance:
+                    advance(1)
+    payload = {"system": system, "observable": expression, "wrt": names[0],
+               "params": {k: jsonable(v) for k, v in params.items()}, "results": rows}
+    if out is not None:
+        write_json(out / "compare.json", payload)
+        plot_compare(out / "compare.png", rows, names[0],
+                     f"{system}: d<{expression}>/d{names[0]}")
+    if as_json:
+        print(json.dumps(payload))
+        return
+    table = Table(title=f"{system}: d<{expression}>/d{names[0]}")
+    for column in ("method", "estimate", "± SE", "seconds"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for row in rows:
+        g, se = np.ravel(row["grad"][names[0]])[0], np.ravel(row["stderr"][names[0]])[0]
+        table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", f"{row['seconds']:.2f}")
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out / 'compare.png'} and {out / 'compare.json'}")
 
 
 @app.command()

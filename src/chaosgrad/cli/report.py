@@ -56,6 +56,32 @@ def plot_ftle_histograms(path: Path, samples: dict[str, np.ndarray], title: str)
     return path
 
 
+def plot_compare(path: Path, rows: list[dict], name: str, title: str,
+                 reference: float | None = None) -> Path:
+    """One bar per method: the estimate of d(statistic)/d(name) with 2-SE error bars."""
+    labels = [row["method"] for row in rows]
+    values = np.array([np.ravel(row["grad"][name])[0] for row in rows], dtype=float)
+    errors = np.array([np.ravel(row["stderr"][name])[0] for row in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    finite = np.isfinite(values)
+    scale = np.nanmax(np.abs(values[finite])) if finite.any() else 1.0
+    symlog = finite.any() and scale > 1e3 * max(np.nanmin(np.abs(values[finite])), 1e-12)
+    ax.bar(labels, np.where(finite, values, 0.0), yerr=np.nan_to_num(2 * errors),
+           color=["tab:gray" if not f else "tab:blue" for f in finite], capsize=4)
+    if reference is not None:
+        ax.axhline(reference, color="tab:red", lw=1, ls="--", label=f"reference {reference:g}")
+        ax.legend(fontsize=8)
+    if symlog:
+        ax.set_yscale("symlog")
+    ax.set_ylabel(f"d statistic / d {name}  (± 2 SE)")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_html(path: Path, title: str, sections: list[tuple[str, str, list[str]]]) -> Path:
     """A self-contained page: sections of (heading, paragraph, image file names)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"

@@ -27,6 +27,7 @@ class Lorenz63(AbstractFlow):
     dim: int = eqx.field(static=True)
 
     component_names = ("x", "y", "z")
+    default_observable = "z"
 
     def __init__(self, rho=28.0, sigma=10.0, beta=8.0 / 3.0, dt=0.005, method="rk4"):
         _check_method(method, False)

@@ -28,6 +28,8 @@ class Lorenz96(AbstractFlow):
     method: str = eqx.field(static=True)
     dim: int = eqx.field(static=True)
 
+    default_observable = "mean(x**2)"
+
     def __init__(self, n=40, forcing=8.0, dt=0.01, method="rk4"):
         if int(n) < 4:
             raise ValueError(f"n must be at least 4, got {n}")

@@ -39,6 +39,8 @@ class NineNeuronNet(System):
     dim: int = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
+    default_observable = "sum(x)"
+
     def __init__(self, gamma=0.0, noise=0.5, J=None):
         if float(noise) < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")

@@ -29,6 +29,7 @@ class NoisyLorenz96(AbstractFlow):
     dim: int = eqx.field(static=True)
 
     spin_up_time = 5.0
+    default_observable = "mean(x**2)"
 
     def __init__(self, n=40, gamma0=8.0, gamma1=2.0, dt=0.002):
         if int(n) < 4:

@@ -24,6 +24,8 @@ class ModifiedSolenoid(System):
     gamma2: jax.Array
     dim: int = eqx.field(static=True)
 
+    default_observable = "x[0]**3 + 0.005*sum((x[1:] - pi)**2)"
+
     def __init__(self, dim=5, gamma1=0.1, gamma2=0.1):
         if int(dim) < 2:
             raise ValueError(f"dim must be at least 2, got {dim}")
