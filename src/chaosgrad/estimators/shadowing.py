@@ -143,10 +143,12 @@ def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool
             eps = back_x[:, columns:]
             if flow:  # least-squares terms are needed only to fix a flow's neutral coefficient
                 direction = _neutral_direction(system, t, x)
-                new["C"] = sums["C"] + eps.T @ eps
-                new["d"] = sums["d"] + eps.T @ nus[:, 0]
-                new["dwf"] = sums["dwf"] + eps.T @ direction
-                new["dvf"] = sums["dvf"] + nus[:, 0] @ direction
+                # written as broadcast-and-sum, not matmul: XLA fuses these tiny reductions
+                # into the step, while a dot is a separate kernel call per step
+                new["C"] = sums["C"] + jnp.sum(eps[:, :, None] * eps[:, None, :], axis=0)
+                new["d"] = sums["d"] + jnp.sum(eps * nus[:, :1], axis=0)
+                new["dwf"] = sums["dwf"] + jnp.sum(eps * direction[:, None], axis=0)
+                new["dvf"] = sums["dvf"] + jnp.sum(nus[:, 0] * direction)
             return (eps, nus, new), None
 
         sums = {"g_nu": _tree_zeros(params.values),
@@ -159,7 +161,7 @@ def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool
             sums.update(C=jnp.zeros((unstable_dim, unstable_dim)), d=jnp.zeros(unstable_dim),
                         dwf=jnp.zeros(unstable_dim), dvf=jnp.zeros(()))
         (eps, nus, sums), _ = jax.lax.scan(one, (eps, nus, sums), jnp.arange(segment_steps),
-                                           reverse=True)
+                                           reverse=True, unroll=4)
         b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)            # (u, columns)
         nus = nus - eps @ b
         renorm = jnp.linalg.inv(qs[k].T @ eps)
