@@ -175,6 +175,7 @@ def adjoint_sweep(system, observable, params, states, qs, key, start, flow: bool
     return per_segment
 
 
+@eqx.filter_jit
 def shadowing_coefficients(per_segment, flow: bool):
     """a_k for every segment: a_k = M_k a_{k-1} - b_k, with a_0 fixed as described above."""
     b, m = per_segment["b"], per_segment["M"]
@@ -203,6 +204,7 @@ def shadowing_coefficients(per_segment, flow: bool):
     return jnp.einsum("kij,j->ki", t_all, a0) + p_all
 
 
+@eqx.filter_jit
 def segment_contributions(per_segment, coefficients):
     """Per segment: sum_n nu_{n+1} . X_n = g_nu + sum_i a_i g_eps_i (a pytree per segment)."""
     return jax.tree_util.tree_map(
@@ -293,13 +295,13 @@ class Shadowing(AbstractEstimator):
 
 def _blocked_mean(contributions, segment_steps, blocks):
     """Mean per step of per-segment sums, with batch-means errors over blocks of segments."""
-    def per_leaf(leaf):
+    leaves, treedef = jax.tree_util.tree_flatten(contributions)
+    means, errors = [], []
+    for leaf in leaves:
         per_step = np.asarray(leaf) / segment_steps
         count = min(blocks, per_step.shape[0])
         usable = (per_step.shape[0] // count) * count
         block_means = per_step[:usable].reshape((count, -1) + per_step.shape[1:]).mean(axis=1)
-        return jnp.asarray(per_step.mean(axis=0)), jnp.asarray(batch_means(block_means))
-
-    grad = jax.tree_util.tree_map(lambda leaf: per_leaf(leaf)[0], contributions)
-    stderr = jax.tree_util.tree_map(lambda leaf: per_leaf(leaf)[1], contributions)
-    return grad, stderr
+        means.append(jnp.asarray(per_step.mean(axis=0)))
+        errors.append(jnp.asarray(batch_means(block_means)))
+    return treedef.unflatten(means), treedef.unflatten(errors)
