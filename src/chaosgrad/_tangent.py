@@ -28,6 +28,8 @@ def positive_qr(vectors):
     of vector operations; larger k calls LAPACK's Householder QR.
     """
     k = vectors.shape[1]
+    if k == 0:
+        return vectors, jnp.zeros((0, 0), vectors.dtype)
     if k <= 4:
         return _gram_schmidt(vectors)
     q, r = jnp.linalg.qr(vectors)

@@ -43,14 +43,16 @@ def _sweep(system, observable, unstable_dim, segment_steps, segments, wrt):
     return params, states, qs, rs, per, key, t
 
 
-def test_duality_is_invariant_inside_segments():
-    """eps^T e is constant along a segment; after renormalisation eps^T Q_k = I."""
-    system = cg.Henon()
-    params, states, qs, rs, per, key, t = _sweep(system, lambda x: x[0], 1, 8, 6,
-                                                 lambda s: s.a)
-    # M_k = (Q_k^T eps_{t_k})^{-1} = R_{k+1}^{-T}: the invariant eps^T e carried across
-    np.testing.assert_allclose(np.asarray(per["M"])[:, 0, 0],
-                               1.0 / np.asarray(rs)[:, 0, 0], rtol=1e-10)
+@pytest.mark.parametrize("system, unstable_dim", [(cg.Henon(), 1),
+                                                   (cg.Lorenz63(dt=1e-3, method="euler"), 2)])
+def test_duality_is_invariant_inside_segments(system, unstable_dim):
+    """eps enters segment k with eps^T Q_{k+1} = I; the forward tangents leave it as
+    Q_{k+1} R_{k+1}, so eps^T e = R_{k+1} all along the segment and the adjoint sweep's
+    eps at t_k meets Q_k with Q_k^T eps = R_{k+1}^T, i.e. M_k = R_{k+1}^{-T}."""
+    params, states, qs, rs, per, key, t = _sweep(system, lambda x: x[0], unstable_dim, 50, 6,
+                                                 None)
+    expected = np.linalg.inv(np.transpose(np.asarray(rs), (0, 2, 1)))
+    np.testing.assert_allclose(np.asarray(per["M"]), expected, rtol=1e-8, atol=1e-10)
 
 
 def test_nu_is_the_continuous_adjoint_solution():

@@ -228,7 +228,7 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in):
 
 
 def check_segments(estimator):
-    check_positive_int(estimator.unstable_dim, "unstable_dim")
+    check_positive_int(estimator.unstable_dim, "unstable_dim", allow_zero=True)
     check_positive_int(estimator.segment_steps, "segment_steps")
     check_positive_int(estimator.segments, "segments")
     check_positive_int(estimator.burn_in, "burn_in", allow_zero=True)
@@ -254,7 +254,8 @@ class Shadowing(AbstractEstimator):
 
     Args:
         unstable_dim: u, the number of positive exponents (plus one for a flow's neutral
-            direction). Must be smaller than the dimension.
+            direction). Must be smaller than the dimension; 0 (a stable system) makes this
+            the plain adjoint of the long-time average.
         segment_steps: steps per segment (exponential growth inside one must stay small).
         segments: K; the orbit has K * segment_steps steps after ``burn_in``.
     """
@@ -288,7 +289,7 @@ class Shadowing(AbstractEstimator):
         exponents = np.log(np.abs(np.diagonal(np.asarray(rs), axis1=1, axis2=2))).mean(0)
         info = {"method": "Shadowing", "steps": steps, "segments": self.segments,
                 "lyapunov_exponents": (exponents / (self.segment_steps * unit)).tolist(),
-                "max_coefficient": float(jnp.max(jnp.abs(coefficients))),
+                "max_coefficient": float(jnp.max(jnp.abs(coefficients), initial=0.0)),
                 "seconds": time.perf_counter() - began}
         return Estimate(float(jnp.mean(values)), grad, stderr, info)
 
