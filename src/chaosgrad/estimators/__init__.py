@@ -4,7 +4,10 @@ from ._base import AbstractEstimator, Estimate, Parameters, linear_response
 from .backprop import Backprop, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse
 from .finite_difference import FiniteDifference
+from ._noise import ParametricObservable
+from .kernel import Kernel
+from .path_kernel import PathKernel
 from .shadowing import Shadowing
 
-__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FastAdjointResponse", "FiniteDifference", "Parameters",
+__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FastAdjointResponse", "FiniteDifference", "Kernel", "ParametricObservable", "Parameters", "PathKernel",
            "Shadowing", "TruncatedBackprop", "linear_response"]

@@ -24,28 +24,31 @@ def check_statistic(statistic: str) -> None:
 
 
 def sample_starts(system, x0, key, samples: int, burn_in: int, steps: int, statistic: str):
-    """(starts, start_times, noise_key) for ``samples`` windows.
+    """(starts, start_times, noise_keys) for ``samples`` windows, one noise key per sample.
 
-    Without ``x0`` every sample draws its own initial state and is burned in (``average``)
-    or starts at layer 0 (``terminal``). With ``x0`` the windows of an ``average`` follow one
-    another along the orbit from x0; a ``terminal`` statistic starts every sample at x0.
+    Without ``x0`` every sample draws its own initial state and noise and is burned in
+    (``average``) or starts at layer 0 (``terminal``). With ``x0`` the windows of an
+    ``average`` follow one another along one orbit from x0 (one noise stream, consecutive
+    steps); a ``terminal`` statistic starts every sample at x0 with its own noise.
     """
     check_horizon(system, (burn_in if statistic == "average" else 0) + steps)
     init_key, noise_key = jax.random.split(key)
+    own_keys = sample_keys(noise_key, samples)
     if statistic == "terminal":
         if x0 is None:
-            starts = jax.vmap(system.initial_state)(jax.random.split(init_key, samples))
+            starts = jax.vmap(system.initial_state)(sample_keys(init_key, samples))
+            resolve_start(system, starts[0], init_key)
         else:
             starts = jnp.broadcast_to(resolve_start(system, x0, init_key)[0], (samples, x0.shape[0]))
-        return starts, jnp.zeros(samples, int), noise_key
+        return starts, jnp.zeros(samples, int), own_keys
     if x0 is None:
-        firsts = jax.vmap(system.initial_state)(jax.random.split(init_key, samples))
+        firsts = jax.vmap(system.initial_state)(sample_keys(init_key, samples))
         resolve_start(system, firsts[0], init_key)  # validates dtype and shape
-        starts = _burn(system, firsts, noise_key, burn_in)
-        return starts, jnp.full(samples, burn_in), noise_key
+        starts = _burn(system, firsts, own_keys, burn_in)
+        return starts, jnp.full(samples, burn_in), own_keys
     x0, _ = resolve_start(system, x0, init_key)
     times = burn_in + steps * jnp.arange(samples)
-    starts = [x0]
+    starts = []
     state = x0
     t = 0
     for target in [int(v) for v in times]:
@@ -53,14 +56,19 @@ def sample_starts(system, x0, key, samples: int, burn_in: int, steps: int, stati
             state, _ = _run(system, state, noise_key, jnp.asarray(t), target - t)
             t = target
         starts.append(state)
-    return jnp.stack(starts[1:]), times, noise_key
+    return jnp.stack(starts), times, jnp.broadcast_to(noise_key, (samples,))
+
+
+def sample_keys(noise_key, samples: int, first: int = 0):
+    """One noise key per sample index first..first+samples-1."""
+    return jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(first + jnp.arange(samples))
 
 
 @eqx.filter_jit
-def _burn(system, firsts, key, burn_in: int):
+def _burn(system, firsts, keys, burn_in: int):
     if burn_in == 0:
         return firsts
-    return jax.vmap(lambda x: _run(system, x, key, jnp.asarray(0), burn_in)[0])(firsts)
+    return jax.vmap(lambda x, key: _run(system, x, key, jnp.asarray(0), burn_in)[0])(firsts, keys)
 
 
 def rollout(system, observable, x_start, key, t0, steps: int):

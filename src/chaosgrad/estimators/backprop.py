@@ -24,9 +24,9 @@ from ._rollout import check_statistic, rollout, rollout_values, sample_starts, s
 
 
 @eqx.filter_jit
-def _value_and_grad(system, observable, params, starts, times, key, steps: int,
+def _value_and_grad(system, observable, params, starts, times, keys, steps: int,
                     statistic: str, window):
-    def one(x_start, t0):
+    def one(x_start, t0, key):
         def objective(values):
             current = params.substitute(system, values)
             if window is None:
@@ -37,7 +37,7 @@ def _value_and_grad(system, observable, params, starts, times, key, steps: int,
 
         return jax.value_and_grad(objective)(params.values)
 
-    return jax.vmap(one)(starts, times)
+    return jax.vmap(one)(starts, times, keys)
 
 
 def _truncated_rollout(system, observable, x_start, key, t0, steps, window):
@@ -57,25 +57,25 @@ def _truncated_rollout(system, observable, x_start, key, t0, steps, window):
 
 
 @eqx.filter_jit
-def _growth_by_horizon(system, observable, params, starts, times, key, steps: int,
+def _growth_by_horizon(system, observable, params, starts, times, keys, steps: int,
                        statistic: str):
     """|d J_T / d theta . u| for every horizon T = 1..steps (u: unit parameter direction)."""
     flat, unravel = ravel_pytree(params.values)
     direction = unravel(jnp.ones_like(flat) / jnp.sqrt(flat.size))
 
-    def one(x_start, t0):
+    def one(x_start, t0, key):
         run = lambda values: rollout_values(params.substitute(system, values), observable,  # noqa: E731
                                             x_start, key, t0, steps)
         _, tangent = jax.jvp(run, (params.values,), (direction,))
         # the window sum's derivative (average: T * dA_T) grows like e^{lambda_1 T}
         return jnp.abs(jnp.cumsum(tangent) if statistic == "average" else tangent)
 
-    return jax.vmap(one)(starts, times)
+    return jax.vmap(one)(starts, times, keys)
 
 
-def horizon_diagnostics(system, observable, params, starts, times, key, steps, statistic):
+def horizon_diagnostics(system, observable, params, starts, times, keys, steps, statistic):
     """Geometric-mean gradient magnitude on a grid of horizons and its fitted growth rate."""
-    magnitudes = np.asarray(_growth_by_horizon(system, observable, params, starts, times, key,
+    magnitudes = np.asarray(_growth_by_horizon(system, observable, params, starts, times, keys,
                                                steps, statistic))
     with np.errstate(divide="ignore", invalid="ignore"):
         log_mag = np.log(magnitudes)
@@ -118,9 +118,9 @@ class Backprop(AbstractEstimator):
 
     def estimate(self, system, observable, params, x0, key):
         began = time.perf_counter()
-        starts, times, noise_key = sample_starts(system, x0, key, self.samples, self.burn_in,
+        starts, times, noise_keys = sample_starts(system, x0, key, self.samples, self.burn_in,
                                                  self.steps, self.statistic)
-        values, grads = _value_and_grad(system, observable, params, starts, times, noise_key,
+        values, grads = _value_and_grad(system, observable, params, starts, times, noise_keys,
                                         self.steps, self.statistic, self._window())
         grad, stderr = tree_mean_and_stderr(grads)
         per_sample = np.asarray(jax.vmap(lambda g: ravel_pytree(g)[0])(grads))
@@ -131,7 +131,7 @@ class Backprop(AbstractEstimator):
                 if self.samples > 1 else float("nan")}
         if self.diagnostics and self._window() is None:
             info.update(horizon_diagnostics(system, observable, params, starts, times,
-                                            noise_key, self.steps, self.statistic))
+                                            noise_keys, self.steps, self.statistic))
         if not np.all(np.isfinite(per_sample)):
             info["warning"] = "some per-sample gradients overflowed (inf/NaN): the explosion"
         info["seconds"] = time.perf_counter() - began

@@ -20,11 +20,11 @@ from jax.flatten_util import ravel_pytree
 from .._errors import check_positive_int
 from .._system import _run, check_horizon, resolve_start
 from ._base import AbstractEstimator, Estimate
-from ._rollout import check_statistic, rollout_values, statistic_of
+from ._rollout import check_statistic, rollout_values, sample_keys, statistic_of
 
 
 @eqx.filter_jit
-def _perturbed_statistics(system, observable, params, firsts, key, eps, burn_in: int,
+def _perturbed_statistics(system, observable, params, firsts, keys, eps, burn_in: int,
                           steps: int, statistic: str):
     flat, unravel = ravel_pytree(params.values)
     shifts = jnp.concatenate([jnp.eye(flat.size), -jnp.eye(flat.size)]) * eps
@@ -32,14 +32,14 @@ def _perturbed_statistics(system, observable, params, firsts, key, eps, burn_in:
     def for_shift(shift):
         current = params.substitute(system, unravel(flat + shift))
 
-        def for_sample(first):
+        def for_sample(first, key):
             x = first
             if burn_in:
                 x, _ = _run(current, first, key, jnp.asarray(0), burn_in)
             phis = rollout_values(current, observable, x, key, jnp.asarray(burn_in), steps)
             return statistic_of(phis, statistic)
 
-        return jax.vmap(for_sample)(firsts)
+        return jax.vmap(for_sample)(firsts, keys)
 
     plus_minus = jax.lax.map(for_shift, shifts)
     return plus_minus[: flat.size], plus_minus[flat.size:], unravel
@@ -68,13 +68,14 @@ class FiniteDifference(AbstractEstimator):
         check_horizon(system, burn_in + self.steps)
         init_key, noise_key = jax.random.split(key)
         if x0 is None:
-            firsts = jax.vmap(system.initial_state)(jax.random.split(init_key, self.samples))
+            firsts = jax.vmap(system.initial_state)(sample_keys(init_key, self.samples))
             resolve_start(system, firsts[0], init_key)
         else:
             x0, _ = resolve_start(system, x0, init_key)
             firsts = jnp.broadcast_to(x0, (self.samples,) + x0.shape)
         plus, minus, unravel = _perturbed_statistics(
-            system, observable, params, firsts, noise_key, self.eps, burn_in, self.steps,
+            system, observable, params, firsts, sample_keys(noise_key, self.samples), self.eps,
+            burn_in, self.steps,
             self.statistic)
         per_sample = np.asarray((plus - minus) / (2 * self.eps))        # (params, samples)
         grad = per_sample.mean(axis=1)
