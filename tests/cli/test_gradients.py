@@ -60,3 +60,17 @@ def test_errors_are_one_line_exit_2(args, message):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_kernel_methods_on_the_command_line():
+    result = runner.invoke(app, ["grad", "nine_neuron_net", "--wrt", "gamma", "-p", "gamma=0.556",
+                                 "--method", "path-kernel", "--alpha", "1", "--samples", "20000",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert abs(payload["grad"]["gamma"] - 7.47) <= 3 * payload["stderr"]["gamma"] + 0.03
+    result = runner.invoke(app, ["grad", "nine_neuron_net", "--wrt", "gamma", "--method",
+                                 "kernel", "--samples", "5000", "--json"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["grad", "lorenz63", "--wrt", "rho", "--method", "kernel"])
+    assert result.exit_code == 2 and "needs a noisy system" in result.output

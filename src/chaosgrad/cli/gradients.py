@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..estimators import (Backprop, FastAdjointResponse, FiniteDifference, Shadowing,
-                          TruncatedBackprop, linear_response)
+from ..estimators import (Backprop, FastAdjointResponse, FiniteDifference, Kernel, PathKernel,
+                          Shadowing, TruncatedBackprop, linear_response)
 from .expressions import parse_observable
 
-METHODS = ("backprop", "truncated", "fd", "shadowing", "far")
+METHODS = ("backprop", "truncated", "fd", "shadowing", "far", "kernel", "path-kernel")
 
 
 @dataclass
@@ -21,7 +21,7 @@ class MethodOptions:
     """Every estimator setting the command line can give (None: the method's default)."""
 
     steps: int | None = None
-    samples: int = 10
+    samples: int | None = None
     burn_in: int = 1000
     eps: float = 1e-2
     window: int | None = None
@@ -29,6 +29,7 @@ class MethodOptions:
     segment_steps: int = 20
     segments: int = 200
     statistic: str | None = None
+    alpha: float = 1.0
 
 
 def build_estimator(method: str, system, options: MethodOptions):
@@ -36,10 +37,20 @@ def build_estimator(method: str, system, options: MethodOptions):
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
     horizon = system.horizon
-    statistic = options.statistic or ("terminal" if horizon else "average")
-    steps = options.steps or (horizon or 10_000)
+    statistic = options.statistic or getattr(system, "default_statistic", None) or (
+        "terminal" if horizon else "average")
+    steps = options.steps or horizon or getattr(system, "default_steps", 10_000)
     burn_in = options.burn_in if statistic == "average" else 0
-    common = dict(steps=steps, samples=options.samples, burn_in=burn_in, statistic=statistic)
+    if method in ("kernel", "path-kernel"):
+        stationary = options.window is not None
+        samples = options.samples or (10 if stationary else 10_000)
+        noisy = dict(steps=steps, samples=samples, window=options.window,
+                     burn_in=options.burn_in)
+        if method == "kernel":
+            return Kernel(**noisy)
+        return PathKernel(**noisy, alpha=options.alpha)
+    common = dict(steps=steps, samples=options.samples or 10, burn_in=burn_in,
+                  statistic=statistic)
     if method == "backprop":
         return Backprop(**common)
     if method == "truncated":
@@ -96,7 +107,7 @@ def run_gradient(system, observable, method, options, wrt, names, seed):
 
 def _summary(info: dict) -> dict:
     keep = ("steps", "samples", "segments", "window", "growth_rate", "lyapunov_exponents",
-            "warning", "eps", "runs")
+            "warning", "eps", "runs", "alpha", "exploding", "orbits")
     out = {k: info[k] for k in keep if k in info}
     for key in ("shadowing_contribution", "unstable_contribution"):
         if key in info:

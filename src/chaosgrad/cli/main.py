@@ -47,6 +47,10 @@ def user_errors():
         fail(str(exc))
     except FloatingPointError as exc:
         fail(str(exc), code=1)
+    except jax.errors.JaxRuntimeError as exc:
+        if "RESOURCE_EXHAUSTED" in str(exc):
+            fail("out of memory: reduce --samples or --steps", code=1)
+        raise
 
 
 @contextlib.contextmanager
@@ -132,23 +136,27 @@ def lyapunov(
         console.print(f"wrote {out / 'spectrum.png'} and {out / 'spectrum.json'}")
 
 
-Method = Annotated[str, typer.Option("--method", help="backprop, truncated, fd, shadowing, far")]
+Method = Annotated[str, typer.Option(
+    "--method", help="backprop, truncated, fd, shadowing, far, kernel, path-kernel")]
 
 
 def _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps, segments,
-             statistic):
+             statistic, alpha):
     from .gradients import MethodOptions
 
     return MethodOptions(steps=steps, samples=samples, burn_in=burn_in, eps=eps, window=window,
                          unstable_dim=unstable_dim, segment_steps=segment_steps,
-                         segments=segments, statistic=statistic)
+                         segments=segments, statistic=statistic, alpha=alpha)
 
 
 Steps = Annotated[Optional[int], typer.Option(help="steps per sample (default 10000; a network: its depth)")]
-Samples = Annotated[int, typer.Option(help="independent samples (backprop, truncated, fd)")]
+Samples = Annotated[Optional[int], typer.Option(
+    help="samples (default 10; kernel methods: 10000, or 10 orbits with --window)")]
 BurnIn = Annotated[int, typer.Option("--burn-in", help="transient steps")]
 Eps = Annotated[float, typer.Option(help="finite-difference step")]
-Window = Annotated[Optional[int], typer.Option(help="truncation window / FAR half-width W")]
+Window = Annotated[Optional[int], typer.Option(
+    help="truncation window / FAR half-width / kernel decorrelation window (stationary)")]
+Alpha = Annotated[float, typer.Option(help="path-kernel damping rate")]
 UnstableDim = Annotated[Optional[int], typer.Option("--unstable-dim", help="u for shadowing/far")]
 SegmentSteps = Annotated[int, typer.Option("--segment-steps", help="steps per segment")]
 Segments = Annotated[int, typer.Option(help="number of segments")]
@@ -163,9 +171,9 @@ def grad(
     method: Method,
     observable: Observable = None,
     param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
-    steps: Steps = None, samples: Samples = 10, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
+    steps: Steps = None, samples: Samples = None, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
     window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
-    segments: Segments = 200, statistic: Statistic = None,
+    segments: Segments = 200, statistic: Statistic = None, alpha: Alpha = 1.0,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out: Annotated[Optional[Path], typer.Option(help="write grad.json here")] = None,
@@ -174,7 +182,7 @@ def grad(
     from .gradients import resolve_observable, resolve_wrt, run_gradient
 
     options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
-                       segments, statistic)
+                       segments, statistic, alpha)
     with user_errors():
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
@@ -207,9 +215,9 @@ def compare(
     methods: Annotated[str, typer.Option(help="comma-separated, e.g. backprop,fd,shadowing")],
     observable: Observable = None,
     param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
-    steps: Steps = None, samples: Samples = 10, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
+    steps: Steps = None, samples: Samples = None, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
     window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
-    segments: Segments = 200, statistic: Statistic = None,
+    segments: Segments = 200, statistic: Statistic = None, alpha: Alpha = 1.0,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out: Annotated[Optional[Path], typer.Option(help="write compare.json and compare.png")] = None,
@@ -219,7 +227,7 @@ def compare(
     from .report import plot_compare
 
     options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
-                       segments, statistic)
+                       segments, statistic, alpha)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
         model, params = build_system(system, param)

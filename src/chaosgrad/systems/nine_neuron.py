@@ -40,6 +40,8 @@ class NineNeuronNet(System):
     _stochastic: bool = eqx.field(static=True)
 
     default_observable = "sum(x)"
+    default_steps = 50              # the reference problem: E[sum x_50] at depth 50
+    default_statistic = "terminal"
 
     def __init__(self, gamma=0.0, noise=0.5, J=None):
         if float(noise) < 0:
