@@ -102,6 +102,45 @@ def shadowing_benchmarks():
     print(f"wrote {RESULTS / 'shadowing.json'}")
 
 
+def kernel_benchmarks():
+    """9-neuron network, depth 50, 1e5 samples: Kernel, PathKernel (alpha = 1) and Backprop
+    against one forward pass of the same samples (targets: Kernel <= 2, PathKernel <= 4)."""
+    import jax.numpy as jnp
+
+    from chaosgrad.estimators import Backprop, Kernel, PathKernel, linear_response
+    from chaosgrad.estimators._rollout import sample_keys
+    from chaosgrad.estimators.kernel import _terminal_values, batch_starts
+
+    net = cg.NineNeuronNet(gamma=0.556, noise=0.5)
+    samples, depth, key = 100_000, 50, jax.random.key(0)
+    wrt = lambda s: s.gamma  # noqa: E731
+    init_key, noise_key = jax.random.split(key)
+    t_forward, _ = _seconds_of_second_run(lambda: jax.block_until_ready(_terminal_values(
+        net, jnp.sum, batch_starts(net, None, init_key, 0, samples),
+        sample_keys(noise_key, samples), depth)))
+    rows = {}
+    for name, estimator in (
+            ("Kernel", Kernel(steps=depth, samples=samples)),
+            ("PathKernel", PathKernel(steps=depth, samples=samples, alpha=1.0)),
+            ("Backprop", Backprop(steps=depth, samples=samples, statistic="terminal",
+                                  diagnostics=False))):
+        seconds, result = _seconds_of_second_run(
+            lambda est=estimator: linear_response(net, jnp.sum, est, wrt=wrt, key=key))
+        rows[name] = {"seconds": seconds, "ratio_to_forward": seconds / t_forward,
+                      "grad": float(result.grad), "stderr": float(result.stderr)}
+        print(f"{name:10s} {seconds:6.2f} s per 1e5 samples (x{seconds / t_forward:.1f} a "
+              f"forward pass): d E[sum x_50]/d gamma = {float(result.grad):.4g} "
+              f"+- {float(result.stderr):.3g}")
+    payload = {"benchmark": "kernel", "system": "nine_neuron_net gamma=0.556 noise=0.5",
+               "depth": depth, "samples": samples, "forward_pass_seconds": t_forward,
+               "targets": {"Kernel": 2, "PathKernel": 4}, "results": rows,
+               "reference_finite_difference": 7.47}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "kernel.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'kernel.json'}")
+
+
 if __name__ == "__main__":
     lyapunov_benchmarks()
     shadowing_benchmarks()
+    kernel_benchmarks()

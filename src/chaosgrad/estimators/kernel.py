@@ -6,9 +6,10 @@ Finite depth T (``window=None``), x_{n+1} = f(x_n; theta) + s xi_n, x_0 ~ h_0:
     S = sum_{n<T} d_theta log p(x_{n+1} | x_n) + d_theta log h_0(x_0),
 
 with b the sample mean of Phi (allowed because E[S] = 0). The score is one local VJP per step
-with cotangent xi/s (see _noise.py), for every parameter at once. Two passes over the same
-seeded noise: the first gives b, the second the estimate; memory does not grow with
-``samples`` (batches of ``batch`` samples under vmap).
+with cotangent xi/s (see _noise.py), for every parameter at once. One pass: batch sums of
+(Phi - c) S, S and their products give the estimate with b = the final sample mean (c is a
+shift from a small pilot run, against cancellation); memory does not grow with ``samples``
+(batches of ``batch`` samples under vmap).
 
 Stationary (``window=W``), on long orbits after ``burn_in``:
 
@@ -67,8 +68,12 @@ def _terminal_values(system, observable, starts, keys, steps: int):
 
 
 @eqx.filter_jit
-def _finite_depth_terms(system, observable, params, starts, keys, baseline, steps: int):
-    """Per sample: (Phi - b) S + d_theta Phi, and Phi."""
+def _finite_depth_sums(system, observable, params, starts, keys, shift, steps: int):
+    """Sums over a batch of h = (Phi - shift) S + d_theta Phi and of S, h^2, h S, S^2, Phi.
+
+    One pass: with c = Phi-bar - shift known at the end, the estimate with baseline Phi-bar
+    is g = h - c S, so sum g = A - c B and sum g^2 = C - 2 c D + c^2 E.
+    """
 
     def one(x0, key):
         def layer(carry, t):
@@ -80,16 +85,18 @@ def _finite_depth_terms(system, observable, params, starts, keys, baseline, step
         (x, score), _ = jax.lax.scan(layer, (x0, initial_score(system, params, x0)),
                                      jnp.arange(steps))
         phi = evaluate(observable, x, system)
-        term = _tree_scale(score, phi - baseline)
+        term = _tree_scale(score, phi - shift)
         if takes_system(observable):
             explicit = jax.grad(lambda v: observable(x, params.substitute(system, v)))(
                 params.values)
             term = jax.tree_util.tree_map(jnp.add, term, explicit)
-        return term, phi
+        return term, score, phi
 
-    terms, phis = jax.vmap(one)(starts, keys)
-    squares = jax.tree_util.tree_map(lambda leaf: leaf**2, terms)
-    return _tree_sum0(terms), _tree_sum0(squares), phis
+    h, score, phis = jax.vmap(one)(starts, keys)
+    mul = lambda a, b: jax.tree_util.tree_map(jnp.multiply, a, b)  # noqa: E731
+    return {"A": _tree_sum0(h), "B": _tree_sum0(score), "C": _tree_sum0(mul(h, h)),
+            "D": _tree_sum0(mul(h, score)), "E": _tree_sum0(mul(score, score)),
+            "phi": jnp.sum(phis)}
 
 
 @eqx.filter_jit
@@ -171,25 +178,25 @@ class Kernel(AbstractEstimator):
         else:
             x0, _ = resolve_start(system, x0, init_key)
         batches = self._batches(params)
-        total = 0.0
+        pilot = min(self.samples, 1024)           # a shift for the sums, against cancellation
+        shift = float(jnp.mean(_terminal_values(
+            system, observable, batch_starts(system, x0, init_key, 0, pilot),
+            sample_keys(noise_key, pilot), self.steps)))
+        sums = None
         for first, size in batches:
-            phis = _terminal_values(system, observable, batch_starts(system, x0, init_key, first, size),
-                                    sample_keys(noise_key, size, first), self.steps)
-            total += float(jnp.sum(phis))
-        baseline = total / self.samples
-        sums = squares = None
-        for first, size in batches:
-            s, q, _ = _finite_depth_terms(system, observable, params,
-                                          batch_starts(system, x0, init_key, first, size),
-                                          sample_keys(noise_key, size, first), baseline,
-                                          self.steps)
-            sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
-            squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
+            batch = _finite_depth_sums(system, observable, params,
+                                       batch_starts(system, x0, init_key, first, size),
+                                       sample_keys(noise_key, size, first), shift, self.steps)
+            sums = batch if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch)
         count = self.samples
-        grad = _tree_scale(sums, 1.0 / count)
+        baseline = float(sums["phi"]) / count
+        c = baseline - shift
+        grad = jax.tree_util.tree_map(lambda a, b: (a - c * b) / count, sums["A"], sums["B"])
+        second = jax.tree_util.tree_map(lambda cc, d, e: cc - 2 * c * d + c**2 * e,
+                                        sums["C"], sums["D"], sums["E"])
         variance = jax.tree_util.tree_map(
             lambda s2, m: jnp.maximum(s2 / count - m**2, 0.0) * count / max(count - 1, 1),
-            squares, grad)
+            second, grad)
         stderr = jax.tree_util.tree_map(
             lambda v: jnp.sqrt(v / count) if count > 1 else jnp.full_like(v, jnp.nan), variance)
         info = {"method": "Kernel", "steps": self.steps, "samples": count,
