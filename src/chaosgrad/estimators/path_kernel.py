@@ -1,26 +1,28 @@
 """Adjoint path-kernel: backpropagation damped at rate alpha, the damping undone by a kernel.
 
 For x_{k+1} = f(x_k; theta) + s(x_k; theta) xi_k (Euler-Maruyama: f = x + F dt,
-s = sigma sqrt(dt)) the pathwise perturbation of x_{k+1} is w_k = f_* v_k + X_k
-(f_* the pathwise step Jacobian, including grad s xi; X_k = d_theta (f + s xi_k)). Split it:
-(1 - a) w_k is carried on as the tangent v_{k+1}; the rest, a w_k, is a translation of the
-Gaussian x_{k+1}, i.e. a shift of its mean, whose likelihood-ratio weight is a w_k . xi_k/s_k.
-The damping per step is a = 1 - exp(-alpha dt) for a flow (about alpha dt, as in the SDE
-papers) and a = 1 - exp(-alpha) for a map: alpha = 0 is plain backpropagation, alpha large
-is kernel differentiation, alpha above lambda_1 stops the explosion. In adjoint form (one
-backward pass, all parameters), with nu the cotangent of v and mu that of w:
+s = sigma sqrt(dt)) the pathwise perturbation of x_{k+1} is
+w_k = [f_* v_k + d_theta f] + [(grad s . v_k) + d_theta s] xi_k: a part that moves the
+Gaussian's mean and a part that scales its noise. Split the mean part: (1 - a) of it is
+carried on in the tangent v_{k+1}; the rest, a (f_* v_k + d_theta f), is a shift of the mean
+of x_{k+1} given x_k, and its likelihood-ratio weight a (f_* v_k + d_theta f) . xi_k / s_k
+restores it exactly (the noise part stays pathwise). The damping per step is
+a = 1 - exp(-alpha dt) for a flow (about alpha dt, removing alpha dt v_k as in the SDE
+papers, up to O(dt^2)) and a = 1 - exp(-alpha) for a map: alpha = 0 is plain
+backpropagation, alpha above lambda_1 stops the explosion, alpha -> infinity is kernel
+differentiation. In adjoint form (one backward pass, all parameters), nu the cotangent of v:
 
 finite time, terminal cost (``window=None``): nu_T = grad Phi(x_T),
-    mu_{k+1} = (1 - a) nu_{k+1} + a (Phi(x_T) - b) xi_k / s_k,    nu_k = f_*^T mu_{k+1},
-    grad = sum_k X_k^T mu_{k+1} + (d x_0 / d theta)^T nu_0;
+    m_k = (1 - a) nu_{k+1} + a (Phi(x_T) - b) xi_k / s_k           (cotangent of the mean)
+    nu_k = f_*^T m_k + (grad s xi_k)^T nu_{k+1},
+    grad = sum_k [(d_theta f)^T m_k + (d_theta s xi_k)^T nu_{k+1}] + (d x_0/d theta)^T nu_0;
 
-stationary (``window=W``), from nu_N = 0 on an orbit of N + W steps:
-    mu_{k+1} = (1 - a) nu_{k+1} + a (xi_k / s_k) sum_{j=k+1}^{k+W} (Phi_j - Phi-bar),
-    nu_k = f_*^T mu_{k+1} + grad Phi(x_k),
-    grad = mean over k in [W, N - W) of X_k^T mu_{k+1}.
+stationary (``window=W``), from nu_N = 0 on an orbit of N + W steps, the same recursion
+with the weight (Phi(x_T) - b) replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar), the forcing
+grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
 
-The split is exact for any a (a translation of a Gaussian is a mean shift), so the estimator
-is unbiased at finite time for every alpha; only the window W truncates the stationary one.
+b is any constant (the kernel term has mean zero); it is the mean of Phi from a pilot run
+on separate samples, so the finite-time estimator is unbiased for every alpha.
 ``info["exploding"]`` flags adjoints that grew past 1e12 or overflowed (alpha too small),
 instead of returning silent garbage.
 A. Ni, "Adjoint path-kernel method for backpropagation and data assimilation in unstable
@@ -54,13 +56,17 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
         nu, grad, largest = carry
         t, x, force, weight, include = inputs
         xi = system.noise(key, t, dim)
-        step = lambda y, p: params.substitute(system, p).step(t, y, xi)  # noqa: E731
+
+        def mean_and_noise(y, values):
+            current = params.substitute(system, values)
+            return current.drift(t, y), current.diffusion(t, y) * xi
+
         std = jnp.broadcast_to(system.diffusion(t, x), (dim,))
-        mu = (1.0 - damping) * nu + damping * weight * xi / std
-        _, pullback = jax.vjp(step, x, params.values)
-        back_x, back_p = pullback(mu)
+        mean_cotangent = (1.0 - damping) * nu + damping * weight * xi / std
+        _, pullback = jax.vjp(mean_and_noise, x, params.values)
+        back_x, back_p = pullback((mean_cotangent, nu))
         grad = jax.tree_util.tree_map(lambda g, b: g + include * b, grad, back_p)
-        largest = jnp.maximum(largest, jnp.linalg.norm(mu))
+        largest = jnp.maximum(largest, jnp.linalg.norm(mean_cotangent))
         return (back_x + force, grad, largest), None
 
     zero = jax.tree_util.tree_map(jnp.zeros_like, params.values)
@@ -92,12 +98,12 @@ def _finite_time_terms(system, observable, params, draw_keys, starts, keys, base
             explicit = jax.grad(lambda v: observable(x_end, params.substitute(system, v)))(
                 params.values)
             grad = jax.tree_util.tree_map(jnp.add, grad, explicit)
-        return grad, largest
+        return grad, largest, phi
 
-    grads, largest = jax.vmap(one)(draw_keys, starts, keys)
+    grads, largest, phis = jax.vmap(one)(draw_keys, starts, keys)
     sums = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), grads)
     squares = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf**2, axis=0), grads)
-    return sums, squares, jnp.max(largest)
+    return sums, squares, jnp.max(largest), jnp.sum(phis)
 
 
 @eqx.filter_jit
@@ -171,17 +177,15 @@ class PathKernel(AbstractEstimator):
         size = max(1, min(self.batch, self.samples, 2**23 // max(params.size(), 1)))
         batches = [(first, min(size, self.samples - first))
                    for first in range(0, self.samples, size)]
-        total = 0.0
-        for first, count in batches:
-            total += float(jnp.sum(_terminal_values(
-                system, observable, batch_starts(system, x0, init_key, first, count),
-                sample_keys(noise_key, count, first), self.steps)))
-        baseline = total / self.samples
+        pilot = min(self.samples, 1024)   # baseline b from samples not used afterwards
+        baseline = float(jnp.mean(_terminal_values(
+            system, observable, batch_starts(system, x0, init_key, self.samples, pilot),
+            sample_keys(noise_key, pilot, self.samples), self.steps)))
         sums = squares = None
-        largest = 0.0
+        largest, phi_total = 0.0, 0.0
         for first, count in batches:
             draw_keys = sample_keys(init_key, count, first)
-            s, q, big = _finite_time_terms(
+            s, q, big, phi_sum = _finite_time_terms(
                 system, observable, params, draw_keys,
                 batch_starts(system, x0, init_key, first, count),
                 sample_keys(noise_key, count, first), baseline, self.steps,
@@ -189,13 +193,14 @@ class PathKernel(AbstractEstimator):
             sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
             squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
             largest = max(largest, float(big))
+            phi_total += float(phi_sum)
         n = self.samples
         grad = jax.tree_util.tree_map(lambda s: s / n, sums)
         variance = jax.tree_util.tree_map(
             lambda q, m: jnp.maximum(q / n - m**2, 0.0) * n / max(n - 1, 1), squares, grad)
         stderr = jax.tree_util.tree_map(
             lambda v: jnp.sqrt(v / n) if n > 1 else jnp.full_like(v, jnp.nan), variance)
-        return Estimate(baseline, grad, stderr,
+        return Estimate(phi_total / n, grad, stderr,
                         self._info(largest, began, per_sample_std=jax.tree_util.tree_map(
                             jnp.sqrt, variance)))
 
