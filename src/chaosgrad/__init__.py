@@ -33,10 +33,12 @@ from .systems import (  # noqa: E402
     Tent,
 )
 
+from .train import FitResult, fit  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "AbstractFlow", "CovariantResult", "adjoint_vectors", "covariant_vectors", "ftle", "DeepTanhNet", "Flow", "Henon", "Logistic", "Lorenz63", "Lorenz96",
+    "AbstractFlow", "FitResult", "fit", "CovariantResult", "adjoint_vectors", "covariant_vectors", "ftle", "DeepTanhNet", "Flow", "Henon", "Logistic", "Lorenz63", "Lorenz96",
     "LyapunovResult", "Map", "MeanField", "ModifiedSolenoid", "NineNeuronNet",
     "NoisyLorenz96", "System", "TanhRNN", "Tent", "critical_sigma_w",
     "kaplan_yorke_dimension", "lyapunov_spectrum", "mean_field", "simulate",
