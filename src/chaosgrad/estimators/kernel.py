@@ -186,7 +186,8 @@ class Kernel(AbstractEstimator):
         for first, size in batches:
             batch = _finite_depth_sums(system, observable, params,
                                        batch_starts(system, x0, init_key, first, size),
-                                       sample_keys(noise_key, size, first), shift, self.steps)
+                                       sample_keys(noise_key, size, first), jnp.asarray(shift),
+                                       self.steps)
             sums = batch if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch)
         count = self.samples
         baseline = float(sums["phi"]) / count

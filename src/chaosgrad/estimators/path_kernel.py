@@ -188,7 +188,7 @@ class PathKernel(AbstractEstimator):
             s, q, big, phi_sum = _finite_time_terms(
                 system, observable, params, draw_keys,
                 batch_starts(system, x0, init_key, first, count),
-                sample_keys(noise_key, count, first), baseline, self.steps,
+                sample_keys(noise_key, count, first), jnp.asarray(baseline), self.steps,
                 self._damping(system), draw_x0)
             sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
             squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
