@@ -71,3 +71,14 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_experiment_command(tmp_path):
+    result = runner.invoke(app, ["experiment", "tune-lorenz", "--iterations", "2", "--out",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tune_lorenz.json").exists() and (tmp_path / "tune_lorenz.png").exists()
+    bad = runner.invoke(app, ["experiment", "bogus"])
+    assert bad.exit_code == 2 and "unknown experiment 'bogus'" in bad.output
+    bad = runner.invoke(app, ["experiment", "explosion", "--iterations", "3"])
+    assert bad.exit_code == 2 and "does not train" in bad.output

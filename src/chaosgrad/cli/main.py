@@ -262,11 +262,43 @@ def compare(
 
 
 @app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help="tune-lorenz, noisy-network or explosion")],
+    out: Annotated[Path, typer.Option(help="directory for JSON and PNG")] = Path("chaosgrad-experiments"),
+    seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
+    iterations: Annotated[Optional[int], typer.Option(help="training iterations")] = None,
+):
+    """Run one comparison experiment (fixed keys; JSON + PNG in --out)."""
+    from ..experiments import EXPERIMENTS
+
+    with user_errors():
+        if name not in EXPERIMENTS:
+            raise UserError(f"unknown experiment {name!r}; choose one of: "
+                            f"{', '.join(EXPERIMENTS)}")
+        options = {"seed": seed, "out": out}
+        if iterations is not None:
+            if name == "explosion":
+                raise UserError("the explosion experiment does not train: no --iterations")
+            options["iterations"] = iterations
+        result = EXPERIMENTS[name](**options)
+    console.print_json(data=_brief(result.summary))
+    console.print(f"wrote {', '.join(str(out / f) for f in result.files)}")
+
+
+def _brief(summary):
+    """The summary without per-iteration histories (those are in the JSON file)."""
+    if isinstance(summary, dict):
+        return {k: _brief(v) for k, v in summary.items()
+                if k not in ("loss", "statistic", "parameters", "grad_norm")}
+    return summary
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="report directory")] = Path("chaosgrad-report"),
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
 ):
-    """Measure the instability: Lorenz-63, a chaotic tanh RNN and deep tanh networks."""
+    """The flagship comparison: instability, explosion, estimates, training (~2 minutes)."""
     from .demo import run_demo
 
     with user_errors():

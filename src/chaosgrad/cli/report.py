@@ -82,6 +82,95 @@ def plot_compare(path: Path, rows: list[dict], name: str, title: str,
     return path
 
 
+def plot_training(path: Path, runs: dict, parameter: str | None, target: float | None,
+                  title: str) -> Path:
+    """Loss against iteration for every run (and the parameter, when it is one number).
+
+    A run that failed ends with a cross and its status in the legend."""
+    scalar = parameter is not None and all(
+        run["parameters"] and run["parameters"][0] is not None and len(run["parameters"][0]) == 1
+        for run in runs.values())
+    fig, axes = plt.subplots(1, 2 if scalar else 1, figsize=(11 if scalar else 6.4, 4.0),
+                             squeeze=False)
+    loss_ax = axes[0, -1]
+    for name, run in runs.items():
+        loss = np.asarray(run["loss"], dtype=float)
+        failed = run["status"] != "ok"
+        label = f"{name} ({'failed' if failed else 'final ' + format(loss[-1], '.3g')})" \
+            if len(loss) else name
+        line, = loss_ax.plot(np.arange(len(loss)), np.where(np.isfinite(loss), loss, np.nan),
+                             label=label)
+        if failed and len(loss):
+            loss_ax.plot(len(loss) - 1, np.nanmax(loss[np.isfinite(loss)]) if np.isfinite(loss).any()
+                         else 1.0, "x", color=line.get_color(), ms=10, mew=2)
+        if scalar:
+            values = np.asarray([p[0] for p in run["parameters"]], dtype=float)
+            axes[0, 0].plot(np.arange(len(values)), values, color=line.get_color(), label=name)
+            if failed:
+                axes[0, 0].plot(len(values) - 1, values[-1], "x", color=line.get_color(),
+                                ms=10, mew=2)
+    loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("iteration")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=7)
+    if scalar:
+        if target is not None:
+            axes[0, 0].axhline(target, color="0.3", ls="--", lw=1, label="target")
+        axes[0, 0].set_xlabel("iteration")
+        axes[0, 0].set_ylabel(parameter)
+        finite = [v for run in runs.values() for p in run["parameters"] for v in p
+                  if np.isfinite(v)]
+        if finite:
+            spread = np.percentile(finite, [2, 98])
+            axes[0, 0].set_ylim(spread[0] - 1, spread[1] + 1)
+        axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_explosion(path: Path, lorenz_rows: dict, lorenz_lambda: float, depths: list,
+                   deep_rows: dict, deep_lambda: float) -> Path:
+    """Gradient magnitude against horizon (Lorenz-63) and depth (deep net), log scale,
+    with the Lyapunov prediction e^{lambda_1 T} drawn through Backprop's first point."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, row in lorenz_rows.items():
+        left.plot(row["T"], row["magnitude"], "o-" if len(row["T"]) < 10 else "-", label=name,
+                  ms=4)
+    first = next(iter(lorenz_rows.values()))
+    t = np.asarray(first["T"], dtype=float)
+    anchor = np.asarray(first["magnitude"], dtype=float)
+    valid = np.isfinite(anchor) & (anchor > 0) & (t >= 1)
+    if valid.any():
+        t0, m0 = t[valid][0], anchor[valid][0]
+        left.plot(t, m0 * np.exp(lorenz_lambda * (t - t0)), "k--", lw=1,
+                  label=f"e^(λ₁T), λ₁ = {lorenz_lambda:.3f}")
+    left.set_yscale("log")
+    left.set_xlabel("horizon T (time units)")
+    left.set_ylabel("|d⟨z⟩/dρ| estimate (per sample)")
+    left.set_title("Lorenz-63")
+    left.legend(fontsize=7)
+    depths = np.asarray(depths, dtype=float)
+    for name, values in deep_rows.items():
+        right.plot(depths, values, "o-", label=name, ms=4)
+    back = np.asarray(deep_rows["Backprop"], dtype=float)
+    right.plot(depths, back[0] * np.exp(deep_lambda * (depths - depths[0])), "k--", lw=1,
+               label=f"e^(λ₁L), λ₁ = {deep_lambda:.3f}/layer")
+    right.set_yscale("log")
+    right.set_xlabel("depth L (layers)")
+    right.set_ylabel("per-sample std of the gradient estimate")
+    right.set_title("noisy deep tanh network (σ_w = 2)")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_html(path: Path, title: str, sections: list[tuple[str, str, list[str]]]) -> Path:
     """A self-contained page: sections of (heading, paragraph, image file names)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
