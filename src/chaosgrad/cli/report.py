@@ -73,7 +73,7 @@ def plot_compare(path: Path, rows: list[dict], name: str, title: str,
         ax.legend(fontsize=8)
     if symlog:
         ax.set_yscale("symlog")
-    ax.set_ylabel(f"d statistic / d {name}  (± 2 SE)")
+    ax.set_ylabel("estimate (± 2 SE)" if name == "d" else f"d statistic / d {name}  (± 2 SE)")
     ax.set_title(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
