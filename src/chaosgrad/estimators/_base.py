@@ -79,6 +79,17 @@ def tree_mean_and_stderr(samples):
     return mean, jax.tree_util.tree_map(stderr, samples)
 
 
+def mean_and_stderr_from_sums(sums, squares, count: int):
+    """Mean, per-sample variance and standard error from running sums of x and x^2."""
+    mean = jax.tree_util.tree_map(lambda total: total / count, sums)
+    variance = jax.tree_util.tree_map(
+        lambda sq, m: jnp.maximum(sq / count - m**2, 0.0) * count / max(count - 1, 1),
+        squares, mean)
+    stderr = jax.tree_util.tree_map(
+        lambda v: jnp.sqrt(v / count) if count > 1 else jnp.full_like(v, jnp.nan), variance)
+    return mean, variance, stderr
+
+
 def tree_norm(tree) -> jax.Array:
     """Euclidean norm of all leaves together."""
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)))

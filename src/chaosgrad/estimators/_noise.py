@@ -17,6 +17,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_positive_int
 from .._system import System
 
 GAUSSIAN = "gaussian"
@@ -35,6 +36,24 @@ def check_gaussian(noise: str, estimator: str) -> None:
     if noise != GAUSSIAN:
         raise ValueError(f"{estimator} supports Gaussian noise only (its score is xi/s); "
                          f"got noise={noise!r}")
+
+
+def check_sampling(estimator, name: str) -> None:
+    """The settings Kernel and PathKernel share: sizes, noise law, window."""
+    check_positive_int(estimator.steps, "steps")
+    check_positive_int(estimator.samples, "samples")
+    check_positive_int(estimator.burn_in, "burn_in", allow_zero=True)
+    check_positive_int(estimator.batch, "batch")
+    check_gaussian(estimator.noise, name)
+    if estimator.window is not None:
+        check_positive_int(estimator.window, "window", allow_zero=True)
+
+
+def sample_batches(samples: int, batch: int, parameter_count: int) -> list[tuple[int, int]]:
+    """(first, size) of each batch: at most ``batch`` samples, and at most ~2^23 numbers of
+    per-sample parameter pytrees held at once (memory does not grow with ``samples``)."""
+    size = max(1, min(batch, samples, 2**23 // max(parameter_count, 1)))
+    return [(first, min(size, samples - first)) for first in range(0, samples, size)]
 
 
 def step_score(system, params, t, x, xi):

@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int
 from .._system import _run, check_horizon, resolve_start
-from ._base import AbstractEstimator, Estimate
+from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
+                    tree_mean_and_stderr)
 from ._rollout import sample_keys
-from ._noise import (GAUSSIAN, check_gaussian, check_initial_law, check_noisy, evaluate,
-                     initial_score, step_score, takes_system)
+from ._noise import (GAUSSIAN, check_initial_law, check_noisy, check_sampling, evaluate,
+                     initial_score, sample_batches, step_score, takes_system)
 
 
 def _tree_scale(tree, weight):
@@ -145,13 +145,8 @@ class Kernel(AbstractEstimator):
     noise: str = GAUSSIAN
 
     def __check_init__(self):
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.samples, "samples")
-        check_positive_int(self.burn_in, "burn_in", allow_zero=True)
-        check_positive_int(self.batch, "batch")
-        check_gaussian(self.noise, "Kernel")
+        check_sampling(self, "Kernel")
         if self.window is not None:
-            check_positive_int(self.window, "window", allow_zero=True)
             if self.window >= self.steps:
                 raise ValueError(f"window ({self.window}) must be smaller than steps "
                                  f"({self.steps})")
@@ -162,12 +157,6 @@ class Kernel(AbstractEstimator):
             return self._finite_depth(system, observable, params, x0, key)
         return self._stationary(system, observable, params, x0, key)
 
-    def _batches(self, params):
-        # bounded memory: per-sample parameter pytrees of one batch at a time
-        size = max(1, min(self.batch, self.samples, 2**23 // max(params.size(), 1)))
-        return [(first, min(size, self.samples - first))
-                for first in range(0, self.samples, size)]
-
     def _finite_depth(self, system, observable, params, x0, key):
         began = time.perf_counter()
         check_horizon(system, self.steps)
@@ -177,7 +166,7 @@ class Kernel(AbstractEstimator):
             resolve_start(system, system.initial_state(init_key), init_key)
         else:
             x0, _ = resolve_start(system, x0, init_key)
-        batches = self._batches(params)
+        batches = sample_batches(self.samples, self.batch, params.size())
         pilot = min(self.samples, 1024)           # a shift for the sums, against cancellation
         shift = float(jnp.mean(_terminal_values(
             system, observable, batch_starts(system, x0, init_key, 0, pilot),
@@ -192,14 +181,10 @@ class Kernel(AbstractEstimator):
         count = self.samples
         baseline = float(sums["phi"]) / count
         c = baseline - shift
-        grad = jax.tree_util.tree_map(lambda a, b: (a - c * b) / count, sums["A"], sums["B"])
+        first = jax.tree_util.tree_map(lambda a, b: a - c * b, sums["A"], sums["B"])
         second = jax.tree_util.tree_map(lambda cc, d, e: cc - 2 * c * d + c**2 * e,
                                         sums["C"], sums["D"], sums["E"])
-        variance = jax.tree_util.tree_map(
-            lambda s2, m: jnp.maximum(s2 / count - m**2, 0.0) * count / max(count - 1, 1),
-            second, grad)
-        stderr = jax.tree_util.tree_map(
-            lambda v: jnp.sqrt(v / count) if count > 1 else jnp.full_like(v, jnp.nan), variance)
+        grad, variance, stderr = mean_and_stderr_from_sums(first, second, count)
         info = {"method": "Kernel", "steps": self.steps, "samples": count,
                 "per_sample_std": jax.tree_util.tree_map(jnp.sqrt, variance),
                 "batches": len(batches), "seconds": time.perf_counter() - began}
@@ -227,11 +212,8 @@ class Kernel(AbstractEstimator):
             terms.append(_ergodic_term(system, params, x, orbit_key, jnp.asarray(self.burn_in),
                                        weights))
             values.append(float(jnp.mean(phis[:steps])))
-        stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms)
-        grad = jax.tree_util.tree_map(lambda leaf: jnp.mean(leaf, axis=0), stacked)
-        stderr = jax.tree_util.tree_map(
-            lambda leaf: jnp.std(leaf, axis=0, ddof=1) / np.sqrt(self.samples)
-            if self.samples > 1 else jnp.full(leaf.shape[1:], jnp.nan), stacked)
+        grad, stderr = tree_mean_and_stderr(
+            jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms))
         info = {"method": "Kernel", "steps": steps, "orbits": self.samples, "window": window,
                 "seconds": time.perf_counter() - began}
         return Estimate(float(np.mean(values)), grad, stderr, info)

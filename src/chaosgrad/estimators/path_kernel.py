@@ -38,10 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int
 from .._system import _run, check_horizon, resolve_start
-from ._base import AbstractEstimator, Estimate
-from ._noise import GAUSSIAN, check_gaussian, check_noisy, evaluate, takes_system
+from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
+                    tree_mean_and_stderr)
+from ._noise import (GAUSSIAN, check_noisy, check_sampling, evaluate, sample_batches,
+                     takes_system)
 from ._rollout import sample_keys
 from .kernel import _terminal_values, batch_starts
 
@@ -142,15 +143,10 @@ class PathKernel(AbstractEstimator):
     noise: str = GAUSSIAN
 
     def __check_init__(self):
-        check_positive_int(self.steps, "steps")
-        check_positive_int(self.samples, "samples")
-        check_positive_int(self.burn_in, "burn_in", allow_zero=True)
-        check_positive_int(self.batch, "batch")
-        check_gaussian(self.noise, "PathKernel")
+        check_sampling(self, "PathKernel")
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
         if self.window is not None:
-            check_positive_int(self.window, "window", allow_zero=True)
             if 2 * self.window >= self.steps:
                 raise ValueError(f"window ({self.window}) must be smaller than steps / 2 "
                                  f"({self.steps}): the estimate drops W steps at both ends")
@@ -174,9 +170,7 @@ class PathKernel(AbstractEstimator):
             x0, _ = resolve_start(system, x0, init_key)
         else:
             resolve_start(system, system.initial_state(init_key), init_key)
-        size = max(1, min(self.batch, self.samples, 2**23 // max(params.size(), 1)))
-        batches = [(first, min(size, self.samples - first))
-                   for first in range(0, self.samples, size)]
+        batches = sample_batches(self.samples, self.batch, params.size())
         pilot = min(self.samples, 1024)   # baseline b from samples not used afterwards
         baseline = float(jnp.mean(_terminal_values(
             system, observable, batch_starts(system, x0, init_key, self.samples, pilot),
@@ -195,11 +189,7 @@ class PathKernel(AbstractEstimator):
             largest = max(largest, float(big))
             phi_total += float(phi_sum)
         n = self.samples
-        grad = jax.tree_util.tree_map(lambda s: s / n, sums)
-        variance = jax.tree_util.tree_map(
-            lambda q, m: jnp.maximum(q / n - m**2, 0.0) * n / max(n - 1, 1), squares, grad)
-        stderr = jax.tree_util.tree_map(
-            lambda v: jnp.sqrt(v / n) if n > 1 else jnp.full_like(v, jnp.nan), variance)
+        grad, variance, stderr = mean_and_stderr_from_sums(sums, squares, n)
         return Estimate(phi_total / n, grad, stderr,
                         self._info(largest, began, per_sample_std=jax.tree_util.tree_map(
                             jnp.sqrt, variance)))
@@ -222,11 +212,8 @@ class PathKernel(AbstractEstimator):
             terms.append(grad)
             values.append(float(value))
             largest = max(largest, float(big))
-        stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms)
-        grad = jax.tree_util.tree_map(lambda leaf: jnp.mean(leaf, axis=0), stacked)
-        stderr = jax.tree_util.tree_map(
-            lambda leaf: jnp.std(leaf, axis=0, ddof=1) / np.sqrt(self.samples)
-            if self.samples > 1 else jnp.full(leaf.shape[1:], jnp.nan), stacked)
+        grad, stderr = tree_mean_and_stderr(
+            jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms))
         return Estimate(float(np.mean(values)), grad, stderr,
                         self._info(largest, began, orbits=self.samples, window=self.window))
 
