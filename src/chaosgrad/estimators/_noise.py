@@ -57,15 +57,18 @@ def sample_batches(samples: int, batch: int, parameter_count: int) -> list[tuple
 
 
 def step_score(system, params, t, x, xi):
-    """d_theta log p(x_{t+1} | x_t) at the realised noise xi (a parameter pytree)."""
+    """(x_{t+1}, d_theta log p(x_{t+1} | x_t)) at the realised noise xi.
+
+    The step is taken from the VJP's own forward evaluation (drift and s computed once).
+    """
     dim = x.shape[0]
 
     def mean_and_std(values):
         current = params.substitute(system, values)
         return current.drift(t, x), jnp.broadcast_to(current.diffusion(t, x), (dim,))
 
-    (_, std), pullback = jax.vjp(mean_and_std, params.values)
-    return pullback((xi / std, (xi**2 - 1.0) / std))[0]
+    (mean, std), pullback = jax.vjp(mean_and_std, params.values)
+    return mean + std * xi, pullback((xi / std, (xi**2 - 1.0) / std))[0]
 
 
 class ParametricObservable(eqx.Module):

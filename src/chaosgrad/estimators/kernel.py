@@ -79,8 +79,8 @@ def _finite_depth_sums(system, observable, params, starts, keys, shift, steps: i
         def layer(carry, t):
             x, score = carry
             xi = system.noise(key, t, x.shape[0])
-            score = jax.tree_util.tree_map(jnp.add, score, step_score(system, params, t, x, xi))
-            return (system.step(t, x, xi), score), None
+            x_next, increment = step_score(system, params, t, x, xi)
+            return (x_next, jax.tree_util.tree_map(jnp.add, score, increment)), None
 
         (x, score), _ = jax.lax.scan(layer, (x0, initial_score(system, params, x0)),
                                      jnp.arange(steps))
@@ -115,9 +115,9 @@ def _ergodic_term(system, params, x0, key, start, weights):
         x, total = carry
         t, weight = inputs
         xi = system.noise(key, t, x.shape[0])
-        score = step_score(system, params, t, x, xi)
+        x_next, score = step_score(system, params, t, x, xi)
         total = jax.tree_util.tree_map(lambda a, b: a + weight * b, total, score)
-        return (system.step(t, x, xi), total), None
+        return (x_next, total), None
 
     zero = jax.tree_util.tree_map(jnp.zeros_like, params.values)
     steps = weights.shape[0]
