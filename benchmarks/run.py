@@ -112,8 +112,8 @@ def kernel_benchmarks():
     import jax.numpy as jnp
 
     from chaosgrad.estimators import Backprop, Kernel, PathKernel, linear_response
-    from chaosgrad.estimators._rollout import sample_keys
-    from chaosgrad.estimators.kernel import _terminal_values, batch_starts
+    from chaosgrad.estimators._rollout import batch_starts, sample_keys
+    from chaosgrad.estimators.kernel import _terminal_values
 
     net = cg.NineNeuronNet(gamma=0.556, noise=0.5)
     samples, depth, key = 100_000, 50, jax.random.key(0)

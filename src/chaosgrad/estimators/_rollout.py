@@ -35,15 +35,14 @@ def sample_starts(system, x0, key, samples: int, burn_in: int, steps: int, stati
     init_key, noise_key = jax.random.split(key)
     own_keys = sample_keys(noise_key, samples)
     if statistic == "terminal":
-        if x0 is None:
-            starts = jax.vmap(system.initial_state)(sample_keys(init_key, samples))
-            resolve_start(system, starts[0], init_key)
-        else:
-            starts = jnp.broadcast_to(resolve_start(system, x0, init_key)[0], (samples, x0.shape[0]))
+        if x0 is not None:
+            x0 = resolve_start(system, x0, init_key)[0]
+        starts = batch_starts(system, x0, init_key, 0, samples)
+        resolve_start(system, starts[0], init_key)  # validates dtype and shape
         return starts, jnp.zeros(samples, int), own_keys
     if x0 is None:
-        firsts = jax.vmap(system.initial_state)(sample_keys(init_key, samples))
-        resolve_start(system, firsts[0], init_key)  # validates dtype and shape
+        firsts = batch_starts(system, None, init_key, 0, samples)
+        resolve_start(system, firsts[0], init_key)
         starts = _burn(system, firsts, own_keys, burn_in)
         return starts, jnp.full(samples, burn_in), own_keys
     x0, _ = resolve_start(system, x0, init_key)
@@ -57,6 +56,14 @@ def sample_starts(system, x0, key, samples: int, burn_in: int, steps: int, stati
             t = target
         starts.append(state)
     return jnp.stack(starts), times, jnp.broadcast_to(noise_key, (samples,))
+
+
+def batch_starts(system, x0, init_key, first: int, size: int):
+    """Initial states of samples first..first+size-1: x0 for all, or one draw per sample
+    index from ``system.initial_state`` with key fold_in(init_key, index)."""
+    if x0 is not None:
+        return jnp.broadcast_to(x0, (size,) + x0.shape)
+    return jax.vmap(system.initial_state)(sample_keys(init_key, size, first))
 
 
 def sample_keys(noise_key, samples: int, first: int = 0):

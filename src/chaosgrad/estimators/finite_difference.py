@@ -20,7 +20,8 @@ from jax.flatten_util import ravel_pytree
 from .._errors import check_positive_int
 from .._system import _run, check_horizon, resolve_start
 from ._base import AbstractEstimator, Estimate
-from ._rollout import check_statistic, rollout_values, sample_keys, statistic_of
+from ._rollout import (batch_starts, check_statistic, rollout_values, sample_keys,
+                       statistic_of)
 
 
 @eqx.filter_jit
@@ -68,7 +69,7 @@ class FiniteDifference(AbstractEstimator):
         check_horizon(system, burn_in + self.steps)
         init_key, noise_key = jax.random.split(key)
         if x0 is None:
-            firsts = jax.vmap(system.initial_state)(sample_keys(init_key, self.samples))
+            firsts = batch_starts(system, None, init_key, 0, self.samples)
             resolve_start(system, firsts[0], init_key)
         else:
             x0, _ = resolve_start(system, x0, init_key)

@@ -37,7 +37,7 @@ import numpy as np
 from .._system import _run, check_horizon, resolve_start
 from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
                     tree_mean_and_stderr)
-from ._rollout import sample_keys
+from ._rollout import batch_starts, sample_keys
 from ._noise import (GAUSSIAN, check_initial_law, check_noisy, check_sampling, evaluate,
                      initial_score, sample_batches, step_score, takes_system)
 
@@ -48,14 +48,6 @@ def _tree_scale(tree, weight):
 
 def _tree_sum0(tree):
     return jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), tree)
-
-
-def batch_starts(system, x0, init_key, first: int, size: int):
-    """Initial states of samples first..first+size-1 (one key per sample index)."""
-    if x0 is not None:
-        return jnp.broadcast_to(x0, (size,) + x0.shape)
-    keys = jax.vmap(lambda i: jax.random.fold_in(init_key, i))(first + jnp.arange(size))
-    return jax.vmap(system.initial_state)(keys)
 
 
 @eqx.filter_jit

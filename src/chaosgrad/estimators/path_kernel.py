@@ -43,8 +43,8 @@ from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
                     tree_mean_and_stderr)
 from ._noise import (GAUSSIAN, check_noisy, check_sampling, evaluate, sample_batches,
                      takes_system)
-from ._rollout import sample_keys
-from .kernel import _terminal_values, batch_starts
+from ._rollout import batch_starts, sample_keys
+from .kernel import _terminal_values
 
 EXPLOSION = 1e12
 
