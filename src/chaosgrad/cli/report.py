@@ -19,6 +19,14 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_spectrum(path: Path, exponents, stderr, title: str, unit: str) -> Path:
     """Exponents with 2-SE error bars, zero line, positive ones highlighted."""
     exponents, stderr = np.asarray(exponents), np.asarray(stderr)
@@ -33,11 +41,7 @@ def plot_spectrum(path: Path, exponents, stderr, title: str, unit: str) -> Path:
     ax.set_title(title)
     ax.text(0.98, 0.95, f"{int(np.sum(exponents > 0))} positive (red)", ha="right", va="top",
             transform=ax.transAxes, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_ftle_histograms(path: Path, samples: dict[str, np.ndarray], title: str) -> Path:
@@ -50,10 +54,7 @@ def plot_ftle_histograms(path: Path, samples: dict[str, np.ndarray], title: str)
     ax.set_ylabel("inputs")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_compare(path: Path, rows: list[dict], name: str, title: str,
@@ -75,11 +76,7 @@ def plot_compare(path: Path, rows: list[dict], name: str, title: str,
         ax.set_yscale("symlog")
     ax.set_ylabel("estimate (± 2 SE)" if name == "d" else f"d statistic / d {name}  (± 2 SE)")
     ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_training(path: Path, runs: dict, parameter: str | None, target: float | None,
@@ -125,11 +122,7 @@ def plot_training(path: Path, runs: dict, parameter: str | None, target: float |
             axes[0, 0].set_ylim(spread[0] - 1, spread[1] + 1)
         axes[0, 0].legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_explosion(path: Path, lorenz_rows: dict, lorenz_lambda: float, depths: list,
@@ -164,11 +157,7 @@ def plot_explosion(path: Path, lorenz_rows: dict, lorenz_lambda: float, depths: 
     right.set_ylabel("per-sample std of the gradient estimate")
     right.set_title("noisy deep tanh network (σ_w = 2)")
     right.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_html(path: Path, title: str, sections: list[tuple[str, str, list[str]]]) -> Path:
