@@ -279,7 +279,9 @@ def experiment(
             if name == "explosion":
                 raise UserError("the explosion experiment does not train: no --iterations")
             options["iterations"] = iterations
-        result = EXPERIMENTS[name](**options)
+        runs = {"tune-lorenz": 5, "noisy-network": 8, "explosion": 8}[name]
+        with progress_bar(runs, f"experiment {name}", True) as advance:
+            result = EXPERIMENTS[name](**options, progress=advance)
     console.print_json(data=_brief(result.summary))
     console.print(f"wrote {', '.join(str(out / f) for f in result.files)}")
 
