@@ -23,12 +23,13 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._errors import check_float64, check_positive_int, first_nonfinite_step
 
-__all__ = ["System", "AbstractFlow", "Flow", "Map", "integrate_step", "simulate", "param",
-           "check_horizon", "resolve_start"]
+__all__ = ["System", "AbstractFlow", "Flow", "InputDriven", "Map", "integrate_step", "simulate", "param",
+           "check_horizon", "check_noise_setting", "resolve_start"]
 
 
 def param(value) -> Array:
@@ -77,6 +78,14 @@ class System(eqx.Module):
         """xi_t ~ N(0, I), a pure function of (key, t); ``dim`` defaults to ``self.dim``."""
         dim = self.dim if dim is None else dim
         return jax.random.normal(jax.random.fold_in(key, t), (dim,), dtype=jnp.float64)
+
+    def for_sample(self, index) -> System:
+        """The system seen by sample ``index`` (a traced integer inside ``vmap``).
+
+        The identity, except for systems that carry per-sample data such as an input
+        sequence per sample (:class:`~chaosgrad.systems.InputDriven`).
+        """
+        return self
 
     def step(self, t, x, xi=None):
         """One step of the map with the noise sample ``xi`` (ignored when deterministic)."""
@@ -173,7 +182,7 @@ class Flow(AbstractFlow):
     dt: float = eqx.field(static=True)
     method: str = eqx.field(static=True)
     args: Any
-    noise_amplitude: Any
+    noise_level: Any
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
@@ -186,7 +195,7 @@ class Flow(AbstractFlow):
         self.field = vector_field
         self.dt = float(dt)
         self.args = args
-        self._stochastic, self.noise_amplitude = _user_noise(noise)
+        self._stochastic, self.noise_level = _user_noise(noise)
         _check_method(method, self._stochastic)
         self.method = method
         self.dim = dim
@@ -199,7 +208,7 @@ class Flow(AbstractFlow):
         return self.field(time, x, self.args)
 
     def noise_scale(self, time, x):
-        return _evaluate_noise(self.noise_amplitude, time, x, self.args)
+        return _evaluate_noise(self.noise_level, time, x, self.args)
 
     def initial_state(self, key):
         return _initial_state_of_user_model(self, key)
@@ -210,7 +219,7 @@ class Map(System):
 
     function: Callable = eqx.field(static=True)
     args: Any
-    noise_amplitude: Any
+    noise_level: Any
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
@@ -219,7 +228,7 @@ class Map(System):
             raise TypeError("function must be a function function(t, x, args)")
         self.function = function
         self.args = args
-        self._stochastic, self.noise_amplitude = _user_noise(noise)
+        self._stochastic, self.noise_level = _user_noise(noise)
         self.dim = dim
 
     @property
@@ -230,10 +239,91 @@ class Map(System):
         return self.function(t, x, self.args)
 
     def diffusion(self, t, x):
-        return _evaluate_noise(self.noise_amplitude, t, x, self.args)
+        return _evaluate_noise(self.noise_level, t, x, self.args)
 
     def initial_state(self, key):
         return _initial_state_of_user_model(self, key)
+
+
+class InputDriven(System):
+    """A network driven by an input sequence: ``x' = function(t, x, u_t, args) + noise * xi``.
+
+    ``inputs`` is one sequence (steps, m) shared by every sample, or one per sample
+    (samples, steps, m): sample i then sees ``inputs[i]`` (``for_sample``). ``u_t`` is
+    ``inputs[..., t, :]``, so the horizon is the sequence length. The inputs are data, not
+    parameters: ``wrt=None`` leaves them out. Any Equinox cell works as ``args``, e.g.
+    ``InputDriven(lambda t, h, u, cell: cell(u, h), inputs, args=eqx.nn.GRUCell(m, n))``
+    or the tanh RNN ``h' = tanh(W_hh h + W_hu u_t + b)``.
+    """
+
+    function: Callable = eqx.field(static=True)
+    args: Any
+    inputs: Array
+    noise_level: Any
+    dim: int | None = eqx.field(static=True)
+    per_sample: bool = eqx.field(static=True)
+    _stochastic: bool = eqx.field(static=True)
+    data_fields = ("inputs",)
+
+    def __init__(self, function: Callable, inputs, args=None, noise=0.0, *,
+                 dim: int | None = None, per_sample: bool | None = None):
+        if not callable(function):
+            raise TypeError("function must be a function function(t, x, u_t, args)")
+        inputs = jnp.asarray(inputs)
+        if inputs.ndim not in (2, 3):
+            raise ValueError(f"inputs must have shape (steps, m) or (samples, steps, m), got "
+                             f"{inputs.shape}")
+        check_float64(inputs, "inputs")
+        self.function = function
+        self.args = args
+        self.inputs = inputs
+        self.per_sample = inputs.ndim == 3 if per_sample is None else bool(per_sample)
+        self._stochastic, self.noise_level = _user_noise(noise)
+        self.dim = dim
+
+    @property
+    def stochastic(self) -> bool:
+        return self._stochastic
+
+    @property
+    def horizon(self) -> int:
+        return self.inputs.shape[-2]
+
+    def for_sample(self, index) -> InputDriven:
+        if not self.per_sample:
+            return self
+        return eqx.tree_at(lambda s: s.inputs, self, self.inputs[index % self.inputs.shape[0]])
+
+    def drift(self, t, x):
+        if self.per_sample and self.inputs.ndim == 3:
+            raise ValueError("this InputDriven holds one input sequence per sample: the "
+                             "estimators pick each sample's with for_sample(i)")
+        return self.function(t, x, self.inputs[t], self.args)
+
+    def diffusion(self, t, x):
+        return _evaluate_noise(self.noise_level, t, x, self.args)
+
+    def initial_state(self, key):
+        return _initial_state_of_user_model(self, key)
+
+
+def check_noise_setting(system: System) -> None:
+    """Refuse a noise amplitude changed after construction (``eqx.tree_at`` on noise_level).
+
+    Whether a system draws noise is decided at construction (``stochastic`` is static, so
+    that deterministic systems pay nothing for noise). Setting ``noise_level`` later would be
+    silently ignored (0 -> s) or divide the kernel estimators by zero (s -> 0): refused.
+    """
+    level = getattr(system, "noise_level", None)
+    if level is None or callable(level) or isinstance(level, jax.core.Tracer):
+        return
+    nonzero = bool(np.any(np.asarray(level) != 0))
+    if nonzero != system.stochastic:
+        name = type(system).__name__
+        raise ValueError(f"{name}.noise_level is {np.asarray(level).tolist()} but the "
+                         f"{name} was built {'with' if system.stochastic else 'without'} "
+                         f"noise: noise is switched on or off at construction; build a new "
+                         f"one with {name}(..., noise=...)")
 
 
 def check_horizon(system: System, steps: int) -> None:

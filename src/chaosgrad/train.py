@@ -1,9 +1,12 @@
-"""Training with any estimator: the estimator gives d(statistic)/d(parameters), the chain rule
-gives the loss gradient, Optax takes the step.
+"""Training with any estimator: d loss(statistic)/d(parameters) in one sweep, Optax steps.
 
-    stat_i, g_i = estimator(system_i, key_i)          key_i = fold_in(key, i)
-    grad_i = loss'(stat_i) * g_i
+    loss_i, grad_i = value_and_grad(system_i, loss, statistic, estimator, key=key_i)
     updates, state = optimizer.update(grad_i, state, params);  params += updates
+
+with key_i = fold_in(key, i). The cotangent d loss / d statistic weights the observable inside
+the estimator (one adjoint sweep for a loss of many statistics); where it comes from and the
+bias that gives are stated in ``value_and_grad``. Compilation is keyed on code, so every
+iteration after the first runs warm.
 
 Clipping is the optimizer's business: ``optax.chain(optax.clip_by_global_norm(c),
 optax.adam(lr))``. Every iteration's key is derived from (key, i), so a run resumed from a
@@ -28,7 +31,8 @@ from jax.flatten_util import ravel_pytree
 
 from ._errors import check_positive_int
 from ._system import System
-from .estimators._base import AbstractEstimator, Parameters, linear_response, tree_norm
+from .estimators._base import AbstractEstimator, Parameters, loss_estimate, tree_norm
+from .statistics import AbstractStatistic
 
 HISTORY_KEYS = ("loss", "statistic", "grad_norm", "stderr_norm", "seconds", "parameters")
 
@@ -66,8 +70,9 @@ def _load(path: Path, values_like, opt_state_like):
     return values, opt_state, meta["history"], meta["iteration"], meta["status"]
 
 
-def fit(system: System, loss: Callable, estimator: AbstractEstimator,
-        optimizer: optax.GradientTransformation, *, observable: Callable, iterations: int,
+def fit(system: System, loss: Callable, statistic: AbstractStatistic,
+        estimator: AbstractEstimator, optimizer: optax.GradientTransformation, *,
+        iterations: int,
         wrt: Callable | None = None, key, x0=None, callback: Callable | None = None,
         checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
         resume: str | Path | None = None, progress: Callable[[int], None] | None = None
@@ -75,11 +80,12 @@ def fit(system: System, loss: Callable, estimator: AbstractEstimator,
     """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``.
 
     Args:
-        loss: statistic -> scalar, e.g. ``lambda s: (s - target) ** 2``.
-        estimator: any chaosgrad estimator (it defines the statistic: a long-time average
-            or E[Phi(x_T)]).
+        loss: statistic -> scalar, e.g. ``lambda s: (s - target) ** 2``; the statistic has the
+            structure of the observable's output (a scalar, vector or pytree).
+        statistic: ``TimeAverage(phi)``, ``WindowAverage(phi, steps)`` or
+            ``Terminal(phi, steps)``.
+        estimator: any chaosgrad estimator supporting the statistic.
         optimizer: an Optax transformation (chain clipping in front of it to clip).
-        observable: phi(x), the quantity whose statistic enters the loss.
         iterations: total number of iterations (including those done before a resume).
         callback: called as ``callback(iteration, system, record)`` after each iteration.
         checkpoint, checkpoint_every: directory and interval for checkpoints.
@@ -100,22 +106,21 @@ def fit(system: System, loss: Callable, estimator: AbstractEstimator,
     if resume is not None:
         values, opt_state, history, start, status = _load(Path(resume), values, opt_state)
     current = params.substitute(system, values)
-    value_and_slope = jax.value_and_grad(lambda s: jnp.asarray(loss(s), dtype=jnp.float64))
 
     for iteration in range(start, iterations):
         if status != "ok":
             break
         began = time.perf_counter()
         try:
-            estimate = linear_response(current, observable, estimator, wrt=wrt, x0=x0,
-                                       key=jax.random.fold_in(key, iteration))
+            loss_value, estimate = loss_estimate(current, loss, statistic, estimator, wrt=wrt,
+                                                 x0=x0, key=jax.random.fold_in(key, iteration))
         except FloatingPointError as exc:
             status = f"failed at iteration {iteration}: {exc}"
             break
-        loss_value, slope = value_and_slope(jnp.asarray(estimate.value))
-        grads = jax.tree_util.tree_map(lambda g: slope * g, estimate.grad)
+        grads = estimate.grad
         grad_norm = float(tree_norm(grads))
-        record = {"loss": float(loss_value), "statistic": float(estimate.value),
+        value = jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), estimate.value)
+        record = {"loss": float(loss_value), "statistic": value,
                   "grad_norm": grad_norm, "stderr_norm": float(tree_norm(estimate.stderr)),
                   "seconds": time.perf_counter() - began,
                   "parameters": np.asarray(ravel_pytree(values)[0]).tolist()

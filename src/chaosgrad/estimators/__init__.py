@@ -1,13 +1,30 @@
-"""Gradient estimators: one class per file, one entry point ``linear_response``."""
+"""Gradient estimators: one class per file; ``linear_response`` and ``value_and_grad``.
 
-from ._base import AbstractEstimator, Estimate, Parameters, linear_response
-from .backprop import Backprop, TruncatedBackprop
-from .fast_adjoint_response import FastAdjointResponse
-from .finite_difference import FiniteDifference
-from ._noise import ParametricObservable
-from .kernel import Kernel
-from .path_kernel import PathKernel
-from .shadowing import Shadowing
+``ESTIMATORS`` is the registry the command line reads: a new estimator is its file plus one
+line here.
+"""
 
-__all__ = ["AbstractEstimator", "Backprop", "Estimate", "FastAdjointResponse", "FiniteDifference", "Kernel", "ParametricObservable", "Parameters", "PathKernel",
-           "Shadowing", "TruncatedBackprop", "linear_response"]
+from ._base import (AbstractEstimator, AbstractInfo, Estimate, Parameters, linear_response,
+                    value_and_grad)
+from .backprop import Backprop, BackpropInfo, TruncatedBackprop
+from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
+from .finite_difference import FiniteDifference, FiniteDifferenceInfo
+from .kernel import Kernel, KernelInfo
+from .path_kernel import PathKernel, PathKernelInfo
+from .shadowing import Shadowing, ShadowingInfo
+
+ESTIMATORS: dict[str, type[AbstractEstimator]] = {
+    "backprop": Backprop,
+    "truncated": TruncatedBackprop,
+    "fd": FiniteDifference,
+    "shadowing": Shadowing,
+    "far": FastAdjointResponse,
+    "kernel": Kernel,
+    "path-kernel": PathKernel,
+}
+
+__all__ = ["ESTIMATORS", "AbstractEstimator", "AbstractInfo", "Backprop", "BackpropInfo",
+           "Estimate", "FastAdjointResponse", "FastResponseInfo", "FiniteDifference",
+           "FiniteDifferenceInfo", "Kernel", "KernelInfo", "Parameters", "PathKernel",
+           "PathKernelInfo", "Shadowing", "ShadowingInfo", "TruncatedBackprop",
+           "linear_response", "value_and_grad"]

@@ -1,69 +1,189 @@
-"""The estimator framework: one entry point, one result type, parameter bookkeeping.
+"""The estimator framework: the problem (a statistic), the method (an estimator), the result.
 
-    response = linear_response(system, observable, estimator, wrt=..., key=...)
+    response = linear_response(system, statistic, estimator, wrt=..., key=...)
+    loss, grad, stderr = value_and_grad(system, loss, statistic, estimator, wrt=..., key=...)
 
-An estimator is an ``eqx.Module`` holding its settings and implementing ``estimate``. The
-statistic is either a long-time average <Phi> (deterministic chaos) or E[Phi(x_T)] (a noisy
-system or network of finite depth); ``grad`` is its derivative with respect to the
-parameters selected by ``wrt``, shaped like ``wrt(system)``.
+An estimator is an ``eqx.Module`` holding method settings only and implementing
+``estimate``; the statistic (``TimeAverage``, ``WindowAverage``, ``Terminal``) says what is
+differentiated. Internally every estimator differentiates the k' components of a projected
+observable ``Components`` (see statistics.py) and returns per-parameter arrays with a
+leading axis of k'; this module turns them into the Jacobian pytree (jax.jacrev's layout:
+the statistic's structure outside, the parameters' inside, each leaf shaped
+statistic-shape + parameter-shape).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_float64
-from .._system import System
+from .._errors import check_float64, check_positive_int
+from .._functions import StaticFunction, static
+from .._system import System, check_noise_setting
+from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
+
+DEFAULT_BURN_IN = 1000
+"""Steps discarded before a TimeAverage's orbit, for every estimator (one default)."""
+
+
+class AbstractInfo(eqx.Module):
+    """Diagnostics of one estimate. Fields listed in ``per_parameter`` are shaped like grad.
+
+    Args:
+        method: the estimator's class name.
+        seconds: wall time of the estimate, compilation included.
+        warning: a sentence when the estimate should not be trusted, else None.
+    """
+
+    per_parameter: ClassVar[tuple[str, ...]] = ()
+    method: str
+    seconds: float
+    warning: str | None
 
 
 class Estimate(eqx.Module):
-    """The statistic, its gradient and the gradient's standard error (same pytree shape)."""
+    """The statistic, its Jacobian and the Jacobian's standard error.
 
-    value: float
+    Args:
+        value: the statistic, with the structure of the observable's output.
+        grad: d statistic / d parameters (jax.jacrev layout: statistic structure outside,
+            parameter structure inside, leaves shaped statistic-shape + parameter-shape).
+            For ``value_and_grad`` it is d loss / d parameters, shaped like the parameters.
+        stderr: the standard error of ``grad``, same structure. What it covers (sampling
+            error) and what it does not (finite-horizon and method bias) is stated by each
+            estimator.
+        info: typed diagnostics (``BackpropInfo``, ``ShadowingInfo``, ...).
+    """
+
+    value: Any
     grad: Any
     stderr: Any
-    info: dict
+    info: Any
 
 
 class Parameters(eqx.Module):
     """The parameters being differentiated, and how to put new values back into a system.
 
-    ``wrt`` is None (every inexact-array field) or a function ``system -> pytree of arrays``
-    as in ``eqx.tree_at`` (e.g. ``lambda s: s.rho`` or ``lambda s: (s.rho, s.sigma)``).
+    ``wrt`` is None (every inexact-array field) or a selector ``system -> subtree`` as in
+    ``eqx.tree_at`` (``lambda s: s.rho``, ``lambda s: (s.rho, s.sigma)``,
+    ``lambda s: s.args`` for an ``eqx.nn.MLP``). The subtree may hold non-array leaves (an
+    activation function): only its inexact arrays are parameters, as ``eqx.filter_grad``
+    does. The selector is compared by its code, so a fresh lambda does not recompile.
     """
 
     values: Any
-    wrt: Callable | None = eqx.field(static=True)
+    wrt: StaticFunction | None = eqx.field(static=True)
 
     @classmethod
     def of(cls, system: System, wrt: Callable | None) -> Parameters:
-        values = eqx.filter(system, eqx.is_inexact_array) if wrt is None else wrt(system)
-        leaves = jax.tree_util.tree_leaves(values)
-        if not leaves:
-            raise ValueError("wrt selects no parameters: it must return float64 arrays "
-                             "(fields of the system)")
-        for leaf in leaves:
-            if not eqx.is_inexact_array(leaf):
-                raise TypeError(f"wrt must select array fields of the system, got {leaf!r}")
+        if wrt is not None and not callable(wrt):
+            raise TypeError(f"wrt must be None or a function system -> parameters, got {wrt!r}")
+        selected = system if wrt is None else wrt(system)
+        values = eqx.filter(selected, eqx.is_inexact_array)
+        if wrt is None:  # data (an input sequence) is not a parameter
+            for name in getattr(system, "data_fields", ()):
+                values = eqx.tree_at(lambda s, n=name: getattr(s, n), values, None,
+                                     is_leaf=lambda node: node is None)
+        if not jax.tree_util.tree_leaves(values):
+            raise ValueError("wrt selects no parameters: it must select floating-point arrays "
+                             "of the system (e.g. wrt=lambda s: s.rho)")
         check_float64(values, "parameters selected by wrt")
-        return cls(values, wrt)
+        return cls(values, static(wrt))
 
     def substitute(self, system: System, values) -> System:
         """``system`` with the selected parameters replaced by ``values``."""
         if self.wrt is None:
             rest = eqx.filter(system, eqx.is_inexact_array, inverse=True)
+            for name in getattr(system, "data_fields", ()):
+                rest = eqx.tree_at(lambda s, n=name: getattr(s, n), rest, getattr(system, name),
+                                   is_leaf=lambda node: node is None)
             return eqx.combine(values, rest)
-        return eqx.tree_at(self.wrt, system, values)
+        rest = eqx.filter(self.wrt(system), eqx.is_inexact_array, inverse=True)
+        return eqx.tree_at(self.wrt, system, eqx.combine(values, rest),
+                           is_leaf=lambda node: node is None)
 
     def size(self) -> int:
         return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.values))
+
+    def zeros(self, leading: tuple[int, ...] = ()):
+        """Zeros shaped like the parameters, with extra leading axes."""
+        return jax.tree_util.tree_map(lambda v: jnp.zeros(leading + v.shape, v.dtype),
+                                      self.values)
+
+
+class Horizon(NamedTuple):
+    """A statistic resolved against an estimator's settings: what one sample runs.
+
+    kind: "average" or "terminal"; steps: steps of the differentiated rollout (the depth);
+    burn_in: steps run before it, not differentiated (a TimeAverage's approach to the
+    attractor); stationary: a TimeAverage (samples may be consecutive windows of one orbit
+    when x0 is given); skip: leading steps of the rollout left out of the average (a
+    WindowAverage's own burn-in, which is part of the finite-horizon problem and so is
+    differentiated).
+    """
+
+    kind: str
+    steps: int
+    burn_in: int
+    stationary: bool
+    skip: int = 0
+
+
+def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "steps"
+                    ) -> Horizon:
+    """The window one sample runs: from the statistic, or for a TimeAverage from the
+    estimator's ``steps`` and ``burn_in`` (one meaning each, refused where they do not apply)."""
+    name = type(estimator).__name__
+    steps = getattr(estimator, steps_name, None)
+    burn_in = getattr(estimator, "burn_in", None)
+    if isinstance(statistic, TimeAverage):
+        if steps is None:
+            raise ValueError(f"{name} needs {steps_name}= for a TimeAverage: the length of each "
+                             "sample's orbit (the long-time limit is approximated by it)")
+        return Horizon("average", steps, DEFAULT_BURN_IN if burn_in is None else burn_in, True)
+    if steps is not None:
+        raise ValueError(f"{name}({steps_name}={steps}) applies to a TimeAverage only: the "
+                         f"horizon of a {type(statistic).__name__} is its own steps")
+    if burn_in is not None:
+        raise ValueError(f"{name}(burn_in={burn_in}) applies to a TimeAverage only: give "
+                         "WindowAverage(..., burn_in=...) instead")
+    return Horizon(statistic.kind, statistic.horizon, 0, False,
+                   getattr(statistic, "burn_in", 0))
+
+
+class AbstractEstimator(eqx.Module):
+    """A way to estimate d(statistic)/d(parameters): method settings only.
+
+    Subclasses set ``statistics`` (the statistic classes they support) and implement
+    ``estimate``; it returns an :class:`Estimate` in the internal layout (value: the k raw
+    components; grad and stderr: parameter pytrees with a leading axis of k').
+    """
+
+    statistics: ClassVar[tuple[type, ...]] = ()
+
+    def check_statistic(self, statistic: AbstractStatistic, system: System) -> None:
+        """Refuse, in one line, a statistic this estimator does not support."""
+        if not isinstance(statistic, self.statistics):
+            supported = ", ".join(s.__name__ for s in self.statistics)
+            raise ValueError(f"{type(self).__name__} supports {supported}; got "
+                             f"{type(statistic).__name__}")
+
+    @abc.abstractmethod
+    def estimate(self, system: System, components: Components, params: Parameters, x0, key,
+                 cotangent: Callable | None) -> Estimate:
+        """Estimate the statistic and the Jacobian of ``components`` w.r.t. ``params``.
+
+        ``cotangent`` (None, or value -> projection of shape (k, 1)) is applied to the
+        estimator's value estimate before the gradient pass, so that a loss needs one sweep.
+        """
 
 
 def tree_mean_and_stderr(samples):
@@ -95,36 +215,148 @@ def tree_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-class AbstractEstimator(eqx.Module):
-    """A way to estimate d(statistic)/d(parameters). Subclasses implement ``estimate``."""
-
-    @abc.abstractmethod
-    def estimate(self, system: System, observable: Callable, params: Parameters, x0, key
-                 ) -> Estimate:
-        """Estimate the statistic and its gradient with respect to ``params``."""
+def project(components: Components, cotangent: Callable | None, value) -> Components:
+    """``components`` projected on ``cotangent(value)`` (unchanged when no cotangent)."""
+    if cotangent is None:
+        return components
+    return components.with_projection(cotangent(jnp.asarray(value)))
 
 
-def linear_response(system: System, observable: Callable, estimator: AbstractEstimator, *,
-                    wrt: Callable | None = None, x0=None, key) -> Estimate:
-    """d(statistic)/d(parameters) of ``observable`` on ``system`` by ``estimator``.
+def _jacobian_tree(flat_tree, out_structure, count: int):
+    """Parameter pytree with a leading axis of k -> jacrev layout of the statistic."""
+    out_leaves, out_def = jax.tree_util.tree_flatten(out_structure)
+    pieces, offset = [], 0
+    for leaf in out_leaves:
+        size = int(np.prod(leaf.shape, dtype=int))
+        pieces.append(jax.tree_util.tree_map(
+            lambda g, o=offset, s=size, shape=leaf.shape: g[o:o + s].reshape(shape + g.shape[1:]),
+            flat_tree))
+        offset += size
+    assert offset == count
+    return jax.tree_util.tree_unflatten(out_def, pieces)
 
-    Args:
-        observable: ``phi(x) -> scalar``.
-        estimator: e.g. ``Backprop(steps, samples)``, ``Shadowing(unstable_dim, ...)``.
-        wrt: which parameters (default: every inexact-array field of ``system``).
-        x0: starting state (default: drawn from ``system.initial_state``).
-        key: PRNG key for initial states and noise.
-    """
+
+def _finish(raw: Estimate, layout: Callable, value_unravel: Callable | None, began: float
+            ) -> Estimate:
+    info = raw.info
+    updates = {name: layout(getattr(info, name)) for name in info.per_parameter
+               if getattr(info, name) is not None}
+    info = dataclasses.replace(info, seconds=time.perf_counter() - began, **updates)
+    value = raw.value if value_unravel is None else value_unravel(jnp.asarray(raw.value))
+    return Estimate(value, layout(raw.grad), layout(raw.stderr), info)
+
+
+def _prepare(system, statistic, estimator, wrt, x0, key):
     if not isinstance(system, System):
         raise TypeError(f"system must be a chaosgrad System, got {type(system).__name__}")
+    if not isinstance(statistic, AbstractStatistic):
+        raise TypeError(f"statistic must be TimeAverage(phi), WindowAverage(phi, steps) or "
+                        f"Terminal(phi, steps), got {statistic!r}")
     if not isinstance(estimator, AbstractEstimator):
         raise TypeError(f"estimator must be a chaosgrad estimator, got {estimator!r}")
-    if not callable(observable):
-        raise TypeError("observable must be a function phi(x) -> scalar")
     if key is None:
         raise ValueError("key is required: linear_response(..., key=jax.random.key(0))")
+    check_noise_setting(system)
+    # strong float64 everywhere: a weak-typed scalar (jnp.asarray(28.0)) would key a new
+    # compilation although the values are all that changed
+    system = jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(leaf, dtype=leaf.dtype) if eqx.is_inexact_array(leaf) else leaf,
+        system)
+    estimator.check_statistic(statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
         x0 = jnp.asarray(x0)
         check_float64(x0, "x0")
-    return estimator.estimate(system, observable, params, x0, key)
+        probe = x0
+    else:
+        probe = jax.eval_shape(system.initial_state, key)
+        probe = jnp.zeros(probe.shape, probe.dtype)
+    count, unravel, out = output_structure(statistic, probe, system)
+    components = Components(statistic, jnp.eye(count, dtype=jnp.float64))
+    return system, params, x0, count, unravel, out, components
+
+
+def linear_response(system: System, statistic: AbstractStatistic,
+                    estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None,
+                    key) -> Estimate:
+    """d(statistic)/d(parameters) of ``system`` by ``estimator``: the Jacobian.
+
+    Args:
+        system: any chaosgrad System (a built-in, a ``Flow``/``Map`` around any Equinox model).
+        statistic: ``TimeAverage(phi)``, ``WindowAverage(phi, steps)`` or
+            ``Terminal(phi, steps)``; ``phi`` may return a scalar, vector or pytree.
+        estimator: e.g. ``Backprop(samples=8)``, ``Shadowing(unstable_dim=2, ...)``.
+        wrt: which parameters (default: every inexact-array field of ``system``).
+        x0: starting state (default: drawn from ``system.initial_state``).
+        key: PRNG key for initial states and noise.
+
+    A k-component statistic costs one sweep with k cotangents (vmapped) for the adjoint
+    estimators, not k runs. Compilation is keyed on code, not on identity: a second call
+    with new parameter values, a new key or a fresh lambda of the same code is warm.
+    """
+    began = time.perf_counter()
+    system, params, x0, count, unravel, out, components = _prepare(system, statistic, estimator, wrt,
+                                                           x0, key)
+    raw = estimator.estimate(system, components, params, x0, key, None)
+    return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began)
+
+
+def loss_estimate(system: System, loss: Callable, statistic: AbstractStatistic,
+                  estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None, key
+                  ) -> tuple[jax.Array, Estimate]:
+    """(loss value, Estimate of d loss/d parameters): what ``value_and_grad`` and ``fit`` use."""
+    if not callable(loss):
+        raise TypeError("loss must be a function statistic -> scalar")
+    began = time.perf_counter()
+    system, params, x0, count, unravel, out, components = _prepare(system, statistic, estimator, wrt,
+                                                           x0, key)
+
+    def scalar_loss(flat):
+        value = jnp.asarray(loss(unravel(flat)), dtype=jnp.float64)
+        if value.shape != ():
+            raise ValueError(f"loss must return a scalar, got shape {value.shape}")
+        return value
+
+    def cotangent(flat_value):
+        return jax.grad(scalar_loss)(jnp.asarray(flat_value, jnp.float64))[:, None]
+
+    raw = estimator.estimate(system, components, params, x0, key, cotangent)
+    estimate = _finish(raw, lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree), unravel,
+                       began)
+    flat_value = jnp.asarray(raw.value, jnp.float64)
+    return scalar_loss(flat_value), estimate
+
+
+def value_and_grad(system: System, loss: Callable, statistic: AbstractStatistic,
+                   estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None, key):
+    """(loss(statistic), d loss/d parameters, its standard error) with ONE gradient sweep.
+
+    The cotangent w = d loss / d statistic weights the observable: the estimator
+    differentiates the scalar w . Phi(x), so a loss of k statistics costs one sweep, not k.
+    Where w comes from, and the bias that gives, is stated by each estimator:
+
+    * Shadowing, FastAdjointResponse, Kernel (TimeAverage), PathKernel (TimeAverage),
+      Backprop, TruncatedBackprop: the value of the same orbit(s) or samples, computed in the
+      forward pass before the backward one. For a quadratic loss the bias of the product is
+      2 Cov(S-hat, g-hat) = O(1 / samples or 1 / orbit length); it vanishes when the per-sample
+      gradient does not correlate with the value.
+    * Kernel and PathKernel (Terminal, WindowAverage): the pilot run they already make
+      (independent samples for PathKernel): unbiased for a quadratic loss.
+    * FiniteDifference: the full Jacobian contracted with w at the central value.
+
+    Returns:
+        (loss value, grad shaped like the parameters, stderr shaped like grad). The stderr
+        is that of w . grad with w held fixed: it leaves out the sampling error of w itself,
+        about |d2 loss| |d statistic / d theta| SE(statistic).
+    """
+    value, estimate = loss_estimate(system, loss, statistic, estimator, wrt=wrt, x0=x0, key=key)
+    return value, estimate.grad, estimate.stderr
+
+
+def check_sizes(estimator, *names: str) -> None:
+    """Positive-int checks for the named settings (None allowed: 'from the statistic')."""
+    for name in names:
+        value = getattr(estimator, name)
+        if value is not None:
+            check_positive_int(value, name, allow_zero=name in ("burn_in", "unstable_dim",
+                                                                "window"))

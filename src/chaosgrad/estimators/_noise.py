@@ -11,16 +11,12 @@ one VJP of theta -> (drift, s) per step (never through the steps).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_positive_int
-from .._system import System
-
-GAUSSIAN = "gaussian"
+from .._system import System, _run
+from .._tangent import step_noise
 
 
 def check_noisy(system: System, estimator: str) -> None:
@@ -32,27 +28,10 @@ def check_noisy(system: System, estimator: str) -> None:
                          "stable model")
 
 
-def check_gaussian(noise: str, estimator: str) -> None:
-    if noise != GAUSSIAN:
-        raise ValueError(f"{estimator} supports Gaussian noise only (its score is xi/s); "
-                         f"got noise={noise!r}")
-
-
-def check_sampling(estimator, name: str) -> None:
-    """The settings Kernel and PathKernel share: sizes, noise law, window."""
-    check_positive_int(estimator.steps, "steps")
-    check_positive_int(estimator.samples, "samples")
-    check_positive_int(estimator.burn_in, "burn_in", allow_zero=True)
-    check_positive_int(estimator.batch, "batch")
-    check_gaussian(estimator.noise, name)
-    if estimator.window is not None:
-        check_positive_int(estimator.window, "window", allow_zero=True)
-
-
-def sample_batches(samples: int, batch: int, parameter_count: int) -> list[tuple[int, int]]:
+def sample_batches(samples: int, batch: int, numbers_per_sample: int) -> list[tuple[int, int]]:
     """(first, size) of each batch: at most ``batch`` samples, and at most ~2^23 numbers of
-    per-sample parameter pytrees held at once (memory does not grow with ``samples``)."""
-    size = max(1, min(batch, samples, 2**23 // max(parameter_count, 1)))
+    per-sample arrays held at once (memory does not grow with ``samples``)."""
+    size = max(1, min(batch, samples, 2**23 // max(numbers_per_sample, 1)))
     return [(first, min(size, samples - first)) for first in range(0, samples, size)]
 
 
@@ -71,29 +50,6 @@ def step_score(system, params, t, x, xi):
     return mean + std * xi, pullback((xi / std, (xi**2 - 1.0) / std))[0]
 
 
-class ParametricObservable(eqx.Module):
-    """An observable that depends on the parameters too: ``function(x, system)``.
-
-    Kernel and PathKernel add the explicit term E[d_theta Phi]; e.g.
-    ``ParametricObservable(lambda x, s: jnp.sum(x) - 9 * s.gamma)``.
-    """
-
-    function: Callable = eqx.field(static=True)
-
-    def __call__(self, x, system):
-        return self.function(x, system)
-
-
-def takes_system(observable) -> bool:
-    """True for a :class:`ParametricObservable` (explicit parameter dependence)."""
-    return isinstance(observable, ParametricObservable)
-
-
-def evaluate(observable, x, system):
-    """phi(x) or phi(x, system)."""
-    return observable(x, system) if takes_system(observable) else observable(x)
-
-
 def initial_score(system, params, x0):
     """d_theta log h_0(x0; theta) from ``system.initial_log_density`` (zero if absent)."""
     density = getattr(system, "initial_log_density", None)
@@ -107,10 +63,43 @@ def check_initial_law(system, params, key) -> None:
     """Refuse a theta-dependent initial sampler without a density (its score is unknown)."""
     if getattr(system, "initial_log_density", None) is not None:
         return
-    draw = lambda values: params.substitute(system, values).initial_state(key)  # noqa: E731
+
+    def draw(values):
+        return params.substitute(system, values).initial_state(key)
+
     tangent = jax.tree_util.tree_map(jnp.ones_like, params.values)
     _, moved = jax.jvp(draw, (params.values,), (tangent,))
     if bool(jnp.any(moved != 0)):
         raise ValueError(f"{type(system).__name__}.initial_state depends on the parameters: "
                          "define initial_log_density(x0) so the kernel method can use its "
                          "score, or pass x0")
+
+
+def explicit_term(components, params, system, x):
+    """d_theta Phi~(x; theta) for a ParametricObservable, leaves (k', ...)."""
+    return jax.jacrev(lambda values: components(x, params.substitute(system, values)))(
+        params.values)
+
+
+@eqx.filter_jit
+def terminal_values(system, components, starts, keys, steps: int):
+    """Phi~(x_T) of every sample (forward only), shape (samples, k')."""
+    def one(x0, key, index):
+        sample = system.for_sample(index)
+        x, _ = _run(sample, x0, key, jnp.asarray(0), steps)
+        return components(x, sample)
+
+    return jax.vmap(one)(starts, keys, jnp.arange(starts.shape[0]))
+
+
+@eqx.filter_jit
+def orbit_values(system, components, starts, keys, start, steps: int):
+    """Phi~(x_n), n = 1..steps, of every orbit (vmapped), shape (orbits, steps, k')."""
+    def one(x, key):
+        def step(x, t):
+            x = system.step(t, x, step_noise(system, key, t, x))
+            return x, components(x, system)
+
+        return jax.lax.scan(step, x, start + jnp.arange(steps))[1]
+
+    return jax.vmap(one)(starts, keys)

@@ -1,9 +1,11 @@
-"""Rollouts shared by the estimators: starting states and differentiable statistics.
+"""Shared sample machinery: starting states, rollouts, window sums and the NaN check, once.
 
-A sample is a window of ``steps`` steps. Its statistic is the window average
-(1/steps) sum_{n=1}^{steps} Phi(x_n) (``"average"``: long-time averages of deterministic or
-noisy systems) or Phi(x_steps) (``"terminal"``: E[Phi(x_T)] of a network of depth T, started
-from the initial distribution).
+A sample runs the window of a :class:`~chaosgrad.estimators._base.Horizon`: ``burn_in`` steps
+from its start, then ``steps`` steps whose observable values are averaged (``"average"``)
+or whose last one is kept (``"terminal"``). Sample i draws its initial state from
+``system.initial_state(fold_in(init_key, i))`` and its noise from ``fold_in(noise_key, i)``,
+so any sample can be replayed alone. Every sample sees ``system.for_sample(i)`` (per-sample
+data such as an input sequence).
 """
 
 from __future__ import annotations
@@ -11,51 +13,16 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._system import _run, check_horizon, resolve_start
 from .._tangent import step_noise
-
-STATISTICS = ("average", "terminal")
-
-
-def check_statistic(statistic: str) -> None:
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+from ._base import Horizon
 
 
-def sample_starts(system, x0, key, samples: int, burn_in: int, steps: int, statistic: str):
-    """(starts, start_times, noise_keys) for ``samples`` windows, one noise key per sample.
-
-    Without ``x0`` every sample draws its own initial state and noise and is burned in
-    (``average``) or starts at layer 0 (``terminal``). With ``x0`` the windows of an
-    ``average`` follow one another along one orbit from x0 (one noise stream, consecutive
-    steps); a ``terminal`` statistic starts every sample at x0 with its own noise.
-    """
-    check_horizon(system, (burn_in if statistic == "average" else 0) + steps)
-    init_key, noise_key = jax.random.split(key)
-    own_keys = sample_keys(noise_key, samples)
-    if statistic == "terminal":
-        if x0 is not None:
-            x0 = resolve_start(system, x0, init_key)[0]
-        starts = batch_starts(system, x0, init_key, 0, samples)
-        resolve_start(system, starts[0], init_key)  # validates dtype and shape
-        return starts, jnp.zeros(samples, int), own_keys
-    if x0 is None:
-        firsts = batch_starts(system, None, init_key, 0, samples)
-        resolve_start(system, firsts[0], init_key)
-        starts = _burn(system, firsts, own_keys, burn_in)
-        return starts, jnp.full(samples, burn_in), own_keys
-    x0, _ = resolve_start(system, x0, init_key)
-    times = burn_in + steps * jnp.arange(samples)
-    starts = []
-    state = x0
-    t = 0
-    for target in [int(v) for v in times]:
-        if target > t:
-            state, _ = _run(system, state, noise_key, jnp.asarray(t), target - t)
-            t = target
-        starts.append(state)
-    return jnp.stack(starts), times, jnp.broadcast_to(noise_key, (samples,))
+def sample_keys(noise_key, samples: int, first: int = 0):
+    """One noise key per sample index first..first+samples-1."""
+    return jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(first + jnp.arange(samples))
 
 
 def batch_starts(system, x0, init_key, first: int, size: int):
@@ -66,33 +33,104 @@ def batch_starts(system, x0, init_key, first: int, size: int):
     return jax.vmap(system.initial_state)(sample_keys(init_key, size, first))
 
 
-def sample_keys(noise_key, samples: int, first: int = 0):
-    """One noise key per sample index first..first+samples-1."""
-    return jax.vmap(lambda i: jax.random.fold_in(noise_key, i))(first + jnp.arange(samples))
+class Samples(eqx.Module):
+    """Where each sample's window starts: state, step index, noise key and sample index."""
+
+    starts: jax.Array
+    times: jax.Array
+    keys: jax.Array
+    indices: jax.Array
+
+
+def check_start(system, x0, init_key):
+    """Validate x0 (or a drawn initial state): dtype, shape, dimension. Returns x0 as an
+    array, or None when the samples draw their own initial states."""
+    probe = x0 if x0 is not None else system.initial_state(init_key)
+    checked = resolve_start(system, probe, init_key)[0]
+    return None if x0 is None else checked
+
+
+def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
+    """The window starts of ``samples`` samples (burned in under vmap).
+
+    Without ``x0`` every sample draws its own initial state and noise and is burned in.
+    With ``x0``: a TimeAverage's windows follow one another along one orbit from x0 (one
+    noise stream, consecutive steps: the long-time average does not depend on the start);
+    a finite-horizon statistic starts every sample at x0 with its own noise.
+    """
+    check_horizon(system, horizon.burn_in + horizon.steps)
+    init_key, noise_key = jax.random.split(key)
+    indices = jnp.arange(samples)
+    x0 = check_start(system, x0, init_key)
+    if x0 is not None and horizon.stationary:
+        times = horizon.burn_in + horizon.steps * np.arange(samples)
+        starts, state, t = [], x0, 0
+        for target in times.tolist():
+            if target > t:
+                state, _ = _run(system, state, noise_key, jnp.asarray(t), target - t)
+                t = target
+            starts.append(state)
+        return Samples(jnp.stack(starts), jnp.asarray(times),
+                       jnp.broadcast_to(noise_key, (samples,)), indices)
+    keys = sample_keys(noise_key, samples)
+    firsts = batch_starts(system, x0, init_key, 0, samples)
+    starts = burn(system, firsts, keys, indices, horizon.burn_in)
+    check_finite(starts[:, None], "the burn-in", horizon.burn_in)
+    return Samples(starts, jnp.full(samples, horizon.burn_in), keys, indices)
 
 
 @eqx.filter_jit
-def _burn(system, firsts, keys, burn_in: int):
+def burn(system, firsts, keys, indices, burn_in: int):
+    """Every sample run ``burn_in`` steps from its first state (vmapped)."""
     if burn_in == 0:
         return firsts
-    return jax.vmap(lambda x, key: _run(system, x, key, jnp.asarray(0), burn_in)[0])(firsts, keys)
+    return jax.vmap(lambda x, key, i: _run(system.for_sample(i), x, key, jnp.asarray(0),
+                                           burn_in)[0])(firsts, keys, indices)
 
 
-def rollout(system, observable, x_start, key, t0, steps: int):
-    """(x_{t0+steps}, [Phi(x_n), n = 1..steps]) from x_start at step t0 (differentiable)."""
+def rollout(system, components, x_start, key, t0, steps: int):
+    """(x_{t0+steps}, [Phi~(x_n), n = 1..steps]) from x_start at step t0 (differentiable)."""
 
     def one(x, t):
         x = system.step(t, x, step_noise(system, key, t, x))
-        return x, observable(x)
+        return x, components(x, system)
 
     return jax.lax.scan(one, x_start, t0 + jnp.arange(steps))
 
 
-def rollout_values(system, observable, x_start, key, t0, steps: int):
-    """Phi(x_n), n = 1..steps, from x_start at step t0 (differentiable in system and x)."""
-    return rollout(system, observable, x_start, key, t0, steps)[1]
+def reduce_window(values, horizon: Horizon):
+    """The window average (after ``skip``) or the terminal value of (steps, k) values."""
+    if horizon.kind == "average":
+        return jnp.mean(values[horizon.skip:], axis=0)
+    return values[-1]
 
 
-def statistic_of(values, statistic: str):
-    """The window average or the terminal value of a rollout's Phi values."""
-    return jnp.mean(values) if statistic == "average" else values[-1]
+def window_sums(values, first, length: int):
+    """sum_{j=first_i}^{first_i+length-1} values_j for every entry of ``first`` (cumsum).
+
+    The one implementation of the decorrelation-window sums of FastAdjointResponse (centred),
+    Kernel and PathKernel (forward): each passes its own offsets. ``values``: (N, k).
+    """
+    cumulative = jnp.concatenate([jnp.zeros((1,) + values.shape[1:]),
+                                  jnp.cumsum(values, axis=0)])
+    return cumulative[first + length] - cumulative[first]
+
+
+def check_finite(values, what: str, offset: int = 0) -> None:
+    """Raise FloatingPointError naming the first step (row) of ``values`` with NaN/inf.
+
+    ``values`` is (steps, ...) or (samples, steps, ...) (then the sample is named too).
+    """
+    array = np.asarray(values)
+    if np.all(np.isfinite(array)):
+        return
+    if array.ndim >= 3:
+        bad = ~np.all(np.isfinite(array.reshape(array.shape[0], array.shape[1], -1)), axis=2)
+        sample, step = np.argwhere(bad)[0]
+        raise FloatingPointError(f"the trajectory became NaN/inf during {what} at step "
+                                 f"{offset + int(step)} of sample {int(sample)}; check the "
+                                 "parameters and dt")
+    rows = array.reshape(array.shape[0], -1) if array.ndim else array.reshape(1, 1)
+    step = int(np.argmin(np.all(np.isfinite(rows), axis=1)))
+    raise FloatingPointError(f"the trajectory became NaN/inf during {what} at step "
+                             f"{offset + step}; check the parameters and dt")

@@ -6,11 +6,13 @@ samples. In a chaotic system each term grows like e^{lambda_1 T}: the average of
 samples does not converge to the derivative of the long-time average. ``info`` records the
 per-sample gradient magnitude against the horizon T (forward mode along one parameter
 direction, all horizons in one pass) and its fitted growth rate, to be compared with lambda_1.
+
+Truncated BPTT (Williams & Peng 1990) cuts the derivative every ``truncation`` steps: the
+state is passed on between chunks without its derivative. Bounded, and biased wherever the
+memory of the system is longer than the truncation.
 """
 
 from __future__ import annotations
-
-import time
 
 import equinox as eqx
 import jax
@@ -19,138 +21,228 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._errors import check_positive_int
-from ._base import AbstractEstimator, Estimate, tree_mean_and_stderr
-from ._rollout import check_statistic, rollout, rollout_values, sample_starts, statistic_of
+from ..statistics import Terminal, TimeAverage, WindowAverage
+from ._base import (AbstractEstimator, AbstractInfo, Estimate, check_sizes, project,
+                    resolve_horizon, tree_mean_and_stderr)
+from ._rollout import reduce_window, rollout, sample_windows
+
+
+class BackpropInfo(AbstractInfo):
+    """Diagnostics of Backprop and TruncatedBackprop.
+
+    Args:
+        steps, samples: the window each sample ran and the number of samples.
+        truncation: the truncation length (None: full backpropagation).
+        per_sample_std: spread of the per-sample gradients (shaped like grad).
+        value_stderr: standard error of the statistic (flat, one per component).
+        horizons, horizon_times, grad_magnitude_by_horizon: geometric-mean |dJ_T/dtheta.u|
+            on a grid of horizons T (u: a unit parameter direction); None when not measured.
+        growth_rate: its fitted exponential rate per unit time (compare with lambda_1).
+        exploding: the growth rate is positive and the last magnitude 1e3 times the first.
+    """
+
+    per_parameter = ("per_sample_std",)
+    steps: int
+    samples: int
+    truncation: int | None
+    per_sample_std: object
+    value_stderr: object
+    horizons: list | None = None
+    horizon_times: list | None = None
+    grad_magnitude_by_horizon: list | None = None
+    growth_rate: float | None = None
+    exploding: bool = False
+
+
+def _objective(system, components, params, x_start, t0, key, index, horizon, truncation):
+    def objective(values):
+        current = params.substitute(system, values).for_sample(index)
+        if truncation is None:
+            phis = rollout(current, components, x_start, key, t0, horizon.steps)[1]
+        else:
+            phis = _truncated_rollout(current, components, x_start, key, t0, horizon.steps,
+                                      truncation)
+        return reduce_window(phis, horizon)
+
+    return objective
 
 
 @eqx.filter_jit
-def _value_and_grad(system, observable, params, starts, times, keys, steps: int,
-                    statistic: str, window):
-    def one(x_start, t0, key):
-        def objective(values):
-            current = params.substitute(system, values)
-            if window is None:
-                phis = rollout_values(current, observable, x_start, key, t0, steps)
-            else:
-                phis = _truncated_rollout(current, observable, x_start, key, t0, steps, window)
-            return statistic_of(phis, statistic)
+def _values(system, components, params, samples, horizon, truncation):
+    """Per-sample raw statistics (forward only)."""
+    def one(x, t0, key, index):
+        current = system.for_sample(index)
+        return reduce_window(rollout(current, components.with_projection(
+            jnp.eye(components.projection.shape[0])), x, key, t0, horizon.steps)[1],
+            horizon)
 
-        return jax.value_and_grad(objective)(params.values)
-
-    return jax.vmap(one)(starts, times, keys)
+    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
 
 
-def _truncated_rollout(system, observable, x_start, key, t0, steps, window):
-    """Phi values with the gradient cut every ``window`` steps (chunked truncated BPTT)."""
-    chunks, remainder = divmod(steps, window)
+@eqx.filter_jit
+def _jacobians(system, components, params, samples, horizon, truncation):
+    """Per-sample statistics and Jacobians: one backward pass with k' cotangents (vmapped)."""
+    count = components.count
+
+    def one(x, t0, key, index):
+        objective = _objective(system, components, params, x, t0, key, index, horizon,
+                               truncation)
+        value, pullback = jax.vjp(objective, params.values)
+        return value, jax.vmap(pullback)(jnp.eye(count))[0]
+
+    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
+
+
+def _truncated_rollout(system, components, x_start, key, t0, steps, truncation):
+    """Phi~ values with the gradient cut every ``truncation`` steps (chunked truncated BPTT)."""
+    chunks, remainder = divmod(steps, truncation)
 
     def chunk(x, c):
-        x_end, values = rollout(system, observable, x, key, t0 + c * window, window)
+        x_end, values = rollout(system, components, x, key, t0 + c * truncation, truncation)
         return jax.lax.stop_gradient(x_end), values
 
     x, values = jax.lax.scan(chunk, x_start, jnp.arange(chunks))
-    values = values.reshape(-1)
+    values = values.reshape((-1,) + values.shape[2:])
     if remainder:
-        tail = rollout_values(system, observable, x, key, t0 + chunks * window, remainder)
+        tail = rollout(system, components, x, key, t0 + chunks * truncation, remainder)[1]
         values = jnp.concatenate([values, tail])
     return values
 
 
 @eqx.filter_jit
-def _growth_by_horizon(system, observable, params, starts, times, keys, steps: int,
-                       statistic: str):
+def _growth_by_horizon(system, components, params, samples, horizon):
     """|d J_T / d theta . u| for every horizon T = 1..steps (u: unit parameter direction)."""
     flat, unravel = ravel_pytree(params.values)
     direction = unravel(jnp.ones_like(flat) / jnp.sqrt(flat.size))
 
-    def one(x_start, t0, key):
-        run = lambda values: rollout_values(params.substitute(system, values), observable,  # noqa: E731
-                                            x_start, key, t0, steps)
+    def one(x_start, t0, key, index):
+        def run(values):
+            current = params.substitute(system, values).for_sample(index)
+            return rollout(current, components, x_start, key, t0, horizon.steps)[1]
+
         _, tangent = jax.jvp(run, (params.values,), (direction,))
+        tangent = jnp.linalg.norm(tangent, axis=1)
         # the window sum's derivative (average: T * dA_T) grows like e^{lambda_1 T}
-        return jnp.abs(jnp.cumsum(tangent) if statistic == "average" else tangent)
+        return jnp.cumsum(tangent) if horizon.kind == "average" else tangent
 
-    return jax.vmap(one)(starts, times, keys)
+    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
 
 
-def horizon_diagnostics(system, observable, params, starts, times, keys, steps, statistic):
+def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
     """Geometric-mean gradient magnitude on a grid of horizons and its fitted growth rate."""
-    magnitudes = np.asarray(_growth_by_horizon(system, observable, params, starts, times, keys,
-                                               steps, statistic))
+    magnitudes = np.asarray(_growth_by_horizon(system, components, params, samples, horizon))
+    steps = horizon.steps
     with np.errstate(divide="ignore", invalid="ignore"):
         log_mag = np.log(magnitudes)
     log_mag[~np.isfinite(log_mag)] = np.nan
     finite_count = np.sum(np.isfinite(log_mag), axis=0)
-    mean_log = np.where(finite_count > 0, np.nansum(log_mag, axis=0) / np.maximum(finite_count, 1),
-                        np.nan)
+    mean_log = np.where(finite_count > 0,
+                        np.nansum(log_mag, axis=0) / np.maximum(finite_count, 1), np.nan)
     horizons = np.unique(np.geomspace(1, steps, num=min(24, steps)).astype(int))
     fit = np.arange(steps // 4, steps)
     fit = fit[np.isfinite(mean_log[fit])]
     unit = system.time_step or 1.0
-    slope = np.polyfit(fit * unit, mean_log[fit], 1)[0] if fit.size > 2 else np.nan
-    return {"horizons": horizons.tolist(),
-            "horizon_times": (horizons * unit).tolist(),
-            "grad_magnitude_by_horizon": np.exp(mean_log[horizons - 1]).tolist(),
-            "growth_rate": float(slope)}
+    slope = float(np.polyfit(fit * unit, mean_log[fit], 1)[0]) if fit.size > 2 else float("nan")
+    by_horizon = np.exp(mean_log[horizons - 1])
+    exploding = bool(slope > 0 and by_horizon[-1] > 1e3 * by_horizon[0])
+    return {"horizons": horizons.tolist(), "horizon_times": (horizons * unit).tolist(),
+            "grad_magnitude_by_horizon": by_horizon.tolist(), "growth_rate": slope,
+            "exploding": exploding}
+
+
+def _backprop(estimator, truncation, system, components, params, x0, key, cotangent):
+    horizon = resolve_horizon(components.statistic, estimator)
+    samples = sample_windows(system, x0, key, estimator.samples, horizon)
+    raw_values = None
+    if cotangent is not None:    # value from the same samples, before the backward pass
+        raw_values = _values(system, components, params, samples, horizon, truncation)
+        components = project(components, cotangent, jnp.mean(raw_values, axis=0))
+    values, jacobians = _jacobians(system, components, params, samples, horizon, truncation)
+    if raw_values is None:
+        raw_values = values
+    grad, stderr = tree_mean_and_stderr(jacobians)
+    n = estimator.samples
+    per_sample_std = jax.tree_util.tree_map(
+        lambda leaf: jnp.std(leaf, axis=0, ddof=1) if n > 1 else jnp.full(leaf.shape[1:], jnp.nan),
+        jacobians)
+    raw = np.asarray(raw_values)
+    diagnostics = {}
+    if estimator.diagnostics and truncation is None:
+        diagnostics = horizon_diagnostics(system, components, params, samples, horizon)
+    finite = all(bool(jnp.all(jnp.isfinite(leaf)))
+                 for leaf in jax.tree_util.tree_leaves(jacobians))
+    warning = None
+    if not finite:
+        warning = "some per-sample gradients overflowed (inf/NaN): the explosion"
+    elif diagnostics.get("exploding"):
+        warning = (f"per-sample gradients grow like exp({diagnostics['growth_rate']:.3g} T): "
+                   "backpropagation is exploding; compare with lambda_1 and use Shadowing, "
+                   "FastAdjointResponse, Kernel or PathKernel")
+    info = BackpropInfo(method=type(estimator).__name__, seconds=0.0, warning=warning,
+                        steps=horizon.steps, samples=n, truncation=truncation,
+                        per_sample_std=per_sample_std,
+                        value_stderr=(raw.std(axis=0, ddof=1) / np.sqrt(n)) if n > 1
+                        else np.full(raw.shape[1:], np.nan), **diagnostics)
+    return Estimate(raw.mean(axis=0), grad, stderr, info)
 
 
 class Backprop(AbstractEstimator):
-    """Backpropagation through the whole rollout of ``steps`` steps, averaged over samples.
+    """Backpropagation through the whole rollout (BPTT), averaged over samples.
 
-    ``statistic="average"`` differentiates the window average (1/T) sum Phi(x_n) after
-    ``burn_in`` steps; ``"terminal"`` differentiates Phi(x_T) from the initial distribution.
+    Supports: Terminal, WindowAverage, TimeAverage (approximated by a window of ``steps``).
+    The standard error is the spread of per-sample gradients over sqrt(samples); it does not
+    cover the finite-window bias of a TimeAverage, and in a chaotic system it explodes with
+    the gradients themselves.
+
+    Args:
+        samples: independent samples (rollouts), each with its own initial state and noise.
+        steps: for a TimeAverage only, the window each sample backpropagates through.
+        burn_in: for a TimeAverage only, steps run before the window (default 1000).
+        diagnostics: measure the per-sample gradient growth against the horizon (one extra
+            forward-mode pass) and report the explosion in ``info``.
     """
 
-    steps: int
+    statistics = (Terminal, WindowAverage, TimeAverage)
     samples: int = 1
-    burn_in: int = 1000
-    statistic: str = "average"
+    steps: int | None = None
+    burn_in: int | None = None
     diagnostics: bool = True
 
     def __check_init__(self):
-        check_positive_int(self.steps, "steps")
         check_positive_int(self.samples, "samples")
-        check_positive_int(self.burn_in, "burn_in", allow_zero=True)
-        check_statistic(self.statistic)
+        check_sizes(self, "steps", "burn_in")
 
-    def _window(self):
-        return None
-
-    def estimate(self, system, observable, params, x0, key):
-        began = time.perf_counter()
-        starts, times, noise_keys = sample_starts(system, x0, key, self.samples, self.burn_in,
-                                                 self.steps, self.statistic)
-        values, grads = _value_and_grad(system, observable, params, starts, times, noise_keys,
-                                        self.steps, self.statistic, self._window())
-        grad, stderr = tree_mean_and_stderr(grads)
-        per_sample = np.asarray(jax.vmap(lambda g: ravel_pytree(g)[0])(grads))
-        info = {"method": type(self).__name__, "steps": self.steps, "samples": self.samples,
-                "per_sample_std": np.std(per_sample, axis=0, ddof=1).tolist()
-                if self.samples > 1 else None,
-                "value_stderr": float(np.std(values, ddof=1) / np.sqrt(self.samples))
-                if self.samples > 1 else float("nan")}
-        if self.diagnostics and self._window() is None:
-            info.update(horizon_diagnostics(system, observable, params, starts, times,
-                                            noise_keys, self.steps, self.statistic))
-        if not np.all(np.isfinite(per_sample)):
-            info["warning"] = "some per-sample gradients overflowed (inf/NaN): the explosion"
-        info["seconds"] = time.perf_counter() - began
-        return Estimate(float(np.mean(values)), grad, stderr, info)
+    def estimate(self, system, components, params, x0, key, cotangent):
+        return _backprop(self, None, system, components, params, x0, key, cotangent)
 
 
-class TruncatedBackprop(Backprop):
-    """Backpropagation cut every ``window`` steps (chunked truncated BPTT): bounded, biased.
+class TruncatedBackprop(AbstractEstimator):
+    """Backpropagation cut every ``truncation`` steps (chunked truncated BPTT): bounded, biased.
 
-    The gradient of each Phi(x_n) flows back at most ``window`` steps, to the start of its
-    chunk; the state is passed on between chunks without its derivative.
+    Supports: Terminal, WindowAverage, TimeAverage. The gradient of each Phi(x_n) flows back
+    at most ``truncation`` steps, to the start of its chunk. The standard error covers the
+    sampling error only, not the truncation bias.
+
+    Args:
+        truncation: chunk length; the derivative does not cross chunk boundaries.
+        samples, steps, burn_in: as in :class:`Backprop`.
     """
 
-    window: int = 10
+    statistics = (Terminal, WindowAverage, TimeAverage)
+    truncation: int
+    samples: int = 1
+    steps: int | None = None
+    burn_in: int | None = None
+    diagnostics: bool = False
 
     def __check_init__(self):
-        check_positive_int(self.window, "window")
-        if self.window > self.steps:
-            raise ValueError(f"window ({self.window}) must not exceed steps ({self.steps})")
+        check_positive_int(self.truncation, "truncation")
+        check_positive_int(self.samples, "samples")
+        check_sizes(self, "steps", "burn_in")
 
-    def _window(self):
-        return self.window
+    def estimate(self, system, components, params, x0, key, cotangent):
+        horizon = resolve_horizon(components.statistic, self)
+        if self.truncation > horizon.steps:
+            raise ValueError(f"truncation ({self.truncation}) must not exceed the window "
+                             f"({horizon.steps} steps)")
+        return _backprop(self, self.truncation, system, components, params, x0, key, cotangent)

@@ -1,6 +1,6 @@
 """Kernel differentiation (likelihood ratio): no tangent or adjoint is propagated.
 
-Finite depth T (``window=None``), x_{n+1} = f(x_n; theta) + s xi_n, x_0 ~ h_0:
+Finite depth (``Terminal(phi, T)``), x_{n+1} = f(x_n; theta) + s xi_n, x_0 ~ h_0:
 
     d/dtheta E[Phi(x_T)] = E[(Phi(x_T) - b) S] + E[d_theta Phi(x_T)],
     S = sum_{n<T} d_theta log p(x_{n+1} | x_n) + d_theta log h_0(x_0),
@@ -8,16 +8,16 @@ Finite depth T (``window=None``), x_{n+1} = f(x_n; theta) + s xi_n, x_0 ~ h_0:
 with b the sample mean of Phi (allowed because E[S] = 0). The score is one local VJP per step
 with cotangent xi/s (see _noise.py), for every parameter at once. One pass: batch sums of
 (Phi - c) S, S and their products give the estimate with b = the final sample mean (c is a
-shift from a small pilot run, against cancellation); memory does not grow with ``samples``
-(batches of ``batch`` samples under vmap).
+shift from a pilot run on the first samples, against cancellation); memory does not grow
+with ``samples`` (batches of ``batch`` samples under vmap).
 
-Stationary (``window=W``), on long orbits after ``burn_in``:
+Stationary (``TimeAverage``), on ``samples`` independent orbits (vmapped) after ``burn_in``:
 
     delta<Phi> ~ (1/L) sum_l S_{l-1} sum_{n=0}^{W} (Phi(x_{l+n}) - Phi-bar),
 
-S_{l-1} the score of step l-1 -> l; each of ``samples`` independent orbits gives one
-estimate, and their spread the standard error. Bias decays with W like the correlations;
-the standard deviation grows like sqrt(W/L).
+S_{l-1} the score of step l-1 -> l; each orbit gives one estimate, and their spread the
+standard error. Bias decays with W like the correlations; the standard deviation grows like
+sqrt(W/L).
 
 Nothing grows with T, so nothing explodes; the variance is about Var(Phi) sum_n E|d f|^2/s^2:
 linear in T and proportional to 1/s^2 (expensive for small noise).
@@ -27,185 +27,203 @@ arXiv:2308.07841; "Ergodic and foliated kernel-differentiation method", arXiv:24
 
 from __future__ import annotations
 
-import time
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import _run, check_horizon, resolve_start
-from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
-                    tree_mean_and_stderr)
-from ._rollout import batch_starts, sample_keys
-from ._noise import (GAUSSIAN, check_initial_law, check_noisy, check_sampling, evaluate,
-                     initial_score, sample_batches, step_score, takes_system)
+from .._errors import check_positive_int
+from .._system import check_horizon
+from ..statistics import Terminal, TimeAverage, takes_system
+from ._base import (DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes,
+                    mean_and_stderr_from_sums, project, tree_mean_and_stderr)
+from ._noise import (check_initial_law, check_noisy, explicit_term, initial_score,
+                     orbit_values, sample_batches, step_score, terminal_values)
+from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
 
-def _tree_scale(tree, weight):
-    return jax.tree_util.tree_map(lambda leaf: weight * leaf, tree)
+class KernelInfo(AbstractInfo):
+    """Diagnostics of Kernel.
+
+    Args:
+        steps: the depth (Terminal) or each orbit's length (TimeAverage).
+        samples: samples (Terminal) or independent orbits (TimeAverage).
+        window: the decorrelation window W (TimeAverage), else None.
+        per_sample_std: spread of the per-sample terms (shaped like grad).
+        batches: how many vmapped batches the samples were run in.
+    """
+
+    per_parameter = ("per_sample_std",)
+    steps: int
+    samples: int
+    window: int | None
+    per_sample_std: object
+    batches: int
 
 
 def _tree_sum0(tree):
     return jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), tree)
 
 
-@eqx.filter_jit
-def _terminal_values(system, observable, starts, keys, steps: int):
-    def one(x0, key):
-        x, _ = _run(system, x0, key, jnp.asarray(0), steps)
-        return evaluate(observable, x, system)
-
-    return jax.vmap(one)(starts, keys)
+def _outer(weights, tree):
+    return jax.tree_util.tree_map(
+        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree)
 
 
 @eqx.filter_jit
-def _finite_depth_sums(system, observable, params, starts, keys, shift, steps: int):
-    """Sums over a batch of h = (Phi - shift) S + d_theta Phi and of S, h^2, h S, S^2, Phi.
+def _finite_depth_sums(system, components, params, starts, keys, indices, shift, steps: int):
+    """Sums over a batch of h = (Phi~ - shift) S + d_theta Phi~ and of S, h^2, h S, S^2, Phi~.
 
-    One pass: with c = Phi-bar - shift known at the end, the estimate with baseline Phi-bar
+    One pass: with c = Phi~-bar - shift known at the end, the estimate with baseline Phi~-bar
     is g = h - c S, so sum g = A - c B and sum g^2 = C - 2 c D + c^2 E.
     """
 
-    def one(x0, key):
+    def one(x0, key, index):
+        sample = system.for_sample(index)
+
         def layer(carry, t):
             x, score = carry
-            xi = system.noise(key, t, x.shape[0])
-            x_next, increment = step_score(system, params, t, x, xi)
+            xi = sample.noise(key, t, x.shape[0])
+            x_next, increment = step_score(sample, params, t, x, xi)
             return (x_next, jax.tree_util.tree_map(jnp.add, score, increment)), None
 
-        (x, score), _ = jax.lax.scan(layer, (x0, initial_score(system, params, x0)),
+        (x, score), _ = jax.lax.scan(layer, (x0, initial_score(sample, params, x0)),
                                      jnp.arange(steps))
-        phi = evaluate(observable, x, system)
-        term = _tree_scale(score, phi - shift)
-        if takes_system(observable):
-            explicit = jax.grad(lambda v: observable(x, params.substitute(system, v)))(
-                params.values)
-            term = jax.tree_util.tree_map(jnp.add, term, explicit)
-        return term, score, phi
+        phi = components(x, sample)
+        term = _outer(phi - shift, score)
+        if takes_system(components.statistic.observable):
+            term = jax.tree_util.tree_map(jnp.add, term,
+                                          explicit_term(components, params, sample, x))
+        return term, score, phi, components.raw(x, sample)
 
-    h, score, phis = jax.vmap(one)(starts, keys)
-    mul = lambda a, b: jax.tree_util.tree_map(jnp.multiply, a, b)  # noqa: E731
+    h, score, phis, raws = jax.vmap(one)(starts, keys, indices)
+    mul = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
+        lambda u, v: u * v[:, None] if u.ndim > v.ndim else u * v, a, b)
     return {"A": _tree_sum0(h), "B": _tree_sum0(score), "C": _tree_sum0(mul(h, h)),
             "D": _tree_sum0(mul(h, score)), "E": _tree_sum0(mul(score, score)),
-            "phi": jnp.sum(phis)}
+            "phi": jnp.sum(phis, axis=0), "raw": jnp.sum(raws, axis=0)}
 
 
 @eqx.filter_jit
-def _orbit_values(system, observable, x0, key, start, steps: int):
-    def one(x, t):
-        x = system.step(t, x, system.noise(key, t, x.shape[0]))
-        return x, evaluate(observable, x, system)
+def _ergodic_terms(system, params, starts, keys, start, weights):
+    """Per orbit: (1/L) sum_l weights_l (x) S_{l-1} (the score of step l-1 -> l)."""
+    def orbit(x0, key, psi):
+        def one(carry, inputs):
+            x, total = carry
+            t, weight = inputs
+            xi = system.noise(key, t, x.shape[0])
+            x_next, score = step_score(system, params, t, x, xi)
+            return (x_next, jax.tree_util.tree_map(jnp.add, total, _outer(weight, score))), None
 
-    return jax.lax.scan(one, x0, start + jnp.arange(steps))[1]
+        zero = params.zeros((psi.shape[1],))
+        steps = psi.shape[0]
+        (_, total), _ = jax.lax.scan(one, (x0, zero), (start + jnp.arange(steps), psi))
+        return jax.tree_util.tree_map(lambda leaf: leaf / steps, total)
 
-
-@eqx.filter_jit
-def _ergodic_term(system, params, x0, key, start, weights):
-    """(1/L) sum_l weights_l S_{l-1}: the score of step l-1 -> l weighted by psi_l."""
-    def one(carry, inputs):
-        x, total = carry
-        t, weight = inputs
-        xi = system.noise(key, t, x.shape[0])
-        x_next, score = step_score(system, params, t, x, xi)
-        total = jax.tree_util.tree_map(lambda a, b: a + weight * b, total, score)
-        return (x_next, total), None
-
-    zero = jax.tree_util.tree_map(jnp.zeros_like, params.values)
-    steps = weights.shape[0]
-    (_, total), _ = jax.lax.scan(one, (x0, zero), (start + jnp.arange(steps), weights))
-    return _tree_scale(total, 1.0 / steps)
-
-
-def forward_window_sums(phis, window: int, count: int):
-    """psi_l = sum_{n=0}^{W} (Phi_{l+n} - mean), l = 1..count, from Phi_1..Phi_{count+W}."""
-    centred = phis - jnp.mean(phis[:count])
-    cumulative = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred)])
-    first = jnp.arange(count)
-    return cumulative[first + window + 1] - cumulative[first]
+    return jax.vmap(orbit)(starts, keys, weights)
 
 
 class Kernel(AbstractEstimator):
-    """Kernel-differentiation estimate; ``window=None``: E[Phi(x_T)] at depth ``steps``;
-    ``window=W``: the stationary average on ``samples`` orbits of ``steps`` steps."""
+    """Kernel-differentiation (likelihood-ratio) estimate: nothing propagates.
 
-    steps: int
+    Supports: Terminal (finite depth), TimeAverage (stationary, noisy systems). The standard
+    error is the spread over samples (Terminal) or over independent orbits (TimeAverage); it
+    does not cover the window bias of the stationary form (correlations beyond W steps).
+
+    Args:
+        samples: Terminal: independent samples; TimeAverage: independent orbits.
+        steps: for a TimeAverage only, each orbit's length after the burn-in.
+        window: for a TimeAverage only, W, the decorrelation window (default 10).
+        burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
+        batch: at most this many samples under vmap at once (memory bound).
+    """
+
+    statistics = (Terminal, TimeAverage)
     samples: int
+    steps: int | None = None
     window: int | None = None
-    burn_in: int = 1000
+    burn_in: int | None = None
     batch: int = 4096
-    noise: str = GAUSSIAN
 
     def __check_init__(self):
-        check_sampling(self, "Kernel")
-        if self.window is not None:
-            if self.window >= self.steps:
-                raise ValueError(f"window ({self.window}) must be smaller than steps "
-                                 f"({self.steps})")
+        check_positive_int(self.samples, "samples")
+        check_positive_int(self.batch, "batch")
+        check_sizes(self, "steps", "burn_in", "window")
 
-    def estimate(self, system, observable, params, x0, key):
+    def estimate(self, system, components, params, x0, key, cotangent):
         check_noisy(system, "Kernel")
-        if self.window is None:
-            return self._finite_depth(system, observable, params, x0, key)
-        return self._stationary(system, observable, params, x0, key)
+        if isinstance(components.statistic, TimeAverage):
+            return self._stationary(system, components, params, x0, key, cotangent)
+        if self.steps is not None or self.window is not None or self.burn_in is not None:
+            raise ValueError("Kernel(steps=, window=, burn_in=) apply to a TimeAverage only: a "
+                             "Terminal statistic has its own steps")
+        return self._finite_depth(system, components, params, x0, key, cotangent)
 
-    def _finite_depth(self, system, observable, params, x0, key):
-        began = time.perf_counter()
-        check_horizon(system, self.steps)
+    def _finite_depth(self, system, components, params, x0, key, cotangent):
+        steps = components.statistic.steps
+        check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
         if x0 is None:
             check_initial_law(system, params, init_key)
-            resolve_start(system, system.initial_state(init_key), init_key)
-        else:
-            x0, _ = resolve_start(system, x0, init_key)
-        batches = sample_batches(self.samples, self.batch, params.size())
-        pilot = min(self.samples, 1024)           # a shift for the sums, against cancellation
-        shift = float(jnp.mean(_terminal_values(
-            system, observable, batch_starts(system, x0, init_key, 0, pilot),
-            sample_keys(noise_key, pilot), self.steps)))
+        x0 = check_start(system, x0, init_key)
+        pilot = min(self.samples, 1024)   # a shift for the sums (and the loss cotangent)
+        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+        pilot_raw = terminal_values(system, raw, batch_starts(system, x0, init_key, 0, pilot),
+                                    sample_keys(noise_key, pilot), steps)
+        components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
+        shift = jnp.mean(pilot_raw @ components.projection, axis=0)
+        batches = sample_batches(self.samples, self.batch, params.size() * components.count)
         sums = None
         for first, size in batches:
-            batch = _finite_depth_sums(system, observable, params,
+            batch = _finite_depth_sums(system, components, params,
                                        batch_starts(system, x0, init_key, first, size),
-                                       sample_keys(noise_key, size, first), jnp.asarray(shift),
-                                       self.steps)
+                                       sample_keys(noise_key, size, first),
+                                       first + jnp.arange(size), shift, steps)
             sums = batch if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch)
+        assert sums is not None
         count = self.samples
-        baseline = float(sums["phi"]) / count
-        c = baseline - shift
-        first = jax.tree_util.tree_map(lambda a, b: a - c * b, sums["A"], sums["B"])
-        second = jax.tree_util.tree_map(lambda cc, d, e: cc - 2 * c * d + c**2 * e,
-                                        sums["C"], sums["D"], sums["E"])
-        grad, variance, stderr = mean_and_stderr_from_sums(first, second, count)
-        info = {"method": "Kernel", "steps": self.steps, "samples": count,
-                "per_sample_std": jax.tree_util.tree_map(jnp.sqrt, variance),
-                "batches": len(batches), "seconds": time.perf_counter() - began}
-        return Estimate(baseline, grad, stderr, info)
+        c = sums["phi"] / count - shift
 
-    def _stationary(self, system, observable, params, x0, key):
-        began = time.perf_counter()
-        window, steps = self.window, self.steps
-        check_horizon(system, self.burn_in + steps + window)
+        def lead(leaf, v):
+            return v.reshape(v.shape + (1,) * (leaf.ndim - 1))
+
+        first_sum = jax.tree_util.tree_map(lambda a, b: a - lead(a, c) * b, sums["A"], sums["B"])
+        second = jax.tree_util.tree_map(
+            lambda cc, d, e: cc - 2 * lead(cc, c) * d + lead(cc, c)**2 * e,
+            sums["C"], sums["D"], sums["E"])
+        grad, variance, stderr = mean_and_stderr_from_sums(first_sum, second, count)
+        info = KernelInfo(method="Kernel", seconds=0.0, warning=None, steps=steps,
+                          samples=count, window=None,
+                          per_sample_std=jax.tree_util.tree_map(jnp.sqrt, variance),
+                          batches=len(batches))
+        return Estimate(np.asarray(sums["raw"]) / count, grad, stderr, info)
+
+    def _stationary(self, system, components, params, x0, key, cotangent):
+        if self.steps is None:
+            raise ValueError("Kernel needs steps= for a TimeAverage: each orbit's length")
+        window = 10 if self.window is None else self.window
+        if window >= self.steps:
+            raise ValueError(f"window ({window}) must be smaller than steps ({self.steps})")
+        burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in
+        steps, orbits = self.steps, self.samples
+        check_horizon(system, burn_in + steps + window)
         init_key, noise_key = jax.random.split(key)
-        terms, values = [], []
-        for orbit in range(self.samples):
-            orbit_key = jax.random.fold_in(noise_key, orbit)
-            start = (batch_starts(system, x0, init_key, orbit, 1)[0] if x0 is None
-                     else resolve_start(system, x0, init_key)[0])
-            if orbit == 0:
-                resolve_start(system, start, init_key)
-            x, _ = _run(system, start, orbit_key, jnp.asarray(0), self.burn_in) \
-                if self.burn_in else (start, None)
-            phis = _orbit_values(system, observable, x, orbit_key, jnp.asarray(self.burn_in),
-                                 steps + window)
-            if not bool(jnp.all(jnp.isfinite(phis))):
-                raise FloatingPointError(f"orbit {orbit} became NaN/inf")
-            weights = forward_window_sums(phis, window, steps)
-            terms.append(_ergodic_term(system, params, x, orbit_key, jnp.asarray(self.burn_in),
-                                       weights))
-            values.append(float(jnp.mean(phis[:steps])))
-        grad, stderr = tree_mean_and_stderr(
-            jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms))
-        info = {"method": "Kernel", "steps": steps, "orbits": self.samples, "window": window,
-                "seconds": time.perf_counter() - began}
-        return Estimate(float(np.mean(values)), grad, stderr, info)
+        x0 = check_start(system, x0, init_key)
+        keys = sample_keys(noise_key, orbits)
+        starts = burn(system, batch_starts(system, x0, init_key, 0, orbits), keys,
+                      jnp.arange(orbits), burn_in)
+        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in),
+                                  steps + window)
+        check_finite(raw_values, "an orbit", burn_in + 1)
+        value = jnp.mean(raw_values[:, :steps], axis=(0, 1))
+        components = project(components, cotangent, value)   # same orbits' value
+        phis = raw_values @ components.projection
+        centred = phis - jnp.mean(phis[:, :steps], axis=1, keepdims=True)
+        weights = jax.vmap(lambda c: window_sums(c, jnp.arange(steps), window + 1))(centred)
+        terms = _ergodic_terms(system, params, starts, keys, jnp.asarray(burn_in), weights)
+        grad, stderr = tree_mean_and_stderr(terms)
+        per_orbit_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(orbits), stderr)
+        info = KernelInfo(method="Kernel", seconds=0.0, warning=None, steps=steps,
+                          samples=orbits, window=window, per_sample_std=per_orbit_std, batches=1)
+        return Estimate(np.asarray(value), grad, stderr, info)

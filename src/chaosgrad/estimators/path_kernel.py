@@ -12,16 +12,17 @@ papers, up to O(dt^2)) and a = 1 - exp(-alpha) for a map: alpha = 0 is plain
 backpropagation, alpha above lambda_1 stops the explosion, alpha -> infinity is kernel
 differentiation. In adjoint form (one backward pass, all parameters), nu the cotangent of v:
 
-finite time, terminal cost (``window=None``): nu_T = grad Phi(x_T),
+finite time, terminal cost (``Terminal``): nu_T = grad Phi(x_T),
     m_k = (1 - a) nu_{k+1} + a (Phi(x_T) - b) xi_k / s_k           (cotangent of the mean)
     nu_k = f_*^T m_k + (grad s xi_k)^T nu_{k+1},
     grad = sum_k [(d_theta f)^T m_k + (d_theta s xi_k)^T nu_{k+1}] + (d x_0/d theta)^T nu_0;
 
-stationary (``window=W``), from nu_N = 0 on an orbit of N + W steps, the same recursion
+stationary (``TimeAverage``, window W), from nu_N = 0 on an orbit of N + W steps, the same recursion
 with the weight (Phi(x_T) - b) replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar), the forcing
 grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
 
-b is any constant (the kernel term has mean zero); it is the mean of Phi from a pilot run
+A k'-component statistic runs the backward pass once per component, vmapped over the
+components on the shared forward states. b is any constant (the kernel term has mean zero); it is the mean of Phi from a pilot run
 on separate samples, so the finite-time estimator is unbiased for every alpha.
 ``info["exploding"]`` flags adjoints that grew past 1e12 or overflowed (alpha too small),
 instead of returning silent garbage.
@@ -31,26 +32,48 @@ diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.
 
 from __future__ import annotations
 
-import time
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import _run, check_horizon, resolve_start
-from ._base import (AbstractEstimator, Estimate, mean_and_stderr_from_sums,
-                    tree_mean_and_stderr)
-from ._noise import (GAUSSIAN, check_noisy, check_sampling, evaluate, sample_batches,
-                     takes_system)
-from ._rollout import batch_starts, sample_keys
-from .kernel import _terminal_values
+from .._errors import check_positive_int
+from .._system import _run, check_horizon
+from ..statistics import Terminal, TimeAverage, takes_system
+from ._base import (DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes,
+                    mean_and_stderr_from_sums, project, tree_mean_and_stderr)
+from ._noise import (check_noisy, explicit_term, orbit_values, sample_batches,
+                     terminal_values)
+from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
 EXPLOSION = 1e12
 
 
+class PathKernelInfo(AbstractInfo):
+    """Diagnostics of PathKernel.
+
+    Args:
+        steps: the depth (Terminal) or each orbit's length (TimeAverage).
+        samples: samples (Terminal) or independent orbits (TimeAverage).
+        alpha: the damping rate; window: W (TimeAverage) else None.
+        max_adjoint_norm: the largest |cotangent| met; exploding: it passed 1e12 or
+            overflowed (alpha too small: the estimate is not meaningful).
+        per_sample_std: spread of the per-sample terms (shaped like grad).
+    """
+
+    per_parameter = ("per_sample_std",)
+    steps: int
+    samples: int
+    alpha: float
+    window: int | None
+    max_adjoint_norm: float
+    exploding: bool
+    per_sample_std: object
+
+
 def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, mask, damping):
-    """Backward recursion over the stored states: (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|)."""
+    """Backward recursion over the stored states for one component:
+    (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|)."""
     dim = states.shape[1]
 
     def back(carry, inputs):
@@ -70,160 +93,196 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
         largest = jnp.maximum(largest, jnp.linalg.norm(mean_cotangent))
         return (back_x + force, grad, largest), None
 
-    zero = jax.tree_util.tree_map(jnp.zeros_like, params.values)
-    init = (nu_end, zero, jnp.linalg.norm(nu_end))
+    init = (nu_end, params.zeros(), jnp.linalg.norm(nu_end))
     (nu, grad, largest), _ = jax.lax.scan(back, init, (times, states, forcing, weights, mask),
                                           reverse=True)
     return grad, nu, largest
 
 
 @eqx.filter_jit
-def _finite_time_terms(system, observable, params, draw_keys, starts, keys, baseline, steps: int,
-                       damping, draw_x0: bool):
-    dim = starts.shape[1]
-
-    def one(draw_key, x0, key):
+def _finite_time_terms(system, components, params, draw_keys, starts, keys, indices, baseline,
+                       steps: int, damping, draw_x0: bool):
+    def one(draw_key, x0, key, index):
+        sample = system.for_sample(index)
         if draw_x0:
-            x0, pull_x0 = jax.vjp(lambda v: params.substitute(system, v).initial_state(draw_key),
-                                  params.values)
-        x_end, path = _run(system, x0, key, jnp.asarray(0), steps)
+            x0, pull_x0 = jax.vjp(
+                lambda v: params.substitute(sample, v).initial_state(draw_key), params.values)
+        x_end, path = _run(sample, x0, key, jnp.asarray(0), steps)
         states = jnp.concatenate([x0[None], path[:-1]])
-        phi, nu_end = jax.value_and_grad(lambda y: evaluate(observable, y, system))(x_end)
-        weights = jnp.full(steps, phi - baseline)
-        grad, nu0, largest = _adjoint_pass(
-            system, params, states, key, jnp.arange(steps), nu_end, jnp.zeros((steps, dim)),
-            weights, jnp.ones(steps), damping)
-        if draw_x0:
-            grad = jax.tree_util.tree_map(jnp.add, grad, pull_x0(nu0)[0])
-        if takes_system(observable):
-            explicit = jax.grad(lambda v: observable(x_end, params.substitute(system, v)))(
-                params.values)
-            grad = jax.tree_util.tree_map(jnp.add, grad, explicit)
-        return grad, largest, phi
+        phi = components(x_end, sample)                                    # (k',)
+        nu_end = jax.jacrev(lambda y: components(y, sample))(x_end)         # (k', dim)
+        dim = x0.shape[0]
 
-    grads, largest, phis = jax.vmap(one)(draw_keys, starts, keys)
+        def component(nu_j, weight_j):
+            grad, nu0, largest = _adjoint_pass(
+                sample, params, states, key, jnp.arange(steps), nu_j,
+                jnp.zeros((steps, dim)), jnp.full(steps, weight_j), jnp.ones(steps), damping)
+            if draw_x0:
+                grad = jax.tree_util.tree_map(jnp.add, grad, pull_x0(nu0)[0])
+            return grad, largest
+
+        grad, largest = jax.vmap(component)(nu_end, phi - baseline)
+        if takes_system(components.statistic.observable):
+            grad = jax.tree_util.tree_map(jnp.add, grad,
+                                          explicit_term(components, params, sample, x_end))
+        return grad, jnp.max(largest), components.raw(x_end, sample)
+
+    grads, largest, raws = jax.vmap(one)(draw_keys, starts, keys, indices)
     sums = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), grads)
     squares = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf**2, axis=0), grads)
-    return sums, squares, jnp.max(largest), jnp.sum(phis)
+    return sums, squares, jnp.max(largest), jnp.sum(raws, axis=0)
 
 
 @eqx.filter_jit
-def _stationary_term(system, observable, params, x, key, start, steps: int, window: int,
-                     damping):
-    total = steps + window
-    x_end, path = _run(system, x, key, start, total)
-    states = jnp.concatenate([x[None], path[:-1]])                 # x_0 .. x_{N+W-1}
-    phis = jax.vmap(lambda y: evaluate(observable, y, system))(states)
-    forcing = jax.vmap(jax.grad(lambda y: evaluate(observable, y, system)))(states[:steps])
-    centred = phis - jnp.mean(phis[:steps])
-    cumulative = jnp.concatenate([jnp.zeros(1), jnp.cumsum(centred)])
-    k = jnp.arange(steps)
-    weights = cumulative[k + window + 1] - cumulative[k + 1]      # sum_{j=k+1}^{k+W}
-    mask = ((k >= window) & (k < steps - window)).astype(jnp.float64)
-    grad, _, largest = _adjoint_pass(system, params, states[:steps], key, start + k,
-                                     jnp.zeros(x.shape[0]), forcing, weights, mask, damping)
-    count = jnp.sum(mask)
-    return jax.tree_util.tree_map(lambda g: g / count, grad), jnp.mean(phis[:steps]), largest
+def _stationary_terms(system, components, params, starts, keys, start, steps: int,
+                      window: int, damping):
+    """Per orbit: the averaged adjoint term, the raw time average and max|mu| (vmapped)."""
+    def orbit(x, key):
+        total = steps + window
+        _, path = _run(system, x, key, start, total)
+        states = jnp.concatenate([x[None], path[:-1]])                 # x_0 .. x_{N+W-1}
+        phis = jax.vmap(lambda y: components(y, system))(states)        # (N+W, k')
+        forcing = jax.vmap(jax.jacrev(lambda y: components(y, system)))(states[:steps])
+        centred = phis - jnp.mean(phis[:steps], axis=0)
+        k = jnp.arange(steps)
+        weights = window_sums(centred, k + 1, window)                  # sum_{j=k+1}^{k+W}
+        mask = ((k >= window) & (k < steps - window)).astype(jnp.float64)
+
+        def component(force_j, weight_j):
+            grad, _, largest = _adjoint_pass(system, params, states[:steps], key, start + k,
+                                             jnp.zeros(x.shape[0]), force_j, weight_j, mask,
+                                             damping)
+            return grad, largest
+
+        grad, largest = jax.vmap(component, in_axes=(1, 1))(forcing, weights)
+        count = jnp.sum(mask)
+        return jax.tree_util.tree_map(lambda g: g / count, grad), jnp.max(largest)
+
+    return jax.vmap(orbit)(starts, keys)
 
 
 class PathKernel(AbstractEstimator):
-    """Adjoint path-kernel estimate; ``window=None``: E[Phi(x_T)] at ``steps``; ``window=W``:
-    the stationary average on ``samples`` orbits of ``steps`` steps after ``burn_in``.
+    """Adjoint path-kernel estimate: damped backpropagation plus a kernel correction.
 
-    ``alpha`` is a rate per unit time for a flow, per step for a map (damping fraction
-    1 - exp(-alpha dt) per step).
+    Supports: Terminal, TimeAverage (noisy systems). The standard error is the spread over
+    samples (Terminal) or independent orbits (TimeAverage); it does not cover the window
+    bias of the stationary form, and is meaningless when ``info.exploding`` is set.
+
+    Args:
+        samples: Terminal: independent samples; TimeAverage: independent orbits.
+        alpha: the damping rate, per unit time for a flow, per step for a map (fraction
+            1 - exp(-alpha dt) of the tangent moved into the kernel per step); 0 is
+            backpropagation, alpha above lambda_1 stops the explosion.
+        steps: for a TimeAverage only, each orbit's length after the burn-in.
+        window: for a TimeAverage only, W, the decorrelation window (default 10).
+        burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
+        batch: at most this many samples under vmap at once (memory bound).
     """
 
-    steps: int
+    statistics = (Terminal, TimeAverage)
     samples: int
     alpha: float
+    steps: int | None = None
     window: int | None = None
-    burn_in: int = 1000
+    burn_in: int | None = None
     batch: int = 4096
-    noise: str = GAUSSIAN
 
     def __check_init__(self):
-        check_sampling(self, "PathKernel")
+        check_positive_int(self.samples, "samples")
+        check_positive_int(self.batch, "batch")
+        check_sizes(self, "steps", "burn_in", "window")
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if self.window is not None:
-            if 2 * self.window >= self.steps:
-                raise ValueError(f"window ({self.window}) must be smaller than steps / 2 "
-                                 f"({self.steps}): the estimate drops W steps at both ends")
 
     def _damping(self, system):
-        """a = 1 - exp(-alpha * dt): the fraction of the tangent moved into the kernel per step."""
-        return float(-np.expm1(-self.alpha * (system.time_step or 1.0)))
+        """a = 1 - exp(-alpha * dt): the fraction of the tangent moved into the kernel."""
+        return jnp.asarray(-np.expm1(-self.alpha * (system.time_step or 1.0)))
 
-    def estimate(self, system, observable, params, x0, key):
+    def estimate(self, system, components, params, x0, key, cotangent):
         check_noisy(system, "PathKernel")
-        if self.window is None:
-            return self._finite_time(system, observable, params, x0, key)
-        return self._stationary(system, observable, params, x0, key)
+        if isinstance(components.statistic, TimeAverage):
+            return self._stationary(system, components, params, x0, key, cotangent)
+        if self.steps is not None or self.window is not None or self.burn_in is not None:
+            raise ValueError("PathKernel(steps=, window=, burn_in=) apply to a TimeAverage "
+                             "only: a Terminal statistic has its own steps")
+        return self._finite_time(system, components, params, x0, key, cotangent)
 
-    def _finite_time(self, system, observable, params, x0, key):
-        began = time.perf_counter()
-        check_horizon(system, self.steps)
+    def _finite_time(self, system, components, params, x0, key, cotangent):
+        steps = components.statistic.steps
+        check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
         draw_x0 = x0 is None
-        if x0 is not None:
-            x0, _ = resolve_start(system, x0, init_key)
-        else:
-            resolve_start(system, system.initial_state(init_key), init_key)
-        batches = sample_batches(self.samples, self.batch, params.size())
-        pilot = min(self.samples, 1024)   # baseline b from samples not used afterwards
-        baseline = float(jnp.mean(_terminal_values(
-            system, observable, batch_starts(system, x0, init_key, self.samples, pilot),
-            sample_keys(noise_key, pilot, self.samples), self.steps)))
+        x0 = check_start(system, x0, init_key)
+        pilot = min(self.samples, 1024)   # baseline b (and loss cotangent) from other samples
+        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+        pilot_raw = terminal_values(system, raw,
+                                    batch_starts(system, x0, init_key, self.samples, pilot),
+                                    sample_keys(noise_key, pilot, self.samples), steps)
+        components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
+        baseline = jnp.mean(pilot_raw @ components.projection, axis=0)
+        dim = batch_starts(system, x0, init_key, 0, 1).shape[1]
+        batches = sample_batches(self.samples, self.batch,
+                                 params.size() * components.count + steps * dim)
         sums = squares = None
-        largest, phi_total = 0.0, 0.0
+        largest, raw_total = 0.0, 0.0
         for first, count in batches:
-            draw_keys = sample_keys(init_key, count, first)
-            s, q, big, phi_sum = _finite_time_terms(
-                system, observable, params, draw_keys,
+            s, q, big, raw_sum = _finite_time_terms(
+                system, components, params, sample_keys(init_key, count, first),
                 batch_starts(system, x0, init_key, first, count),
-                sample_keys(noise_key, count, first), jnp.asarray(baseline), self.steps,
-                self._damping(system), draw_x0)
+                sample_keys(noise_key, count, first), first + jnp.arange(count), baseline,
+                steps, self._damping(system), draw_x0)
             sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
             squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
             largest = max(largest, float(big))
-            phi_total += float(phi_sum)
+            raw_total = raw_total + np.asarray(raw_sum)
         n = self.samples
         grad, variance, stderr = mean_and_stderr_from_sums(sums, squares, n)
-        return Estimate(phi_total / n, grad, stderr,
-                        self._info(largest, began, per_sample_std=jax.tree_util.tree_map(
-                            jnp.sqrt, variance)))
+        info = self._info(steps, n, None, largest, jax.tree_util.tree_map(jnp.sqrt, variance))
+        return Estimate(np.asarray(raw_total) / n, grad, stderr, info)
 
-    def _stationary(self, system, observable, params, x0, key):
-        began = time.perf_counter()
-        check_horizon(system, self.burn_in + self.steps + self.window)
+    def _stationary(self, system, components, params, x0, key, cotangent):
+        if self.steps is None:
+            raise ValueError("PathKernel needs steps= for a TimeAverage: each orbit's length")
+        window = 10 if self.window is None else self.window
+        if 2 * window >= self.steps:
+            raise ValueError(f"window ({window}) must be smaller than steps / 2 "
+                             f"({self.steps}): the estimate drops W steps at both ends")
+        burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in
+        steps, orbits = self.steps, self.samples
+        check_horizon(system, burn_in + steps + window)
         init_key, noise_key = jax.random.split(key)
-        terms, values, largest = [], [], 0.0
-        for orbit in range(self.samples):
-            orbit_key = jax.random.fold_in(noise_key, orbit)
-            start = (batch_starts(system, None, init_key, orbit, 1)[0] if x0 is None
-                     else x0)
-            start, _ = resolve_start(system, start, init_key)
-            x = _run(system, start, orbit_key, jnp.asarray(0), self.burn_in)[0] \
-                if self.burn_in else start
-            grad, value, big = _stationary_term(system, observable, params, x, orbit_key,
-                                                jnp.asarray(self.burn_in), self.steps,
-                                                self.window, self._damping(system))
-            terms.append(grad)
-            values.append(float(value))
-            largest = max(largest, float(big))
-        grad, stderr = tree_mean_and_stderr(
-            jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *terms))
-        return Estimate(float(np.mean(values)), grad, stderr,
-                        self._info(largest, began, orbits=self.samples, window=self.window))
+        x0 = check_start(system, x0, init_key)
+        keys = sample_keys(noise_key, orbits)
+        starts = burn(system, batch_starts(system, x0, init_key, 0, orbits), keys,
+                      jnp.arange(orbits), burn_in)
+        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps)
+        check_finite(raw_values, "an orbit", burn_in + 1)
+        value = jnp.mean(raw_values, axis=(0, 1))
+        components = project(components, cotangent, value)   # same orbits' value
+        per_batch = max(1, 2**24 // ((steps + window) * starts.shape[1] * components.count))
+        grads, largest = [], 0.0
+        for first in range(0, orbits, per_batch):
+            chunk = slice(first, min(orbits, first + per_batch))
+            grad, big = _stationary_terms(system, components, params, starts[chunk],
+                                          keys[chunk], jnp.asarray(burn_in), steps, window,
+                                          self._damping(system))
+            grads.append(grad)
+            largest = max(largest, float(jnp.max(big)))
+        terms = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *grads)
+        grad, stderr = tree_mean_and_stderr(terms)
+        per_orbit_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(orbits), stderr)
+        info = self._info(steps, orbits, window, largest, per_orbit_std)
+        return Estimate(np.asarray(value), grad, stderr, info)
 
-    def _info(self, largest, began, **extra):
-        exploding = not np.isfinite(largest) or largest > EXPLOSION
-        info = {"method": "PathKernel", "steps": self.steps, "alpha": self.alpha,
-                "max_adjoint_norm": largest, "exploding": exploding, **extra,
-                "seconds": time.perf_counter() - began}
+    def _info(self, steps, samples, window, largest, per_sample_std):
+        exploding = bool(not np.isfinite(largest) or largest > EXPLOSION)
+        warning = None
         if exploding:
-            info["warning"] = (f"the adjoint grew to {largest:.3g}: alpha={self.alpha} is too "
-                               "small to stop the explosion (take alpha above the top "
-                               "Lyapunov exponent); the estimate is not meaningful")
-        return info
+            warning = (f"the adjoint grew to {largest:.3g}: alpha={self.alpha} is too small to "
+                       "stop the explosion (take alpha above the top Lyapunov exponent); the "
+                       "estimate is not meaningful")
+        return PathKernelInfo(method="PathKernel", seconds=0.0, warning=warning, steps=steps,
+                              samples=samples, alpha=self.alpha, window=window,
+                              max_adjoint_norm=largest, exploding=exploding,
+                              per_sample_std=per_sample_std)

@@ -1,0 +1,310 @@
+"""The adjoint shadowing sweep shared by Shadowing and FastAdjointResponse (typed state).
+
+On an orbit x_0..x_N split into K segments of m steps (t_k = k m), with u unstable
+directions (for a discretised flow, count the neutral one too):
+
+1. Forward: u tangent vectors e, QR at each interface: f_* ... Q_k = Q_{k+1} R_{k+1}.
+2. Backward, continuing across interfaces: eps_n = f_*^T eps_{n+1} (u homogeneous adjoints,
+   eps = Q_K at the end) and, for each of the k' observable components j,
+   nu'_{n,j} = f_*^T nu'_{n+1,j} + grad Phi~_j(x_n) (nu' = 0 at the end): the k' inhomogeneous
+   adjoints are columns of one matrix, pulled back together (one vmapped VJP per step).
+3. At t_k: eps^T Q_k = R_{k+1}^T is invariant inside the segment; renormalise
+   eps <- eps M_k, M_k = (Q_k^T eps)^{-1}, and remove nu'`s component along eps:
+   b_k = (eps^T eps)^{-1} eps^T nu', nu' <- nu' - eps b_k.
+4. nu = nu' + eps a_k on segment k is continuous when a_k = M_k a_{k-1} - b_k. For a map,
+   a_0 = -b_0 (no unstable component at time 0): the unique bounded solution. For a flow
+   the neutral coefficient is fixed by minimising sum_n |nu_n|^2 subject to the
+   time-dilation constraint sum_n nu_n . F(x_n) = 0 (NILSAS).
+5. SC = (1/N) sum_n nu_{n+1} . X_n, X_n = d_theta f(x_n).
+
+With the unstable-contribution option (FastAdjointResponse) the sweep also carries
+nu~'_n = f_*^T nu~'_{n+1} + omega_n, omega_n = grad_x tr(eps-bar_{n+1}^T f_*(x) e_n)
+(one column: omega does not depend on Phi) and the psi-weighted parameter sums.
+
+A. Ni & C. Talnikar, J. Comput. Phys. 395, 690 (2019); A. Ni, Nonlinearity (2024);
+A. Ni, "Fast adjoint differentiation of chaos", arXiv:2111.07692.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._system import resolve_start
+from .._tangent import positive_qr, random_orthonormal, step_noise
+from ..lyapunov.spectrum import run_tangent_blocks
+from ..stats import batch_means
+from ._rollout import check_finite
+
+
+class LeastSquaresSums(NamedTuple):
+    """Per-segment terms that fix a flow's neutral coefficient (NILSAS).
+
+    C = sum eps^T eps (u, u); d = sum eps^T nu' (u, k'); dwf = sum eps^T F (u);
+    dvf = sum nu'^T F (k').
+    """
+
+    C: jax.Array
+    d: jax.Array
+    dwf: jax.Array
+    dvf: jax.Array
+
+
+class UnstableSums(NamedTuple):
+    """psi-weighted parameter sums of the unstable contribution (per segment).
+
+    nu: sum psi_{n+1} (x) (nu~'_{n+1} . X_n), leaves (k', ...);
+    eps: sum psi_{n+1} (x) (eps_{n+1} . X_n), leaves (k', u, ...);
+    trace: sum psi_{n+1} (x) d_theta tr(eps-bar^T f_* e), leaves (k', ...).
+    """
+
+    nu: Any
+    eps: Any
+    trace: Any
+
+
+class SweepSums(NamedTuple):
+    """Accumulated over one segment: sum nu'_{n+1} . X_n (leaves (k', ...)),
+    sum eps_{n+1} . X_n (leaves (u, ...)), and the optional parts."""
+
+    nu: Any
+    eps: Any
+    unstable: UnstableSums | None
+    least_squares: LeastSquaresSums | None
+
+
+class SegmentTerms(NamedTuple):
+    """What the coefficients need from each segment (leading axis: segment).
+
+    b: (u, k') projections of nu' on eps; b_unstable: (u,) of nu~'; M: (u, u) dual
+    renormalisations; sums: the :class:`SweepSums` of the segment.
+    """
+
+    b: jax.Array
+    b_unstable: jax.Array | None
+    M: jax.Array
+    sums: SweepSums
+
+
+@eqx.filter_jit
+def forward_segments(system, x, q, key, start, segments: int, segment_steps: int):
+    """States of every step, bases Q_k at interfaces and factors R_{k+1}, k = 0..K-1."""
+
+    def segment(carry, k):
+        x, q = carry
+        t0 = start + k * segment_steps
+
+        def one(state, t):
+            x, e = state
+            xi = step_noise(system, key, t, x)
+            x_next, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
+            return (x_next, jax.vmap(lin, in_axes=1, out_axes=1)(e)), x
+
+        (x, e), states = jax.lax.scan(one, (x, q), t0 + jnp.arange(segment_steps))
+        q_next, r = positive_qr(e)
+        return (x, q_next), (states, q, r)
+
+    (x_end, q_end), (states, qs, rs) = jax.lax.scan(segment, (x, q), jnp.arange(segments))
+    return states, jnp.concatenate([qs, q_end[None]]), rs, x_end
+
+
+def _segment_tangents(system, key, states_k, q_k, t0):
+    """e_n, n in the segment: the forward tangents from Q_k, recomputed (not stored)."""
+
+    def one(e, n):
+        t, x = t0 + n, states_k[n]
+        xi = step_noise(system, key, t, x)
+        _, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
+        return jax.vmap(lin, in_axes=1, out_axes=1)(e), e
+
+    return jax.lax.scan(one, q_k, jnp.arange(states_k.shape[0]))[1]
+
+
+def _add(total, increment):
+    return jax.tree_util.tree_map(jnp.add, total, increment)
+
+
+def _outer(weights, tree):
+    """weights (k',) (x) every leaf: leaves (k', ...)."""
+    return jax.tree_util.tree_map(
+        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree)
+
+
+def _zero_sums(params, count, unstable_dim, unstable: bool, flow: bool) -> SweepSums:
+    return SweepSums(
+        nu=params.zeros((count,)), eps=params.zeros((unstable_dim,)),
+        unstable=UnstableSums(params.zeros((count,)), params.zeros((count, unstable_dim)),
+                              params.zeros((count,))) if unstable else None,
+        least_squares=LeastSquaresSums(jnp.zeros((unstable_dim, unstable_dim)),
+                                       jnp.zeros((unstable_dim, count)),
+                                       jnp.zeros(unstable_dim), jnp.zeros(count))
+        if flow else None)
+
+
+@eqx.filter_jit
+def adjoint_sweep(system, components, params, states, qs, key, start, flow: bool, psi=None,
+                  rs=None) -> SegmentTerms:
+    """Backward sweep over all segments for the k' components of ``components``.
+
+    With ``psi`` (psi_{n+1} for every step n, shape (segments, segment_steps, k')) and the
+    QR factors ``rs``, also the unstable-contribution adjoint and its sums (see module doc);
+    eps-bar = eps R_{k+1}^{-T} is the basis dual to e (eps-bar^T e = I).
+    """
+    segments, segment_steps = states.shape[:2]
+    unstable_dim = qs.shape[2]
+    count = components.count
+    unstable = psi is not None
+    columns = count + 1 if unstable else count
+
+    def segment(carry, k):
+        eps, nus = carry
+        t0 = start + k * segment_steps
+        if unstable:
+            tangents = _segment_tangents(system, key, states[k], qs[k], t0)
+            dual = jnp.linalg.inv(rs[k]).T
+
+        def one(acc, n):
+            eps, nus, sums = acc
+            t, x = t0 + n, states[k, n]
+            xi = step_noise(system, key, t, x)
+
+            def step(y, p):
+                return params.substitute(system, p).step(t, y, xi)
+
+            _, pullback = jax.vjp(step, x, params.values)
+            cotangents = jnp.concatenate([nus, eps], axis=1)
+            back_x, back_p = jax.vmap(pullback, in_axes=1, out_axes=(1, 0))(cotangents)
+            forcing = jax.jacrev(lambda y: components(y, system))(x).T        # (dim, k')
+            nu_part = jax.tree_util.tree_map(lambda b: b[:count], back_p)
+            eps_part = jax.tree_util.tree_map(lambda b: b[columns:], back_p)
+            new_unstable = None
+            if unstable:
+                weight = psi[k, n]
+                eps_bar, e_n = eps @ dual, tangents[n]
+
+                def trace(y, p):
+                    pushed = jax.vmap(lambda v: jax.jvp(lambda z: step(z, p), (y,), (v,))[1],
+                                      in_axes=1, out_axes=1)(e_n)
+                    return jnp.sum(eps_bar * pushed)
+
+                omega, d_trace = jax.grad(trace, argnums=(0, 1))(x, params.values)
+                forcing = jnp.concatenate([forcing, omega[:, None]], axis=1)
+                tilde = jax.tree_util.tree_map(lambda b: b[count], back_p)
+                new_unstable = UnstableSums(
+                    _add(sums.unstable.nu, _outer(weight, tilde)),
+                    _add(sums.unstable.eps, _outer(weight, eps_part)),
+                    _add(sums.unstable.trace, _outer(weight, d_trace)))
+            nus = back_x[:, :columns] + forcing
+            eps = back_x[:, columns:]
+            least_squares = None
+            if flow:  # least-squares terms are needed only to fix a flow's neutral coefficient
+                direction = system.vector_field(t * system.dt, x)
+                lsq = sums.least_squares
+                # broadcast-and-sum, not matmul: XLA fuses these tiny reductions into the step
+                least_squares = LeastSquaresSums(
+                    lsq.C + jnp.sum(eps[:, :, None] * eps[:, None, :], axis=0),
+                    lsq.d + jnp.sum(eps[:, :, None] * nus[:, None, :count], axis=0),
+                    lsq.dwf + jnp.sum(eps * direction[:, None], axis=0),
+                    lsq.dvf + jnp.sum(nus[:, :count] * direction[:, None], axis=0))
+            sums = SweepSums(_add(sums.nu, nu_part), _add(sums.eps, eps_part), new_unstable,
+                             least_squares)
+            return (eps, nus, sums), None
+
+        zero = _zero_sums(params, count, unstable_dim, unstable, flow)
+        (eps, nus, sums), _ = jax.lax.scan(one, (eps, nus, zero), jnp.arange(segment_steps),
+                                           reverse=True, unroll=4)
+        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)            # (u, columns)
+        nus = nus - eps @ b
+        renorm = jnp.linalg.inv(qs[k].T @ eps)
+        terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
+        return (eps @ renorm, nus), terms
+
+    init = (qs[-1], jnp.zeros((states.shape[2], columns)))
+    _, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
+    return per_segment
+
+
+@eqx.filter_jit
+def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
+    """a_k (K, u, c) for right-hand sides b (K, u, c): a_k = M_k a_{k-1} - b_k, a_0 fixed
+    by boundedness (a map) or by the constrained least squares of a flow (module doc)."""
+    u = b.shape[1]
+
+    def propagate(carry, inputs):
+        t_mat, p_vec = carry
+        m_k, b_k = inputs
+        t_mat, p_vec = m_k @ t_mat, m_k @ p_vec - b_k
+        return (t_mat, p_vec), (t_mat, p_vec)
+
+    start = (jnp.eye(u), jnp.zeros(b.shape[1:]))
+    _, (t_rest, p_rest) = jax.lax.scan(propagate, start, (m[1:], b[1:]))
+    t_all = jnp.concatenate([jnp.eye(u)[None], t_rest])       # a_k = T_k a_0 + p_k
+    p_all = jnp.concatenate([jnp.zeros(b.shape[1:])[None], p_rest])
+    if least_squares is None:
+        a0 = -b[0]
+    else:
+        c_mat, d_mat = least_squares.C, least_squares.d
+        hess = jnp.einsum("kia,kij,kjb->ab", t_all, c_mat, t_all)
+        lin = jnp.einsum("kia,kic->ac", t_all, jnp.einsum("kij,kjc->kic", c_mat, p_all) + d_mat)
+        con = jnp.einsum("kia,ki->a", t_all, least_squares.dwf)
+        rhs = jnp.sum(jnp.einsum("ki,kic->kc", least_squares.dwf, p_all) + least_squares.dvf,
+                      axis=0)
+        kkt = jnp.block([[hess, con[:, None]], [con[None, :], jnp.zeros((1, 1))]])
+        a0 = jnp.linalg.solve(kkt, jnp.concatenate([-lin, -rhs[None]]))[:u]
+    return jnp.einsum("kia,ac->kic", t_all, a0) + p_all
+
+
+@eqx.filter_jit
+def segment_contributions(sums_nu, sums_eps, coefficients):
+    """Per segment: sum_n nu_{n+1} . X_n = g_nu + sum_i a_i g_eps_i, leaves (K, k', ...)."""
+    return jax.tree_util.tree_map(
+        lambda g_nu, g_eps: g_nu + jnp.einsum("kic,ki...->kc...", coefficients, g_eps),
+        sums_nu, sums_eps)
+
+
+def prepare_orbit(system, x0, key, unstable_dim, burn_in):
+    """Burned-in state and u aligned tangent vectors (QR during the burn-in)."""
+    start_key, vector_key = jax.random.split(key)
+    x0, noise_key = resolve_start(system, x0, start_key)
+    dim = x0.shape[0]
+    if unstable_dim >= dim:
+        raise ValueError(f"unstable_dim={unstable_dim} must be smaller than the dimension "
+                         f"{dim} (it counts the positive exponents, plus the zero one of a flow)")
+    q = random_orthonormal(vector_key, dim, unstable_dim)
+    x, t = x0, 0
+    if burn_in:
+        x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
+    return x, q, noise_key, t
+
+
+def check_orbit(states, start):
+    """NaN/inf in the stored orbit (segments, steps, dim): one clear error naming the step."""
+    check_finite(states.reshape((-1,) + states.shape[2:]), "the orbit", start)
+
+
+def is_flow(system) -> bool:
+    return system.time_step is not None and hasattr(system, "vector_field")
+
+
+def blocked_mean(contributions, segment_steps, blocks):
+    """Mean per step of per-segment sums, with batch-means errors over blocks of segments."""
+    leaves, treedef = jax.tree_util.tree_flatten(contributions)
+    means, errors = [], []
+    for leaf in leaves:
+        per_step = np.asarray(leaf) / segment_steps
+        count = min(blocks, per_step.shape[0])
+        usable = (per_step.shape[0] // count) * count
+        block_means = per_step[:usable].reshape((count, -1) + per_step.shape[1:]).mean(axis=1)
+        means.append(jnp.asarray(per_step.mean(axis=0)))
+        errors.append(jnp.asarray(batch_means(block_means)))
+    return treedef.unflatten(means), treedef.unflatten(errors)
+
+
+def orbit_exponents(rs, segment_steps, time_step) -> list[float]:
+    """The exponents seen on the orbit: mean log diag R per segment, per unit time."""
+    logs = np.log(np.abs(np.diagonal(np.asarray(rs), axis1=1, axis2=2))).mean(0)
+    return (logs / (segment_steps * (time_step or 1.0))).tolist()

@@ -1,0 +1,197 @@
+"""Statistics: what is differentiated (the problem), apart from how (the estimator).
+
+As diffrax keeps the equation apart from the solver and the adjoint, chaosgrad keeps the
+statistic of a system apart from the estimator that differentiates it:
+
+* :class:`TimeAverage` ``<Phi> = lim_{T->oo} (1/T) sum_{n=1}^{T} Phi(x_n)``: the long-time
+  (ergodic) average; infinite horizon. Each estimator approximates the limit with its own
+  orbit-length settings (``steps``, ``segments``, ``burn_in``) and says so.
+* :class:`WindowAverage` ``E[(1/T) sum_{n=1}^{T} Phi(x_{b+n})]``, x_0 from the start law
+  (``x0`` or ``system.initial_state``), b = ``burn_in`` steps discarded: a finite horizon.
+* :class:`Terminal` ``E[Phi(x_T)]``, x_0 from the start law: the output of a network of
+  depth T, or the end of a rollout of T steps.
+
+Observables return a scalar, a vector or any pytree of arrays; the statistic has the same
+structure. An observable of the form ``Phi(x, system)`` (an explicit parameter dependence)
+is written ``ParametricObservable(function)``; the estimators that can use it say so.
+
+Observables are held as :class:`~chaosgrad._functions.StaticFunction`: a freshly written
+lambda of the same code does not recompile the estimators.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from ._errors import check_positive_int
+from ._functions import StaticFunction
+
+__all__ = ["AbstractStatistic", "ParametricObservable", "Terminal", "TimeAverage",
+           "WindowAverage"]
+
+
+class ParametricObservable(eqx.Module):
+    """An observable that depends on the parameters too: ``function(x, system)``.
+
+    The kernel estimators add the explicit term E[d_theta Phi]; e.g.
+    ``ParametricObservable(lambda x, s: jnp.sum(x) - 9 * s.gamma)``.
+    """
+
+    function: Callable = eqx.field(static=True)
+
+    def __init__(self, function: Callable):
+        self.function = StaticFunction(function)
+
+    def __call__(self, x, system):
+        return self.function(x, system)
+
+
+def takes_system(observable) -> bool:
+    """True for a :class:`ParametricObservable` (explicit parameter dependence)."""
+    return isinstance(observable, ParametricObservable)
+
+
+class AbstractStatistic(eqx.Module):
+    """A statistic of a system's trajectories, of the shape of ``observable``'s output."""
+
+    observable: Any = eqx.field(static=True)
+
+    @property
+    @abc.abstractmethod
+    def kind(self) -> str:
+        """``"average"`` (a mean over steps) or ``"terminal"`` (the state at the end)."""
+
+    @property
+    def horizon(self) -> int | None:
+        """The number of steps the statistic defines, or None for an infinite horizon."""
+        return None
+
+    def evaluate(self, x, system):
+        """Phi(x) (or Phi(x, system) for a :class:`ParametricObservable`)."""
+        if takes_system(self.observable):
+            return self.observable(x, system)
+        return self.observable(x)
+
+
+def _wrap(observable):
+    if isinstance(observable, ParametricObservable):
+        return observable
+    if not callable(observable):
+        raise TypeError(f"observable must be a function phi(x) returning a scalar, a vector or "
+                        f"a pytree of arrays, got {observable!r}")
+    return StaticFunction(observable)
+
+
+class TimeAverage(AbstractStatistic):
+    """<Phi>: the long-time (ergodic) average of ``observable`` along a trajectory.
+
+    Args:
+        observable: ``phi(x)`` returning a scalar, a vector or a pytree of arrays.
+    """
+
+    def __init__(self, observable: Callable):
+        self.observable = _wrap(observable)
+
+    @property
+    def kind(self) -> str:
+        return "average"
+
+
+class WindowAverage(AbstractStatistic):
+    """E[(1/T) sum_{n=1}^{T} Phi(x_{b+n})]: the average over a finite window of T steps.
+
+    Args:
+        observable: ``phi(x)`` returning a scalar, a vector or a pytree of arrays.
+        steps: T, the window length.
+        burn_in: b, steps run from x_0 before the window opens (default 0: the window starts
+            at the start law). They are part of this finite-horizon problem, so pathwise
+            estimators differentiate through them; Shadowing, a long-time method, uses them
+            only to reach the attractor.
+    """
+
+    steps: int = eqx.field(static=True)
+    burn_in: int = eqx.field(static=True)
+
+    def __init__(self, observable: Callable, steps: int, burn_in: int = 0):
+        self.observable = _wrap(observable)
+        self.steps = check_positive_int(steps, "steps")
+        self.burn_in = check_positive_int(burn_in, "burn_in", allow_zero=True)
+
+    @property
+    def kind(self) -> str:
+        return "average"
+
+    @property
+    def horizon(self) -> int:
+        return self.burn_in + self.steps
+
+
+class Terminal(AbstractStatistic):
+    """E[Phi(x_T)]: the observable at step T, x_0 from the start law (a network's output).
+
+    Args:
+        observable: ``phi(x)`` returning a scalar, a vector or a pytree of arrays.
+        steps: T, the depth of the network or the length of the rollout.
+    """
+
+    steps: int = eqx.field(static=True)
+
+    def __init__(self, observable: Callable, steps: int):
+        self.observable = _wrap(observable)
+        self.steps = check_positive_int(steps, "steps")
+
+    @property
+    def kind(self) -> str:
+        return "terminal"
+
+    @property
+    def horizon(self) -> int:
+        return self.steps
+
+
+class Components(eqx.Module):
+    """The observable flattened to k components and projected: Phi~(x) = P^T ravel(Phi(x)).
+
+    Every estimator differentiates the k' components of Phi~. ``projection`` P (k x k') is the
+    identity for a Jacobian (``linear_response``) and the column d loss / d statistic for a
+    loss (``value_and_grad``): one sweep then differentiates one scalar. ``projection`` is an
+    array (traced), so a new loss weight does not recompile.
+    """
+
+    statistic: AbstractStatistic
+    projection: jax.Array
+
+    def __call__(self, x, system):
+        return ravel_pytree(self.statistic.evaluate(x, system))[0] @ self.projection
+
+    def raw(self, x, system):
+        """ravel(Phi(x)): the k unprojected components."""
+        return ravel_pytree(self.statistic.evaluate(x, system))[0]
+
+    @property
+    def count(self) -> int:
+        return self.projection.shape[1]
+
+    def with_projection(self, projection) -> Components:
+        return Components(self.statistic, jnp.asarray(projection, dtype=jnp.float64))
+
+
+def output_structure(statistic: AbstractStatistic, x, system):
+    """(k, unravel): the number of components of Phi(x) and the map back to its pytree."""
+    out = jax.eval_shape(lambda y: statistic.evaluate(y, system), x)
+    for leaf in jax.tree_util.tree_leaves(out):
+        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(f"the observable must return floating-point arrays, got dtype "
+                            f"{leaf.dtype}")
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), out)
+    flat, unravel = ravel_pytree(zeros)
+    if flat.size == 0:
+        raise ValueError("the observable returns no components (an empty pytree)")
+    return flat.size, unravel, out
