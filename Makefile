@@ -3,26 +3,42 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHECKED := src tests benchmarks
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow lint format bench clean
 
+# pyright's PyPI wrapper fetches the pyright npm package on first use: do it here, once.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pyright --version
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/chaosgrad demo --out chaosgrad-report
 
+# Lint, format check, types, then the tests on both cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/pyright
+	$(BIN)/python -m pytest -n 2
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -n 2 -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/pyright
+
+format: $(STAMP)
+	$(BIN)/ruff format $(CHECKED)
+	$(BIN)/ruff check --fix $(CHECKED)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) chaosgrad-report .pytest_cache
+	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache

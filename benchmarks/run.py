@@ -23,19 +23,33 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def time_spectrum(name, system, k, steps, burn_in):
-    run = lambda: cg.lyapunov_spectrum(system, k, steps=steps, burn_in=burn_in,  # noqa: E731
-                                       key=jax.random.key(0))
+    run = lambda: cg.lyapunov_spectrum(
+        system,
+        k,
+        steps=steps,
+        burn_in=burn_in,  # noqa: E731
+        key=jax.random.key(0),
+    )
     began = time.perf_counter()
     run()
     first = time.perf_counter() - began
     result = run()
     per_step = result.seconds / (steps + burn_in) * 1e6
-    print(f"{name:28s} k={k:3d}  {per_step:10.2f} us/step  (first run incl. compile "
-          f"{first:.1f} s)  lambda_1 = {result.exponents[0]:.4f} +- {result.stderr[0]:.4f}")
-    return {"system": name, "k": k, "steps": steps, "burn_in": burn_in,
-            "microseconds_per_step": per_step, "first_run_seconds": first,
-            "exponents": result.exponents.tolist(), "stderr": result.stderr.tolist(),
-            "kaplan_yorke_dimension": result.kaplan_yorke_dimension}
+    print(
+        f"{name:28s} k={k:3d}  {per_step:10.2f} us/step  (first run incl. compile "
+        f"{first:.1f} s)  lambda_1 = {result.exponents[0]:.4f} +- {result.stderr[0]:.4f}"
+    )
+    return {
+        "system": name,
+        "k": k,
+        "steps": steps,
+        "burn_in": burn_in,
+        "microseconds_per_step": per_step,
+        "first_run_seconds": first,
+        "exponents": result.exponents.tolist(),
+        "stderr": result.stderr.tolist(),
+        "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
+    }
 
 
 def lyapunov_benchmarks():
@@ -44,10 +58,16 @@ def lyapunov_benchmarks():
         time_spectrum("lorenz96 n=40 (rk4, dt=0.01)", cg.Lorenz96(), 40, 50_000, 5_000),
         time_spectrum("tanh_rnn n=1000 g=2 (discrete)", cg.TanhRNN(n=1000, g=2.0), 50, 2_000, 500),
     ]
-    payload = {"benchmark": "lyapunov_spectrum", "target": "lorenz63 under 1 us/step",
-               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                           "jax": jax.__version__},
-               "results": rows}
+    payload = {
+        "benchmark": "lyapunov_spectrum",
+        "target": "lorenz63 under 1 us/step",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "jax": jax.__version__,
+        },
+        "results": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "lyapunov.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS / 'lyapunov.json'}")
@@ -76,31 +96,47 @@ def shadowing_benchmarks():
     backprop = Backprop(steps=200_000, samples=1, burn_in=20_000, diagnostics=False)
     key = jax.random.key(0)
     t_shadow, result = _seconds_of_second_run(
-        lambda: linear_response(system, z, shadowing, wrt=wrt, key=key))
+        lambda: linear_response(system, z, shadowing, wrt=wrt, key=key)
+    )
     t_back, _ = _seconds_of_second_run(
-        lambda: linear_response(system, z, backprop, wrt=wrt, key=key))
+        lambda: linear_response(system, z, backprop, wrt=wrt, key=key)
+    )
     grad = [float(g) for g in result.grad]
     stderr = [float(s) for s in result.stderr]
     solenoid = cg.ModifiedSolenoid(dim=21)
-    far = FastAdjointResponse(unstable_dim=20, segment_steps=20, segments=5000, window=10,
-                              burn_in=1000)
+    far = FastAdjointResponse(
+        unstable_dim=20, segment_steps=20, segments=5000, window=10, burn_in=1000
+    )
     t_far, far_result = _seconds_of_second_run(
-        lambda: linear_response(solenoid, cg.ModifiedSolenoid.observable, far, key=key))
+        lambda: linear_response(solenoid, cg.ModifiedSolenoid.observable, far, key=key)
+    )
     far_grad = [float(far_result.grad.gamma1), float(far_result.grad.gamma2)]
-    print(f"FastAdjointResponse solenoid M=21, 1e5 steps: {t_far:.2f} s; "
-          f"d<Phi>/d(gamma1, gamma2) = {far_grad}")
-    print(f"Shadowing lorenz63 T=200: {t_shadow:.2f} s (plain Backprop pass {t_back:.2f} s, "
-          f"ratio {t_shadow / t_back:.2f}); d<z>/d(rho, sigma) = {grad} +- {stderr}")
-    payload = {"benchmark": "shadowing",
-               "lorenz63_shadowing_T200": {"seconds": t_shadow, "grad_rho_sigma": grad,
-                                           "stderr": stderr,
-                                           "reference_numpy_nilsas_seconds": 21.0},
-               "backprop_same_orbit_seconds": t_back,
-               "ratio_shadowing_to_backprop": t_shadow / t_back, "target_ratio": 4,
-               "fast_adjoint_response_solenoid21_1e5_steps": {
-                   "seconds": t_far, "grad_gamma1_gamma2": far_grad,
-                   "stderr": [float(far_result.stderr.gamma1), float(far_result.stderr.gamma2)],
-                   "reference_numpy_far_seconds": 110.0}}
+    print(
+        f"FastAdjointResponse solenoid M=21, 1e5 steps: {t_far:.2f} s; "
+        f"d<Phi>/d(gamma1, gamma2) = {far_grad}"
+    )
+    print(
+        f"Shadowing lorenz63 T=200: {t_shadow:.2f} s (plain Backprop pass {t_back:.2f} s, "
+        f"ratio {t_shadow / t_back:.2f}); d<z>/d(rho, sigma) = {grad} +- {stderr}"
+    )
+    payload = {
+        "benchmark": "shadowing",
+        "lorenz63_shadowing_T200": {
+            "seconds": t_shadow,
+            "grad_rho_sigma": grad,
+            "stderr": stderr,
+            "reference_numpy_nilsas_seconds": 21.0,
+        },
+        "backprop_same_orbit_seconds": t_back,
+        "ratio_shadowing_to_backprop": t_shadow / t_back,
+        "target_ratio": 4,
+        "fast_adjoint_response_solenoid21_1e5_steps": {
+            "seconds": t_far,
+            "grad_gamma1_gamma2": far_grad,
+            "stderr": [float(far_result.stderr.gamma1), float(far_result.stderr.gamma2)],
+            "reference_numpy_far_seconds": 110.0,
+        },
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "shadowing.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS / 'shadowing.json'}")
@@ -119,26 +155,50 @@ def kernel_benchmarks():
     samples, depth, key = 100_000, 50, jax.random.key(0)
     wrt = lambda s: s.gamma  # noqa: E731
     init_key, noise_key = jax.random.split(key)
-    t_forward, _ = _seconds_of_second_run(lambda: jax.block_until_ready(_terminal_values(
-        net, jnp.sum, batch_starts(net, None, init_key, 0, samples),
-        sample_keys(noise_key, samples), depth)))
+    t_forward, _ = _seconds_of_second_run(
+        lambda: jax.block_until_ready(
+            _terminal_values(
+                net,
+                jnp.sum,
+                batch_starts(net, None, init_key, 0, samples),
+                sample_keys(noise_key, samples),
+                depth,
+            )
+        )
+    )
     rows = {}
     for name, estimator in (
-            ("Kernel", Kernel(steps=depth, samples=samples)),
-            ("PathKernel", PathKernel(steps=depth, samples=samples, alpha=1.0)),
-            ("Backprop", Backprop(steps=depth, samples=samples, statistic="terminal",
-                                  diagnostics=False))):
+        ("Kernel", Kernel(steps=depth, samples=samples)),
+        ("PathKernel", PathKernel(steps=depth, samples=samples, alpha=1.0)),
+        (
+            "Backprop",
+            Backprop(steps=depth, samples=samples, statistic="terminal", diagnostics=False),
+        ),
+    ):
         seconds, result = _seconds_of_second_run(
-            lambda est=estimator: linear_response(net, jnp.sum, est, wrt=wrt, key=key))
-        rows[name] = {"seconds": seconds, "ratio_to_forward": seconds / t_forward,
-                      "grad": float(result.grad), "stderr": float(result.stderr)}
-        print(f"{name:10s} {seconds:6.2f} s per 1e5 samples (x{seconds / t_forward:.1f} a "
-              f"forward pass): d E[sum x_50]/d gamma = {float(result.grad):.4g} "
-              f"+- {float(result.stderr):.3g}")
-    payload = {"benchmark": "kernel", "system": "nine_neuron_net gamma=0.556 noise=0.5",
-               "depth": depth, "samples": samples, "forward_pass_seconds": t_forward,
-               "targets": {"Kernel": 2, "PathKernel": 4}, "results": rows,
-               "reference_finite_difference": 7.47}
+            lambda est=estimator: linear_response(net, jnp.sum, est, wrt=wrt, key=key)
+        )
+        rows[name] = {
+            "seconds": seconds,
+            "ratio_to_forward": seconds / t_forward,
+            "grad": float(result.grad),
+            "stderr": float(result.stderr),
+        }
+        print(
+            f"{name:10s} {seconds:6.2f} s per 1e5 samples (x{seconds / t_forward:.1f} a "
+            f"forward pass): d E[sum x_50]/d gamma = {float(result.grad):.4g} "
+            f"+- {float(result.stderr):.3g}"
+        )
+    payload = {
+        "benchmark": "kernel",
+        "system": "nine_neuron_net gamma=0.556 noise=0.5",
+        "depth": depth,
+        "samples": samples,
+        "forward_pass_seconds": t_forward,
+        "targets": {"Kernel": 2, "PathKernel": 4},
+        "results": rows,
+        "reference_finite_difference": 7.47,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kernel.json").write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS / 'kernel.json'}")

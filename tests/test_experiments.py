@@ -15,16 +15,19 @@ def test_tune_lorenz_default_experiment(tmp_path):
     runs = result.summary["runs"]
     assert abs(runs["Shadowing"]["final_rho"] - 28.0) < 1.0
     assert runs["Backprop"]["status"].startswith(("diverged", "failed"))
-    assert (runs["Backprop + clipping"]["distance_to_target_rho"]
-            > runs["Shadowing"]["distance_to_target_rho"])
+    assert (
+        runs["Backprop + clipping"]["distance_to_target_rho"]
+        > runs["Shadowing"]["distance_to_target_rho"]
+    )
     saved = json.loads((tmp_path / "tune_lorenz.json").read_text())
     assert saved["runs"]["Shadowing"]["final_rho"] == runs["Shadowing"]["final_rho"]
     assert (tmp_path / "tune_lorenz.png").stat().st_size > 5000
 
 
 def test_explosion_panel_small(tmp_path):
-    result = explosion_panel(horizons=(1.0, 5.0, 10.0), depths=(5, 20, 40), samples=300,
-                             out=tmp_path)
+    result = explosion_panel(
+        horizons=(1.0, 5.0, 10.0), depths=(5, 20, 40), samples=300, out=tmp_path
+    )
     rows = result.summary["lorenz63"]["rows"]
     backprop = np.asarray(next(iter(rows.values()))["magnitude"])
     assert backprop[-1] > 1e3 * backprop[len(backprop) // 4]

@@ -11,9 +11,18 @@ from chaosgrad._tangent import positive_qr
 KEY = jax.random.key(0)
 
 
-@pytest.mark.parametrize("system", [cg.Lorenz63(), cg.Lorenz63(dt=1e-3, method="euler"),
-                                    cg.Lorenz96(n=10), cg.Henon(), cg.ModifiedSolenoid(),
-                                    cg.TanhRNN(n=12), cg.NineNeuronNet(noise=0.5)])
+@pytest.mark.parametrize(
+    "system",
+    [
+        cg.Lorenz63(),
+        cg.Lorenz63(dt=1e-3, method="euler"),
+        cg.Lorenz96(n=10),
+        cg.Henon(),
+        cg.ModifiedSolenoid(),
+        cg.TanhRNN(n=12),
+        cg.NineNeuronNet(noise=0.5),
+    ],
+)
 def test_adjoint_tangent_dot_products(system):
     x = system.initial_state(KEY) + 0.1
     xi = system.noise(KEY, 3) if system.stochastic else None

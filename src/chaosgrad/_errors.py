@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_X64_HINT = ("chaos computations need float64: build arrays with dtype=jnp.float64 "
-             "(importing chaosgrad enables jax_enable_x64; do not disable it)")
+_X64_HINT = (
+    "chaos computations need float64: build arrays with dtype=jnp.float64 "
+    "(importing chaosgrad enables jax_enable_x64; do not disable it)"
+)
 
 
 def check_float64(tree, name: str) -> None:
@@ -18,7 +20,7 @@ def check_float64(tree, name: str) -> None:
     for leaf in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array)):
         if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != jnp.float64:
             raise TypeError(f"{name} has dtype {leaf.dtype}; {_X64_HINT}")
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise TypeError(f"jax_enable_x64 is off; {_X64_HINT}")
 
 

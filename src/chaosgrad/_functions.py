@@ -5,20 +5,42 @@ equality. A Python function compares by identity, so a freshly written lambda of
 code (``wrt=lambda s: s.rho`` inside a loop) would compile again on every call. The
 :class:`StaticFunction` wrapper compares two functions equal when their code, globals,
 defaults and closed-over values are equal, which is exactly when they compute the same
-thing. Closed-over values that cannot be hashed (arrays) fall back to identity: correct,
+thing. Closed-over arrays up to 65536 elements compare by content (a loss's target
+array); other closed-over values that cannot be hashed fall back to identity: correct,
 only slower. Decision as in equinox's ``Partial``: a wrapper module, not a global cache.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import numpy as np
+
+
+
+_LARGEST_HASHED_ARRAY = 1 << 16
+
+
+def _value_key(value):
+    """Closed-over arrays (a loss's target) compare by content when small and concrete."""
+    if isinstance(value, jax.core.Tracer):
+        return ("identity", id(value), value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.size <= _LARGEST_HASHED_ARRAY:
+        array = np.asarray(value)
+        digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
+        return ("array", array.shape, str(array.dtype), digest)
+    if callable(value) and hasattr(value, "__code__"):
+        return function_key(value)
+    return value
 
 
 def _closure_values(fn) -> tuple:
-    return tuple(cell.cell_contents for cell in (getattr(fn, "__closure__", None) or ()))
+    cells = getattr(fn, "__closure__", None) or ()
+    return tuple(_value_key(cell.cell_contents) for cell in cells)
 
 
 def function_key(fn: Any) -> Any:

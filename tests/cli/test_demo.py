@@ -21,9 +21,11 @@ def test_demo_writes_report_and_shows_the_outcomes(tmp_path):
     lorenz = results["training"]["lorenz"]["runs"]
     assert lorenz["Shadowing"]["status"] == "ok"
     assert abs(lorenz["Shadowing"]["final_rho"] - 28.0) < 1.0
-    assert lorenz["Backprop"]["status"] != "ok"                    # fails, and says so
-    assert (lorenz["Backprop + clipping"]["distance_to_target_rho"]
-            > lorenz["Shadowing"]["distance_to_target_rho"])
+    assert lorenz["Backprop"]["status"] != "ok"  # fails, and says so
+    assert (
+        lorenz["Backprop + clipping"]["distance_to_target_rho"]
+        > lorenz["Shadowing"]["distance_to_target_rho"]
+    )
     nine = results["training"]["nine_neuron"]["nine_neuron"]["runs"]
     clipped = nine["Backprop + clipping"]["final_loss_mean_last5"]
     assert nine["Kernel"]["final_loss_mean_last5"] < clipped

@@ -14,9 +14,18 @@ runner = CliRunner()
 def test_names_are_snake_case_class_names():
     assert snake_case("NoisyLorenz96") == "noisy_lorenz96"
     assert snake_case("TanhRNN") == "tanh_rnn"
-    assert set(SYSTEMS) == {"lorenz63", "lorenz96", "henon", "logistic", "tent",
-                            "modified_solenoid", "noisy_lorenz96", "tanh_rnn", "deep_tanh_net",
-                            "nine_neuron_net"}
+    assert set(SYSTEMS) == {
+        "lorenz63",
+        "lorenz96",
+        "henon",
+        "logistic",
+        "tent",
+        "modified_solenoid",
+        "noisy_lorenz96",
+        "tanh_rnn",
+        "deep_tanh_net",
+        "nine_neuron_net",
+    }
 
 
 def test_parameters_set_any_constructor_argument():
@@ -33,39 +42,75 @@ def test_systems_lists_every_builtin():
 
 
 def test_lyapunov_json(tmp_path):
-    result = runner.invoke(app, ["lyapunov", "henon", "--steps", "20000", "--burn-in", "100",
-                                 "--json", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "lyapunov",
+            "henon",
+            "--steps",
+            "20000",
+            "--burn-in",
+            "100",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert set(payload) >= {"system", "params", "exponents", "stderr",
-                            "kaplan_yorke_dimension", "steps", "seconds"}
+    assert set(payload) >= {
+        "system",
+        "params",
+        "exponents",
+        "stderr",
+        "kaplan_yorke_dimension",
+        "steps",
+        "seconds",
+    }
     assert payload["system"] == "henon" and payload["params"]["a"] == 1.4
     assert payload["exponents"][0] == pytest.approx(0.419, abs=0.01)
     assert (tmp_path / "spectrum.png").stat().st_size > 1000
 
 
 def test_lyapunov_table_and_parameters():
-    result = runner.invoke(app, ["lyapunov", "lorenz63", "-p", "rho=28", "--k", "1",
-                                 "--steps", "20000", "--burn-in", "1000"])
+    result = runner.invoke(
+        app,
+        [
+            "lyapunov",
+            "lorenz63",
+            "-p",
+            "rho=28",
+            "--k",
+            "1",
+            "--steps",
+            "20000",
+            "--burn-in",
+            "1000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "Kaplan-Yorke" in result.output and "λ_i" in result.output
 
 
 def test_deep_net_defaults_to_its_depth():
-    result = runner.invoke(app, ["lyapunov", "deep_tanh_net", "-p", "depth=20", "-p", "width=8",
-                                 "--k", "2", "--json"])
+    result = runner.invoke(
+        app, ["lyapunov", "deep_tanh_net", "-p", "depth=20", "-p", "width=8", "--k", "2", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["steps"] == 20
 
 
-@pytest.mark.parametrize("args, message", [
-    (["lyapunov", "lorenz64"], "unknown system 'lorenz64'"),
-    (["lyapunov", "lorenz63", "-p", "rhoo=3"], "no parameter 'rhoo'"),
-    (["lyapunov", "lorenz63", "-p", "rho"], "name=value"),
-    (["lyapunov", "henon", "--k", "3"], "k=3 exceeds the dimension 2"),
-    (["lyapunov", "henon", "--steps", "0"], "steps must be positive"),
-    (["lyapunov", "henon", "--steps", "-4"], "steps must be positive"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lyapunov", "lorenz64"], "unknown system 'lorenz64'"),
+        (["lyapunov", "lorenz63", "-p", "rhoo=3"], "no parameter 'rhoo'"),
+        (["lyapunov", "lorenz63", "-p", "rho"], "name=value"),
+        (["lyapunov", "henon", "--k", "3"], "k=3 exceeds the dimension 2"),
+        (["lyapunov", "henon", "--steps", "0"], "steps must be positive"),
+        (["lyapunov", "henon", "--steps", "-4"], "steps must be positive"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_code_2(args, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
@@ -74,8 +119,9 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 
 
 def test_experiment_command(tmp_path):
-    result = runner.invoke(app, ["experiment", "tune-lorenz", "--iterations", "2", "--out",
-                                 str(tmp_path)])
+    result = runner.invoke(
+        app, ["experiment", "tune-lorenz", "--iterations", "2", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tune_lorenz.json").exists() and (tmp_path / "tune_lorenz.png").exists()
     bad = runner.invoke(app, ["experiment", "bogus"])

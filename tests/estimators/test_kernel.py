@@ -7,24 +7,32 @@ import numpy as np
 import pytest
 
 import chaosgrad as cg
-from chaosgrad.estimators import (Backprop, FiniteDifference, Kernel, ParametricObservable,
-                                  PathKernel, linear_response)
+from chaosgrad.estimators import Backprop, FiniteDifference, Kernel, PathKernel, linear_response
+from chaosgrad.statistics import ParametricObservable, Terminal, TimeAverage
 
 KEY = jax.random.key(0)
 
 
 def noisy_ar1(a=0.8, g=1.0, sigma=0.5):
     """x' = a x + g + sigma Y."""
-    return cg.Map(lambda t, x, p: p["a"] * x + p["g"],
-                  args={"a": jnp.asarray(a), "g": jnp.asarray(g)}, noise=sigma, dim=1)
+    return cg.Map(
+        lambda t, x, p: p["a"] * x + p["g"],
+        args={"a": jnp.asarray(a), "g": jnp.asarray(g)},
+        noise=sigma,
+        dim=1,
+    )
 
 
 @pytest.mark.parametrize("window", [0, 2, 5, 10])
 def test_ergodic_kernel_ar1_window_bias(window):
     """Mean of the windowed estimator: (1 - a^{W+1}) / (1 - a), within 3 SE (10 orbits)."""
-    result = linear_response(noisy_ar1(), lambda x: x[0],
-                             Kernel(steps=100_000, samples=10, window=window, burn_in=100),
-                             wrt=lambda s: s.args["g"], key=KEY)
+    result = linear_response(
+        noisy_ar1(),
+        TimeAverage(lambda x: x[0]),
+        Kernel(steps=100_000, samples=10, window=window, burn_in=100),
+        wrt=lambda s: s.args["g"],
+        key=KEY,
+    )
     expected = (1 - 0.8 ** (window + 1)) / 0.2
     assert abs(float(result.grad) - expected) <= 3 * float(result.stderr)
     assert result.value == pytest.approx(5.0, abs=0.05)
@@ -32,22 +40,33 @@ def test_ergodic_kernel_ar1_window_bias(window):
 
 def test_finite_depth_kernel_ar1():
     """d E[x_T]/dg from x0 = 0 is sum_{n<T} a^n (T = 10: 4.4631)."""
-    result = linear_response(noisy_ar1(), lambda x: x[0], Kernel(steps=10, samples=100_000),
-                             wrt=lambda s: s.args["g"], x0=jnp.zeros(1), key=KEY)
+    result = linear_response(
+        noisy_ar1(),
+        Terminal(lambda x: x[0], 10),
+        Kernel(samples=100_000),
+        wrt=lambda s: s.args["g"],
+        x0=jnp.zeros(1),
+        key=KEY,
+    )
     assert abs(float(result.grad) - sum(0.8**n for n in range(10))) <= 3 * float(result.stderr)
 
 
 def test_batches_do_not_change_the_estimate():
-    system, phi = noisy_ar1(), lambda x: x[0]
-    a = linear_response(system, phi, Kernel(steps=10, samples=1000, batch=1000), key=KEY)
-    b = linear_response(system, phi, Kernel(steps=10, samples=1000, batch=64), key=KEY)
+    system, statistic = noisy_ar1(), Terminal(lambda x: x[0], 10)
+    a = linear_response(system, statistic, Kernel(samples=1000, batch=1000), key=KEY)
+    b = linear_response(system, statistic, Kernel(samples=1000, batch=64), key=KEY)
     np.testing.assert_allclose(float(a.grad.args["g"]), float(b.grad.args["g"]), rtol=1e-10)
     np.testing.assert_allclose(float(a.stderr.args["a"]), float(b.stderr.args["a"]), rtol=1e-8)
 
 
 # Central differences with common random numbers, Richardson-extrapolated (references.md):
-NINE_NEURON = [(-1.0, 2.96, 0.02), (-0.556, 7.47, 0.03), (0.111, 0.73, 0.05),
-               (0.556, 7.47, 0.03), (1.0, 2.96, 0.02)]
+NINE_NEURON = [
+    (-1.0, 2.96, 0.02),
+    (-0.556, 7.47, 0.03),
+    (0.111, 0.73, 0.05),
+    (0.556, 7.47, 0.03),
+    (1.0, 2.96, 0.02),
+]
 
 
 @pytest.mark.parametrize("gamma, reference, reference_se", NINE_NEURON)
@@ -57,27 +76,36 @@ def test_nine_neuron_network_kernel_and_the_backprop_explosion(gamma, reference,
     per-sample gradients are heavy-tailed, so a small sample understates the spread; with
     2000 samples gamma = 1 gave 8.6e3, with 1e5 it gives 2.8e6)."""
     net = cg.NineNeuronNet(gamma=gamma, noise=0.5)
-    result = linear_response(net, jnp.sum, Kernel(steps=50, samples=100_000),
-                             wrt=lambda s: s.gamma, key=KEY)
+    result = linear_response(
+        net, Terminal(jnp.sum, 50), Kernel(samples=100_000), wrt=lambda s: s.gamma, key=KEY
+    )
     se = float(result.stderr)
     assert 0.5 < se < 2.5
     assert abs(float(result.grad) - reference) <= 3 * np.hypot(se, reference_se)
-    backprop = linear_response(net, jnp.sum, Backprop(steps=50, samples=100_000,
-                                                      statistic="terminal", diagnostics=False),
-                               wrt=lambda s: s.gamma, key=KEY)
-    assert backprop.info["per_sample_std"][0] > 1e5
+    backprop = linear_response(
+        net,
+        Terminal(jnp.sum, 50),
+        Backprop(samples=100_000, diagnostics=False),
+        wrt=lambda s: s.gamma,
+        key=KEY,
+    )
+    assert float(backprop.info.per_sample_std) > 1e5
 
 
 def test_all_weights_of_a_noisy_deep_net_against_finite_differences():
     """Every weight at once by Kernel and by PathKernel; a few random ones checked against
     central differences with common random numbers (FD's own error included)."""
     net = cg.DeepTanhNet(depth=8, width=4, sigma_w=1.5, sigma_b=0.3, noise=0.3, seed=3)
-    phi = lambda x: jnp.tanh(x[0]) + 0.5 * x[1] ** 2  # noqa: E731
-    kernel = linear_response(net, phi, Kernel(steps=8, samples=200_000), key=KEY)
-    path = linear_response(net, phi, PathKernel(steps=8, samples=100_000, alpha=1.0), key=KEY)
-    fd = linear_response(net, phi, FiniteDifference(steps=8, eps=1e-3, samples=20_000,
-                                                    statistic="terminal"),
-                         wrt=lambda s: s.weights, key=jax.random.key(1))
+    phi = Terminal(lambda x: jnp.tanh(x[0]) + 0.5 * x[1] ** 2, 8)
+    kernel = linear_response(net, phi, Kernel(samples=200_000), key=KEY)
+    path = linear_response(net, phi, PathKernel(samples=100_000, alpha=1.0), key=KEY)
+    fd = linear_response(
+        net,
+        phi,
+        FiniteDifference(eps=1e-3, samples=20_000),
+        wrt=lambda s: s.weights,
+        key=jax.random.key(1),
+    )
     picks = np.random.default_rng(0).integers(0, [8, 4, 4], size=(5, 3))
     for layer, i, j in picks:
         k, ks = kernel.grad.weights[layer, i, j], kernel.stderr.weights[layer, i, j]
@@ -114,21 +142,37 @@ def test_explicit_parameter_dependence_and_initial_law():
 
     walk = Walk(gamma=jnp.asarray(0.3), dim=1)
     phi = ParametricObservable(lambda x, s: x[0] - 2 * s.gamma)
-    result = linear_response(walk, phi, Kernel(steps=5, samples=200_000), key=KEY)
+    result = linear_response(walk, Terminal(phi, 5), Kernel(samples=200_000), key=KEY)
     assert abs(float(result.grad.gamma) - 4.0) <= 3 * float(result.stderr.gamma)
 
 
 def test_errors():
     with pytest.raises(ValueError, match="Shadowing or FastAdjointResponse"):
-        linear_response(cg.Lorenz63(), lambda x: x[2], Kernel(steps=10, samples=10), key=KEY)
-    with pytest.raises(ValueError, match="Gaussian"):
-        Kernel(steps=10, samples=10, noise="laplace")
+        linear_response(cg.Lorenz63(), Terminal(lambda x: x[2], 10), Kernel(samples=10), key=KEY)
+    # the noise= option is gone (Gaussian transitions only); the settings of the stationary
+    # form given with a Terminal statistic are refused instead
+    for settings in (dict(steps=10), dict(window=2), dict(burn_in=10)):
+        with pytest.raises(ValueError, match="apply to a TimeAverage only"):
+            linear_response(
+                noisy_ar1(), Terminal(lambda x: x[0], 10), Kernel(samples=10, **settings), key=KEY
+            )
+    with pytest.raises(ValueError, match="needs steps="):
+        linear_response(noisy_ar1(), TimeAverage(lambda x: x[0]), Kernel(samples=10), key=KEY)
     with pytest.raises(ValueError, match="window"):
-        Kernel(steps=10, samples=10, window=10)
+        linear_response(
+            noisy_ar1(),
+            TimeAverage(lambda x: x[0]),
+            Kernel(steps=10, samples=10, window=10),
+            key=KEY,
+        )
+    with pytest.raises(ValueError, match="supports Terminal, TimeAverage"):
+        linear_response(
+            noisy_ar1(), cg.WindowAverage(lambda x: x[0], 10), Kernel(samples=10), key=KEY
+        )
 
     class Shifted(cg.NineNeuronNet):
         def initial_state(self, key):
             return self.gamma + jax.random.normal(key, (9,))
 
     with pytest.raises(ValueError, match="initial_log_density"):
-        linear_response(Shifted(), jnp.sum, Kernel(steps=5, samples=10), key=KEY)
+        linear_response(Shifted(), Terminal(jnp.sum, 5), Kernel(samples=10), key=KEY)

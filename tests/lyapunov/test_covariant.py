@@ -12,8 +12,9 @@ KEY = jax.random.key(2)
 
 def _push(system, t, x, vectors):
     """f_*(x) applied to the columns, normalised."""
-    out = jax.vmap(lambda v: jax.jvp(lambda y: system.step(t, y), (x,), (v,))[1],
-                   in_axes=1, out_axes=1)(vectors)
+    out = jax.vmap(
+        lambda v: jax.jvp(lambda y: system.step(t, y), (x,), (v,))[1], in_axes=1, out_axes=1
+    )(vectors)
     return out / jnp.linalg.norm(out, axis=0)
 
 
@@ -27,8 +28,9 @@ def _pull(system, t, x, vectors):
 @pytest.fixture(scope="module")
 def lorenz():
     system = cg.Lorenz63()
-    return system, cg.adjoint_vectors(system, 3, steps=4_000, burn_in=5_000, burn_out=5_000,
-                                      key=KEY)
+    return system, cg.adjoint_vectors(
+        system, 3, steps=4_000, burn_in=5_000, burn_out=5_000, key=KEY
+    )
 
 
 def test_covariance_and_adjoint_covariance(lorenz):
@@ -36,20 +38,24 @@ def test_covariance_and_adjoint_covariance(lorenz):
     for n in (0, 1234, 3998):
         t, x = int(result.times[n]), result.states[n]
         pushed = _push(system, t, x, result.vectors[n])
-        np.testing.assert_allclose(jnp.abs(jnp.sum(pushed * result.vectors[n + 1], axis=0)),
-                                   1.0, atol=1e-8)
+        np.testing.assert_allclose(
+            jnp.abs(jnp.sum(pushed * result.vectors[n + 1], axis=0)), 1.0, atol=1e-8
+        )
         pulled = _pull(system, t, x, result.adjoint[n + 1])
-        np.testing.assert_allclose(jnp.abs(jnp.sum(pulled * result.adjoint[n], axis=0)),
-                                   1.0, atol=1e-8)
+        np.testing.assert_allclose(
+            jnp.abs(jnp.sum(pulled * result.adjoint[n], axis=0)), 1.0, atol=1e-8
+        )
 
 
 def test_growth_rates_equal_the_spectrum(lorenz):
     _, result = lorenz
     spectrum = cg.lyapunov_spectrum(cg.Lorenz63(), steps=1_000_000, burn_in=10_000, key=KEY)
-    long = cg.covariant_vectors(cg.Lorenz63(), 3, steps=200_000, burn_in=5_000,
-                                burn_out=5_000, record_every=1000, key=KEY)
-    for value, se, reference, ref_se in zip(long.exponents, long.stderr, spectrum.exponents,
-                                            spectrum.stderr):
+    long = cg.covariant_vectors(
+        cg.Lorenz63(), 3, steps=200_000, burn_in=5_000, burn_out=5_000, record_every=1000, key=KEY
+    )
+    for value, se, reference, ref_se in zip(
+        long.exponents, long.stderr, spectrum.exponents, spectrum.stderr, strict=True
+    ):
         assert abs(value - reference) <= 3 * np.hypot(se, ref_se) + 0.01
 
 
@@ -76,18 +82,19 @@ def test_partial_set_on_lorenz96():
     n = 100
     t, x = int(result.times[n]), result.states[n]
     pushed = _push(system, t, x, result.vectors[n])
-    np.testing.assert_allclose(jnp.abs(jnp.sum(pushed * result.vectors[n + 1], axis=0)), 1.0,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        jnp.abs(jnp.sum(pushed * result.vectors[n + 1], axis=0)), 1.0, atol=1e-7
+    )
     pulled = _pull(system, t, x, result.adjoint[n + 1])
-    np.testing.assert_allclose(jnp.abs(jnp.sum(pulled * result.adjoint[n], axis=0)), 1.0,
-                               atol=1e-7)
+    np.testing.assert_allclose(jnp.abs(jnp.sum(pulled * result.adjoint[n], axis=0)), 1.0, atol=1e-7)
     products = result.adjoint[n].T @ result.vectors[n]
     assert float(jnp.max(jnp.abs(products - jnp.diag(jnp.diag(products))))) < 1e-10
 
 
 def test_record_every_and_memory_layout():
-    result = cg.covariant_vectors(cg.Henon(), 2, steps=1000, burn_in=100, burn_out=500,
-                                  record_every=50, key=KEY)
+    result = cg.covariant_vectors(
+        cg.Henon(), 2, steps=1000, burn_in=100, burn_out=500, record_every=50, key=KEY
+    )
     assert result.vectors.shape == (20, 2, 2) and result.adjoint is None
     np.testing.assert_array_equal(result.times, 100 + 50 * np.arange(20))
     np.testing.assert_allclose(jnp.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-12)
@@ -97,5 +104,4 @@ def test_errors():
     with pytest.raises(ValueError, match="k=3 exceeds"):
         cg.covariant_vectors(cg.Henon(), 3, steps=10, key=KEY)
     with pytest.raises(ValueError, match="multiple of record_every"):
-        cg.covariant_vectors(cg.Henon(), 2, steps=100, record_every=10, segment_steps=15,
-                             key=KEY)
+        cg.covariant_vectors(cg.Henon(), 2, steps=100, record_every=10, segment_steps=15, key=KEY)

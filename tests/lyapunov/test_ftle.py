@@ -27,8 +27,7 @@ def test_very_deep_unstable_net_does_not_overflow():
 def test_chaotic_versus_critical_initialisation():
     x0s = jax.random.normal(jax.random.key(1), (128, 32))
     chaotic = cg.ftle(cg.DeepTanhNet(depth=50, width=32, sigma_w=2.0), x0s)
-    critical = cg.ftle(cg.DeepTanhNet(depth=50, width=32, init="critical",
-                                      sigma_b=0.05**0.5), x0s)
+    critical = cg.ftle(cg.DeepTanhNet(depth=50, width=32, init="critical", sigma_b=0.05**0.5), x0s)
     assert float(chaotic.mean()) > 0.1
     assert abs(float(critical.mean())) < 0.05
 

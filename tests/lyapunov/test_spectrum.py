@@ -19,7 +19,9 @@ def within(value, reference, stderr, tolerance, sigmas=3.0):
 def test_lorenz63_reference_row():
     """0.9057, 0, -14.5724 per unit time, +-0.01 at T = 1e4; sum -13.6667 to 1e-3; D_KY 2.0622."""
     result = lyapunov_spectrum(cg.Lorenz63(), steps=2_000_000, burn_in=20_000, key=KEY)
-    for value, reference, se in zip(result.exponents, (0.9057, 0.0, -14.5724), result.stderr):
+    for value, reference, se in zip(
+        result.exponents, (0.9057, 0.0, -14.5724), result.stderr, strict=True
+    ):
         assert within(value, reference, se, 0.01, sigmas=0)
     assert result.exponents.sum() == pytest.approx(-(10 + 1 + 8 / 3), abs=1e-3)
     assert result.kaplan_yorke_dimension == pytest.approx(2.0622, abs=0.002)
@@ -88,15 +90,15 @@ def test_linear_ode_exact_user_defined_flow():
     """
     a = jnp.array([[0.3, 1.0, 0.0], [0.0, -0.2, 0.5], [0.0, 0.0, -1.0]])
     flow = cg.Flow(lambda t, x, m: m @ x, dt=0.01, args=a, dim=3)
-    result = lyapunov_spectrum(flow, x0=jnp.zeros(3), steps=20_000, burn_in=10_000,
-                               renorm_every=10, key=KEY)
+    result = lyapunov_spectrum(
+        flow, x0=jnp.zeros(3), steps=20_000, burn_in=10_000, renorm_every=10, key=KEY
+    )
     np.testing.assert_allclose(result.exponents, [0.3, -0.2, -1.0], atol=1e-8)
 
 
 def test_discrete_tanh_rnn_fast_version():
     """n = 200, g = 2: lambda_1 near mean field 0.1547 (finite-n bias ~ 1/n, 10% allowed)."""
-    result = lyapunov_spectrum(cg.TanhRNN(n=200, g=2.0), 5, steps=5_000, burn_in=1_000,
-                               key=KEY)
+    result = lyapunov_spectrum(cg.TanhRNN(n=200, g=2.0), 5, steps=5_000, burn_in=1_000, key=KEY)
     assert result.exponents[0] == pytest.approx(0.1547, rel=0.10)
     assert result.stderr[0] < 0.005
 

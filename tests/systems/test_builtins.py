@@ -10,9 +10,21 @@ import chaosgrad as cg
 KEY = jax.random.key(0)
 
 
-@pytest.mark.parametrize("cls", [cg.Lorenz63, cg.Lorenz96, cg.Henon, cg.Logistic, cg.Tent,
-                                 cg.ModifiedSolenoid, cg.NoisyLorenz96, cg.TanhRNN,
-                                 cg.DeepTanhNet, cg.NineNeuronNet])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        cg.Lorenz63,
+        cg.Lorenz96,
+        cg.Henon,
+        cg.Logistic,
+        cg.Tent,
+        cg.ModifiedSolenoid,
+        cg.NoisyLorenz96,
+        cg.TanhRNN,
+        cg.DeepTanhNet,
+        cg.NineNeuronNet,
+    ],
+)
 def test_every_builtin_runs_with_defaults(cls):
     system = cls()
     steps = system.horizon or 200
@@ -63,11 +75,13 @@ def test_tanh_rnn_weights_have_variance_g2_over_n():
     assert rnn_c.time_step == 0.01 and cg.TanhRNN().time_step is None
 
 
-@pytest.mark.parametrize("init, variance", [("gaussian", 4.0), ("xavier", 1.0), ("he", 2.0),
-                                            ("critical", 1.761)])
+@pytest.mark.parametrize(
+    "init, variance", [("gaussian", 4.0), ("xavier", 1.0), ("he", 2.0), ("critical", 1.761)]
+)
 def test_deep_net_initialisations(init, variance):
-    net = cg.DeepTanhNet(depth=20, width=64, init=init, sigma_w=2.0,
-                         sigma_b=0.05**0.5 if init == "critical" else 0.0)
+    net = cg.DeepTanhNet(
+        depth=20, width=64, init=init, sigma_w=2.0, sigma_b=0.05**0.5 if init == "critical" else 0.0
+    )
     assert float(jnp.var(net.weights)) * 64 == pytest.approx(variance, rel=0.03)
 
 

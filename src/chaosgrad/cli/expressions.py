@@ -15,12 +15,30 @@ import operator
 
 import jax.numpy as jnp
 
-FUNCTIONS = {"mean": jnp.mean, "sum": jnp.sum, "sin": jnp.sin, "cos": jnp.cos,
-             "tan": jnp.tan, "exp": jnp.exp, "log": jnp.log, "sqrt": jnp.sqrt, "abs": jnp.abs,
-             "tanh": jnp.tanh, "max": jnp.max, "min": jnp.min, "norm": jnp.linalg.norm}
+FUNCTIONS = {
+    "mean": jnp.mean,
+    "sum": jnp.sum,
+    "sin": jnp.sin,
+    "cos": jnp.cos,
+    "tan": jnp.tan,
+    "exp": jnp.exp,
+    "log": jnp.log,
+    "sqrt": jnp.sqrt,
+    "abs": jnp.abs,
+    "tanh": jnp.tanh,
+    "max": jnp.max,
+    "min": jnp.min,
+    "norm": jnp.linalg.norm,
+}
 CONSTANTS = {"pi": jnp.pi, "e": jnp.e}
-BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-          ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod}
+BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+}
 UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
@@ -45,18 +63,22 @@ def _compile(node, names: dict[str, int]):
             value = CONSTANTS[node.id]
             return lambda x: value
         known = sorted(set(names) | {"state"} | ({"x"} if "x" not in names else set()))
-        raise ExpressionError(f"unknown name {node.id!r}; use {', '.join(known)} or "
-                              f"a function ({', '.join(FUNCTIONS)})")
+        raise ExpressionError(
+            f"unknown name {node.id!r}; use {', '.join(known)} or "
+            f"a function ({', '.join(FUNCTIONS)})"
+        )
     if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-        op, left, right = BINARY[type(node.op)], _compile(node.left, names), _compile(node.right, names)
+        op = BINARY[type(node.op)]
+        left, right = _compile(node.left, names), _compile(node.right, names)
         return lambda x: op(left(x), right(x))
     if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
         op, operand = UNARY[type(node.op)], _compile(node.operand, names)
         return lambda x: op(operand(x))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
         if node.func.id not in FUNCTIONS or len(node.args) != 1:
-            raise ExpressionError(f"unknown function {node.func.id!r} (one argument); use "
-                                  f"{', '.join(FUNCTIONS)}")
+            raise ExpressionError(
+                f"unknown function {node.func.id!r} (one argument); use {', '.join(FUNCTIONS)}"
+            )
         function, argument = FUNCTIONS[node.func.id], _compile(node.args[0], names)
         return lambda x: function(argument(x))
     if isinstance(node, ast.Subscript):
@@ -96,8 +118,10 @@ def parse_observable(text: str, component_names=()):
     def observable(x):
         value = jnp.asarray(function(x))
         if value.shape != ():
-            raise ExpressionError(f"observable {text!r} must be a scalar, got shape "
-                                  f"{value.shape}: reduce it, e.g. mean(...)")
+            raise ExpressionError(
+                f"observable {text!r} must be a scalar, got shape "
+                f"{value.shape}: reduce it, e.g. mean(...)"
+            )
         return value
 
     return observable

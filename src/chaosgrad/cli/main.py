@@ -6,7 +6,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import jax
 import numpy as np
@@ -16,14 +16,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import lyapunov_spectrum
+from ..plot import plot_spectrum
 from .expressions import ExpressionError
 from .registry import SYSTEMS, build_system, settable_parameters
-from .report import plot_spectrum, write_json
+from .report import write_json
 
 jax.config.update("jax_enable_x64", True)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Non-exploding gradients and Lyapunov analysis for chaotic systems.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Non-exploding gradients and Lyapunov analysis for chaotic systems.",
+)
 console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
 
@@ -58,8 +62,12 @@ def progress_bar(total: int, description: str, enabled: bool):
     if not enabled or not sys.stderr.isatty():
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=error_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
@@ -90,14 +98,21 @@ def systems():
 @app.command()
 def lyapunov(
     system: Annotated[str, typer.Argument(help="built-in system, e.g. lorenz63")],
-    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
-    k: Annotated[Optional[int], typer.Option("--k", help="number of exponents (default: all)")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="steps averaged (default 100000; a network: its depth)")] = None,
-    burn_in: Annotated[Optional[int], typer.Option("--burn-in", help="transient steps (default 10000; a network: 0)")] = None,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],
+    k: Annotated[int | None, typer.Option("--k", help="number of exponents (default: all)")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="steps averaged (default 100000; a network: its depth)")
+    ] = None,
+    burn_in: Annotated[
+        int | None,
+        typer.Option("--burn-in", help="transient steps (default 10000; a network: 0)"),
+    ] = None,
     renorm_every: Annotated[int, typer.Option("--renorm-every")] = 1,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="write spectrum.json and spectrum.png here")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="write spectrum.json and spectrum.png here")
+    ] = None,
 ):
     """Lyapunov spectrum with standard errors and the Kaplan-Yorke dimension."""
     with user_errors():
@@ -107,18 +122,35 @@ def lyapunov(
         burn_in = (0 if horizon else 10_000) if burn_in is None else burn_in
         total = burn_in + steps
         with progress_bar(total, f"{system}: Lyapunov", not as_json) as advance:
-            result = lyapunov_spectrum(model, k, steps=steps, burn_in=burn_in,
-                                       renorm_every=renorm_every, key=jax.random.key(seed),
-                                       progress=advance)
+            result = lyapunov_spectrum(
+                model,
+                k,
+                steps=steps,
+                burn_in=burn_in,
+                renorm_every=renorm_every,
+                key=jax.random.key(seed),
+                progress=advance,
+            )
     unit = "per unit time" if result.time_step else "per step"
-    payload = {"system": system, "params": {k_: jsonable(v) for k_, v in params.items()},
-               "exponents": jsonable(result.exponents), "stderr": jsonable(result.stderr),
-               "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
-               "steps": result.steps, "seconds": result.seconds, "unit": unit}
+    payload = {
+        "system": system,
+        "params": {k_: jsonable(v) for k_, v in params.items()},
+        "exponents": jsonable(result.exponents),
+        "stderr": jsonable(result.stderr),
+        "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
+        "steps": result.steps,
+        "seconds": result.seconds,
+        "unit": unit,
+    }
     if out is not None:
         write_json(out / "spectrum.json", payload)
-        plot_spectrum(out / "spectrum.png", result.exponents, result.stderr,
-                      f"{system}: Lyapunov spectrum", unit)
+        plot_spectrum(
+            out / "spectrum.png",
+            result.exponents,
+            result.stderr,
+            f"{system}: Lyapunov spectrum",
+            unit,
+        )
     if as_json:
         print(json.dumps(payload))
         return
@@ -126,41 +158,63 @@ def lyapunov(
     table.add_column("i", justify="right")
     table.add_column("λ_i", justify="right")
     table.add_column("± SE", justify="right")
-    for i, (lam, se) in enumerate(zip(result.exponents, result.stderr), start=1):
+    for i, (lam, se) in enumerate(zip(result.exponents, result.stderr, strict=True), start=1):
         table.add_row(str(i), f"{lam:+.5f}", f"{se:.5f}")
     console.print(table)
-    console.print(f"Kaplan-Yorke dimension {result.kaplan_yorke_dimension:.4f}; "
-                  f"{result.steps} steps in {result.seconds:.2f} s")
+    console.print(
+        f"Kaplan-Yorke dimension {result.kaplan_yorke_dimension:.4f}; "
+        f"{result.steps} steps in {result.seconds:.2f} s"
+    )
     if out is not None:
         console.print(f"wrote {out / 'spectrum.png'} and {out / 'spectrum.json'}")
 
 
-Method = Annotated[str, typer.Option(
-    "--method", help="backprop, truncated, fd, shadowing, far, kernel, path-kernel")]
+Method = Annotated[
+    str,
+    typer.Option("--method", help="backprop, truncated, fd, shadowing, far, kernel, path-kernel"),
+]
 
 
-def _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps, segments,
-             statistic, alpha):
+def _options(
+    steps, samples, burn_in, eps, window, unstable_dim, segment_steps, segments, statistic, alpha
+):
     from .gradients import MethodOptions
 
-    return MethodOptions(steps=steps, samples=samples, burn_in=burn_in, eps=eps, window=window,
-                         unstable_dim=unstable_dim, segment_steps=segment_steps,
-                         segments=segments, statistic=statistic, alpha=alpha)
+    return MethodOptions(
+        steps=steps,
+        samples=samples,
+        burn_in=burn_in,
+        eps=eps,
+        window=window,
+        unstable_dim=unstable_dim,
+        segment_steps=segment_steps,
+        segments=segments,
+        statistic=statistic,
+        alpha=alpha,
+    )
 
 
-Steps = Annotated[Optional[int], typer.Option(help="steps per sample (default 10000; a network: its depth)")]
-Samples = Annotated[Optional[int], typer.Option(
-    help="samples (default 10; kernel methods: 10000, or 10 orbits with --window)")]
+Steps = Annotated[
+    int | None, typer.Option(help="steps per sample (default 10000; a network: its depth)")
+]
+Samples = Annotated[
+    int | None,
+    typer.Option(help="samples (default 10; kernel methods: 10000, or 10 orbits with --window)"),
+]
 BurnIn = Annotated[int, typer.Option("--burn-in", help="transient steps")]
 Eps = Annotated[float, typer.Option(help="finite-difference step")]
-Window = Annotated[Optional[int], typer.Option(
-    help="truncation window / FAR half-width / kernel decorrelation window (stationary)")]
+Window = Annotated[
+    int | None,
+    typer.Option(
+        help="truncation window / FAR half-width / kernel decorrelation window (stationary)"
+    ),
+]
 Alpha = Annotated[float, typer.Option(help="path-kernel damping rate")]
-UnstableDim = Annotated[Optional[int], typer.Option("--unstable-dim", help="u for shadowing/far")]
+UnstableDim = Annotated[int | None, typer.Option("--unstable-dim", help="u for shadowing/far")]
 SegmentSteps = Annotated[int, typer.Option("--segment-steps", help="steps per segment")]
 Segments = Annotated[int, typer.Option(help="number of segments")]
-Statistic = Annotated[Optional[str], typer.Option(help="average or terminal")]
-Observable = Annotated[Optional[str], typer.Option(help="e.g. z, x[0]**3, mean(x**2)")]
+Statistic = Annotated[str | None, typer.Option(help="average or terminal")]
+Observable = Annotated[str | None, typer.Option(help="e.g. z, x[0]**3, mean(x**2)")]
 
 
 @app.command()
@@ -169,27 +223,45 @@ def grad(
     wrt: Annotated[str, typer.Option(help="parameter names, comma-separated")],
     method: Method,
     observable: Observable = None,
-    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
-    steps: Steps = None, samples: Samples = None, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
-    window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
-    segments: Segments = 200, statistic: Statistic = None, alpha: Alpha = 1.0,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],
+    steps: Steps = None,
+    samples: Samples = None,
+    burn_in: BurnIn = 1000,
+    eps: Eps = 1e-2,
+    window: Window = None,
+    unstable_dim: UnstableDim = None,
+    segment_steps: SegmentSteps = 20,
+    segments: Segments = 200,
+    statistic: Statistic = None,
+    alpha: Alpha = 1.0,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="write grad.json here")] = None,
+    out: Annotated[Path | None, typer.Option(help="write grad.json here")] = None,
 ):
     """Derivative of a statistic with respect to parameters, with its standard error."""
     from .gradients import resolve_observable, resolve_wrt, run_gradient
 
-    options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
-                       segments, statistic, alpha)
+    options = _options(
+        steps,
+        samples,
+        burn_in,
+        eps,
+        window,
+        unstable_dim,
+        segment_steps,
+        segments,
+        statistic,
+        alpha,
+    )
     with user_errors():
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
         selector, names = resolve_wrt(model, wrt)
         with progress_bar(1, f"{system}: {method}", not as_json):
             row = run_gradient(model, phi, method, options, selector, names, seed)
-    row.update(system=system, observable=expression,
-               params={k: jsonable(v) for k, v in params.items()})
+    row.update(
+        system=system, observable=expression, params={k: jsonable(v) for k, v in params.items()}
+    )
     if out is not None:
         write_json(out / "grad.json", row)
     if as_json:
@@ -199,7 +271,7 @@ def grad(
     for column in ("parameter", "estimate", "± SE"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for name in names:
-        for g, se in zip(np.ravel(row["grad"][name]), np.ravel(row["stderr"][name])):
+        for g, se in zip(np.ravel(row["grad"][name]), np.ravel(row["stderr"][name]), strict=True):
             table.add_row(name, f"{g:+.6g}", f"{se:.3g}")
     console.print(table)
     console.print(f"statistic {row['value']:.6g}; {row['seconds']:.2f} s")
@@ -213,20 +285,37 @@ def compare(
     wrt: Annotated[str, typer.Option(help="one parameter name")],
     methods: Annotated[str, typer.Option(help="comma-separated, e.g. backprop,fd,shadowing")],
     observable: Observable = None,
-    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],  # noqa: B006
-    steps: Steps = None, samples: Samples = None, burn_in: BurnIn = 1000, eps: Eps = 1e-2,
-    window: Window = None, unstable_dim: UnstableDim = None, segment_steps: SegmentSteps = 20,
-    segments: Segments = 200, statistic: Statistic = None, alpha: Alpha = 1.0,
+    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],
+    steps: Steps = None,
+    samples: Samples = None,
+    burn_in: BurnIn = 1000,
+    eps: Eps = 1e-2,
+    window: Window = None,
+    unstable_dim: UnstableDim = None,
+    segment_steps: SegmentSteps = 20,
+    segments: Segments = 200,
+    statistic: Statistic = None,
+    alpha: Alpha = 1.0,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="write compare.json and compare.png")] = None,
+    out: Annotated[Path | None, typer.Option(help="write compare.json and compare.png")] = None,
 ):
     """Several estimators side by side: estimate ± SE and seconds (and a bar chart)."""
+    from ..plot import plot_compare
     from .gradients import resolve_observable, resolve_wrt, run_gradient
-    from .report import plot_compare
 
-    options = _options(steps, samples, burn_in, eps, window, unstable_dim, segment_steps,
-                       segments, statistic, alpha)
+    options = _options(
+        steps,
+        samples,
+        burn_in,
+        eps,
+        window,
+        unstable_dim,
+        segment_steps,
+        segments,
+        statistic,
+        alpha,
+    )
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
         model, params = build_system(system, param)
@@ -240,12 +329,16 @@ def compare(
                 rows.append(run_gradient(model, phi, method, options, selector, names, seed))
                 if advance:
                     advance(1)
-    payload = {"system": system, "observable": expression, "wrt": names[0],
-               "params": {k: jsonable(v) for k, v in params.items()}, "results": rows}
+    payload = {
+        "system": system,
+        "observable": expression,
+        "wrt": names[0],
+        "params": {k: jsonable(v) for k, v in params.items()},
+        "results": rows,
+    }
     if out is not None:
         write_json(out / "compare.json", payload)
-        plot_compare(out / "compare.png", rows, names[0],
-                     f"{system}: d<{expression}>/d{names[0]}")
+        plot_compare(out / "compare.png", rows, names[0], f"{system}: d<{expression}>/d{names[0]}")
     if as_json:
         print(json.dumps(payload))
         return
@@ -263,17 +356,18 @@ def compare(
 @app.command()
 def experiment(
     name: Annotated[str, typer.Argument(help="tune-lorenz, noisy-network or explosion")],
-    out: Annotated[Path, typer.Option(help="directory for JSON and PNG")] = Path("chaosgrad-experiments"),
+    out: Annotated[Path, typer.Option(help="directory for JSON and PNG")] = Path(
+        "chaosgrad-experiments"
+    ),
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
-    iterations: Annotated[Optional[int], typer.Option(help="training iterations")] = None,
+    iterations: Annotated[int | None, typer.Option(help="training iterations")] = None,
 ):
     """Run one comparison experiment (fixed keys; JSON + PNG in --out)."""
     from ..experiments import EXPERIMENTS
 
     with user_errors():
         if name not in EXPERIMENTS:
-            raise UserError(f"unknown experiment {name!r}; choose one of: "
-                            f"{', '.join(EXPERIMENTS)}")
+            raise UserError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
         options = {"seed": seed, "out": out}
         if iterations is not None:
             if name == "explosion":
@@ -289,8 +383,11 @@ def experiment(
 def _brief(summary):
     """The summary without per-iteration histories (those are in the JSON file)."""
     if isinstance(summary, dict):
-        return {k: _brief(v) for k, v in summary.items()
-                if k not in ("loss", "statistic", "parameters", "grad_norm")}
+        return {
+            k: _brief(v)
+            for k, v in summary.items()
+            if k not in ("loss", "statistic", "parameters", "grad_norm")
+        }
     return summary
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 from ..systems import BUILTINS
 
@@ -15,15 +16,19 @@ def snake_case(name: str) -> str:
 
 SYSTEMS = {snake_case(cls.__name__): cls for cls in BUILTINS}
 
-def settable_parameters(cls) -> dict[str, object]:
+
+def settable_parameters(cls) -> dict[str, Any]:
     """Constructor keyword arguments of a built-in and their defaults.
 
     Arguments defaulting to None (explicit arrays such as J, or a PRNG key) take values no
     command line can spell and are left out; ``seed`` stands in for the key.
     """
     signature = inspect.signature(cls.__init__)
-    return {name: p.default for name, p in signature.parameters.items()
-            if name != "self" and p.default is not None}
+    return {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if name != "self" and p.default is not None
+    }
 
 
 def _parse_value(text: str):
@@ -38,7 +43,7 @@ def _parse_value(text: str):
     return text
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, object]:
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     """``["rho=30", "method=euler"]`` -> ``{"rho": 30, "method": "euler"}``."""
     values = {}
     for item in assignments:
@@ -58,7 +63,8 @@ def build_system(name: str, assignments: list[str]):
     overrides = parse_assignments(assignments)
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
-        raise ValueError(f"{name} has no parameter {unknown[0]!r}; its parameters are: "
-                         f"{', '.join(defaults)}")
+        raise ValueError(
+            f"{name} has no parameter {unknown[0]!r}; its parameters are: {', '.join(defaults)}"
+        )
     params = {**defaults, **overrides}
     return cls(**params), params

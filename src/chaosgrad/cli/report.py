@@ -1,16 +1,10 @@
-"""Plots (PNG, Matplotlib Agg) and the HTML page that links them."""
+"""The HTML page that links a run's figures, and its JSON results (figures: ``chaosgrad.plot``)."""
 
 from __future__ import annotations
 
 import html
 import json
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 
 def write_json(path: Path, payload: dict) -> Path:
@@ -19,156 +13,19 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_spectrum(path: Path, exponents, stderr, title: str, unit: str) -> Path:
-    """Exponents with 2-SE error bars, zero line, positive ones highlighted."""
-    exponents, stderr = np.asarray(exponents), np.asarray(stderr)
-    index = np.arange(1, len(exponents) + 1)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    colors = np.where(exponents > 0, "tab:red", "tab:blue")
-    ax.axhline(0.0, color="0.5", lw=0.8)
-    ax.errorbar(index, exponents, yerr=2 * stderr, fmt="none", ecolor="0.3", capsize=2)
-    ax.scatter(index, exponents, c=colors, s=18, zorder=3)
-    ax.set_xlabel("index i")
-    ax.set_ylabel(f"Lyapunov exponent λ_i ({unit})")
-    ax.set_title(title)
-    ax.text(0.98, 0.95, f"{int(np.sum(exponents > 0))} positive (red)", ha="right", va="top",
-            transform=ax.transAxes, fontsize=9)
-    return _save(fig, path)
-
-
-def plot_ftle_histograms(path: Path, samples: dict[str, np.ndarray], title: str) -> Path:
-    """One histogram of finite-time exponents per network variant."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, values in samples.items():
-        ax.hist(np.asarray(values), bins=30, alpha=0.55, label=f"{label} (mean {np.mean(values):+.3f})")
-    ax.axvline(0.0, color="0.3", lw=0.8)
-    ax.set_xlabel("finite-time exponent λ^(L)(x) per layer")
-    ax.set_ylabel("inputs")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_compare(path: Path, rows: list[dict], name: str, title: str,
-                 reference: float | None = None) -> Path:
-    """One bar per method: the estimate of d(statistic)/d(name) with 2-SE error bars."""
-    labels = [row["method"] for row in rows]
-    values = np.array([np.ravel(row["grad"][name])[0] for row in rows], dtype=float)
-    errors = np.array([np.ravel(row["stderr"][name])[0] for row in rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    finite = np.isfinite(values)
-    scale = np.nanmax(np.abs(values[finite])) if finite.any() else 1.0
-    symlog = finite.any() and scale > 1e3 * max(np.nanmin(np.abs(values[finite])), 1e-12)
-    ax.bar(labels, np.where(finite, values, 0.0), yerr=np.nan_to_num(2 * errors),
-           color=["tab:gray" if not f else "tab:blue" for f in finite], capsize=4)
-    if reference is not None:
-        ax.axhline(reference, color="tab:red", lw=1, ls="--", label=f"reference {reference:g}")
-        ax.legend(fontsize=8)
-    if symlog:
-        ax.set_yscale("symlog")
-    ax.set_ylabel("estimate (± 2 SE)" if name == "d" else f"d statistic / d {name}  (± 2 SE)")
-    ax.set_title(title)
-    return _save(fig, path)
-
-
-def plot_training(path: Path, runs: dict, parameter: str | None, target: float | None,
-                  title: str) -> Path:
-    """Loss against iteration for every run (and the parameter, when it is one number).
-
-    A run that failed ends with a cross and its status in the legend."""
-    scalar = parameter is not None and all(
-        run["parameters"] and run["parameters"][0] is not None and len(run["parameters"][0]) == 1
-        for run in runs.values())
-    fig, axes = plt.subplots(1, 2 if scalar else 1, figsize=(11 if scalar else 6.4, 4.0),
-                             squeeze=False)
-    loss_ax = axes[0, -1]
-    for name, run in runs.items():
-        loss = np.asarray(run["loss"], dtype=float)
-        failed = run["status"] != "ok"
-        label = f"{name} ({'failed' if failed else 'final ' + format(loss[-1], '.3g')})" \
-            if len(loss) else name
-        line, = loss_ax.plot(np.arange(len(loss)), np.where(np.isfinite(loss), loss, np.nan),
-                             label=label)
-        if failed and len(loss):
-            loss_ax.plot(len(loss) - 1, np.nanmax(loss[np.isfinite(loss)]) if np.isfinite(loss).any()
-                         else 1.0, "x", color=line.get_color(), ms=10, mew=2)
-        if scalar:
-            values = np.asarray([p[0] for p in run["parameters"]], dtype=float)
-            axes[0, 0].plot(np.arange(len(values)), values, color=line.get_color(), label=name)
-            if failed:
-                axes[0, 0].plot(len(values) - 1, values[-1], "x", color=line.get_color(),
-                                ms=10, mew=2)
-    loss_ax.set_yscale("log")
-    loss_ax.set_xlabel("iteration")
-    loss_ax.set_ylabel("loss")
-    loss_ax.legend(fontsize=7)
-    if scalar:
-        if target is not None:
-            axes[0, 0].axhline(target, color="0.3", ls="--", lw=1, label="target")
-        axes[0, 0].set_xlabel("iteration")
-        axes[0, 0].set_ylabel(parameter)
-        finite = [v for run in runs.values() for p in run["parameters"] for v in p
-                  if np.isfinite(v)]
-        if finite:
-            spread = np.percentile(finite, [2, 98])
-            axes[0, 0].set_ylim(spread[0] - 1, spread[1] + 1)
-        axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title)
-    return _save(fig, path)
-
-
-def plot_explosion(path: Path, lorenz_rows: dict, lorenz_lambda: float, depths: list,
-                   deep_rows: dict, deep_lambda: float) -> Path:
-    """Gradient magnitude against horizon (Lorenz-63) and depth (deep net), log scale,
-    with the Lyapunov prediction e^{lambda_1 T} drawn through Backprop's first point."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, row in lorenz_rows.items():
-        left.plot(row["T"], row["magnitude"], "o-" if len(row["T"]) < 10 else "-", label=name,
-                  ms=4)
-    first = next(iter(lorenz_rows.values()))
-    t = np.asarray(first["T"], dtype=float)
-    anchor = np.asarray(first["magnitude"], dtype=float)
-    valid = np.isfinite(anchor) & (anchor > 0) & (t >= 1)
-    if valid.any():
-        t0, m0 = t[valid][0], anchor[valid][0]
-        left.plot(t, m0 * np.exp(lorenz_lambda * (t - t0)), "k--", lw=1,
-                  label=f"e^(λ₁T), λ₁ = {lorenz_lambda:.3f}")
-    left.set_yscale("log")
-    left.set_xlabel("horizon T (time units)")
-    left.set_ylabel("|d⟨z⟩/dρ| estimate (per sample)")
-    left.set_title("Lorenz-63")
-    left.legend(fontsize=7)
-    depths = np.asarray(depths, dtype=float)
-    for name, values in deep_rows.items():
-        right.plot(depths, values, "o-", label=name, ms=4)
-    back = np.asarray(deep_rows["Backprop"], dtype=float)
-    right.plot(depths, back[0] * np.exp(deep_lambda * (depths - depths[0])), "k--", lw=1,
-               label=f"e^(λ₁L), λ₁ = {deep_lambda:.3f}/layer")
-    right.set_yscale("log")
-    right.set_xlabel("depth L (layers)")
-    right.set_ylabel("per-sample std of the gradient estimate")
-    right.set_title("noisy deep tanh network (σ_w = 2)")
-    right.legend(fontsize=7)
-    return _save(fig, path)
-
-
 def write_html(path: Path, title: str, sections: list[tuple[str, str, list[str]]]) -> Path:
     """A self-contained page: sections of (heading, paragraph, image file names)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             "</title><style>body{font-family:sans-serif;max-width:900px;margin:2em auto}"
-             "img{max-width:100%}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        "</title><style>body{font-family:sans-serif;max-width:900px;margin:2em auto}"
+        "img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     for heading, text, images in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>")
-        parts.extend(f"<p><img src='{html.escape(name)}' alt='{html.escape(name)}'></p>"
-                     for name in images)
+        parts.extend(
+            f"<p><img src='{html.escape(name)}' alt='{html.escape(name)}'></p>" for name in images
+        )
     parts.append("</body></html>")
     path.write_text("\n".join(parts))
     return path

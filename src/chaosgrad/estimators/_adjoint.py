@@ -266,6 +266,15 @@ def segment_contributions(sums_nu, sums_eps, coefficients):
         sums_nu, sums_eps)
 
 
+@eqx.filter_jit
+def orbit_values(system, components, states):
+    """Raw components of every stored state, (..., k) for states (..., dim)."""
+    raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+    flat = states.reshape((-1, states.shape[-1]))
+    values = jax.vmap(lambda y: raw(y, system))(flat)
+    return values.reshape(states.shape[:-1] + values.shape[-1:])
+
+
 def prepare_orbit(system, x0, key, unstable_dim, burn_in):
     """Burned-in state and u aligned tangent vectors (QR during the burn-in)."""
     start_key, vector_key = jax.random.split(key)

@@ -24,6 +24,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from .._errors import check_float64, check_positive_int
 from .._functions import StaticFunction, static
@@ -301,6 +302,21 @@ def linear_response(system: System, statistic: AbstractStatistic,
     return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began)
 
 
+@eqx.filter_jit
+def _loss_and_cotangent(loss: StaticFunction, structure, flat):
+    """(loss(statistic), d loss / d statistic) at the flat value, compiled once per loss code."""
+    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), structure)
+    unravel = ravel_pytree(zeros)[1]
+
+    def scalar(values):
+        value = jnp.asarray(loss(unravel(values)), dtype=jnp.float64)
+        if value.shape != ():
+            raise ValueError(f"loss must return a scalar, got shape {value.shape}")
+        return value
+
+    return jax.value_and_grad(scalar)(flat.astype(jnp.float64))
+
+
 def loss_estimate(system: System, loss: Callable, statistic: AbstractStatistic,
                   estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None, key
                   ) -> tuple[jax.Array, Estimate]:
@@ -311,20 +327,15 @@ def loss_estimate(system: System, loss: Callable, statistic: AbstractStatistic,
     system, params, x0, count, unravel, out, components = _prepare(system, statistic, estimator, wrt,
                                                            x0, key)
 
-    def scalar_loss(flat):
-        value = jnp.asarray(loss(unravel(flat)), dtype=jnp.float64)
-        if value.shape != ():
-            raise ValueError(f"loss must return a scalar, got shape {value.shape}")
-        return value
+    loss_function = StaticFunction(loss)
 
     def cotangent(flat_value):
-        return jax.grad(scalar_loss)(jnp.asarray(flat_value, jnp.float64))[:, None]
+        return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
 
     raw = estimator.estimate(system, components, params, x0, key, cotangent)
     estimate = _finish(raw, lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree), unravel,
                        began)
-    flat_value = jnp.asarray(raw.value, jnp.float64)
-    return scalar_loss(flat_value), estimate
+    return _loss_and_cotangent(loss_function, out, jnp.asarray(raw.value))[0], estimate
 
 
 def value_and_grad(system: System, loss: Callable, statistic: AbstractStatistic,

@@ -29,7 +29,7 @@ from .._system import _run, check_horizon
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..statistics import TimeAverage
 from ._adjoint import (adjoint_sweep, blocked_mean, check_orbit, forward_segments, is_flow,
-                       orbit_exponents, prepare_orbit, segment_contributions,
+                       orbit_exponents, orbit_values, prepare_orbit, segment_contributions,
                        shadowing_coefficients)
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
 from ._rollout import window_sums
@@ -117,8 +117,7 @@ class FastAdjointResponse(AbstractEstimator):
         _, after = _run(system, x_end, noise_key, start + steps, window)
         orbit = jnp.concatenate([before, states.reshape(-1, states.shape[-1]), x_end[None],
                                  after])
-        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        raw_values = jax.vmap(lambda y: raw(y, system))(orbit)
+        raw_values = orbit_values(system, components, orbit)
         value = jnp.mean(raw_values[window:window + steps], axis=0)
         components = project(components, cotangent, value)   # same orbit's value
         phis = raw_values @ components.projection

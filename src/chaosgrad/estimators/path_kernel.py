@@ -136,7 +136,7 @@ def _finite_time_terms(system, components, params, draw_keys, starts, keys, indi
 @eqx.filter_jit
 def _stationary_terms(system, components, params, starts, keys, start, steps: int,
                       window: int, damping):
-    """Per orbit: the averaged adjoint term, the raw time average and max|mu| (vmapped)."""
+    """Per orbit: the averaged adjoint term and max|mu| (vmapped)."""
     def orbit(x, key):
         total = steps + window
         _, path = _run(system, x, key, start, total)
@@ -256,8 +256,11 @@ class PathKernel(AbstractEstimator):
         starts = burn(system, batch_starts(system, x0, init_key, 0, orbits), keys,
                       jnp.arange(orbits), burn_in)
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps)
-        check_finite(raw_values, "an orbit", burn_in + 1)
+        # Phi(x_0) .. Phi(x_{N-1}): the window the adjoint terms use (and centre on)
+        first = jax.vmap(lambda y: raw(y, system))(starts)[:, None]
+        later = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps - 1)
+        raw_values = jnp.concatenate([first, later], axis=1)
+        check_finite(raw_values, "an orbit", burn_in)
         value = jnp.mean(raw_values, axis=(0, 1))
         components = project(components, cotangent, value)   # same orbits' value
         per_batch = max(1, 2**24 // ((steps + window) * starts.shape[1] * components.count))

@@ -15,7 +15,6 @@ full response of a map); it assumes (near) uniform hyperbolicity.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,7 +22,7 @@ from .._errors import check_positive_int
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
 from ._adjoint import (adjoint_sweep, blocked_mean, check_orbit, forward_segments, is_flow,
-                       orbit_exponents, prepare_orbit, segment_contributions,
+                       orbit_exponents, orbit_values, prepare_orbit, segment_contributions,
                        shadowing_coefficients)
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
 
@@ -110,9 +109,7 @@ class Shadowing(AbstractEstimator):
         states, qs, rs, _ = forward_segments(system, x, q, noise_key, start, segments,
                                              self.segment_steps)
         check_orbit(states, t)
-        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        values = jax.vmap(jax.vmap(lambda y: raw(y, system)))(states)
-        value = jnp.mean(values, axis=(0, 1))
+        value = jnp.mean(orbit_values(system, components, states), axis=(0, 1))
         components = project(components, cotangent, value)   # same orbit's value
         flow = is_flow(system)
         terms = adjoint_sweep(system, components, params, states, qs, noise_key, start, flow)

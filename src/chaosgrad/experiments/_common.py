@@ -39,9 +39,15 @@ def fit_summary(result: FitResult, label: str) -> dict:
     """The history and outcome of one training run."""
     history = result.history
     losses = [v for v in history["loss"] if np.isfinite(v)]
-    return {"label": label, "status": result.status, "iterations": result.iterations,
-            "final_loss": history["loss"][-1] if history["loss"] else None,
-            "final_loss_mean_last5": float(np.mean(history["loss"][-5:])) if losses else None,
-            "seconds": float(np.sum(history["seconds"])), "loss": history["loss"],
-            "statistic": history["statistic"], "parameters": history["parameters"],
-            "grad_norm": history["grad_norm"]}
+    return {
+        "label": label,
+        "status": result.status,
+        "iterations": result.iterations,
+        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "final_loss_mean_last5": float(np.mean(history["loss"][-5:])) if losses else None,
+        "seconds": float(np.sum(history["seconds"])),
+        "loss": history["loss"],
+        "statistic": history["statistic"],
+        "parameters": history["parameters"],
+        "grad_norm": history["grad_norm"],
+    }

@@ -17,8 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..estimators import Backprop, FiniteDifference, Kernel, PathKernel, Shadowing, \
-    TruncatedBackprop, linear_response
+from ..estimators import (
+    Backprop,
+    FiniteDifference,
+    Kernel,
+    PathKernel,
+    Shadowing,
+    TruncatedBackprop,
+    linear_response,
+)
 from ..lyapunov import ftle, lyapunov_spectrum
 from ..systems import DeepTanhNet, Lorenz63
 from ._common import ExperimentResult
@@ -28,26 +35,44 @@ def _first_layer(std_tree_biases) -> float:
     return float(jnp.linalg.norm(jnp.asarray(std_tree_biases)[0]))
 
 
-def explosion_panel(*, horizons=(1.0, 2.0, 5.0, 10.0, 20.0, 40.0), depths=(5, 10, 20, 30, 50),
-                    samples: int = 2000, seed: int = 0, out: Path | None = None,
-                    progress=None) -> ExperimentResult:
+def explosion_panel(
+    *,
+    horizons=(1.0, 2.0, 5.0, 10.0, 20.0, 40.0),
+    depths=(5, 10, 20, 30, 50),
+    samples: int = 2000,
+    seed: int = 0,
+    out: Path | None = None,
+    progress=None,
+) -> ExperimentResult:
     key = jax.random.key(seed)
     lorenz = Lorenz63()
-    z = lambda x: x[2]  # noqa: E731
-    rho = lambda s: s.rho  # noqa: E731
+    z = lambda x: x[2]
+    rho = lambda s: s.rho
     lam = float(lyapunov_spectrum(lorenz, 1, steps=100_000, burn_in=5000, key=key).exponents[0])
     longest = int(round(max(horizons) / lorenz.dt))
-    back = linear_response(lorenz, z, Backprop(steps=longest, samples=8, burn_in=1000),
-                           wrt=rho, key=key)
+    back = linear_response(
+        lorenz, z, Backprop(steps=longest, samples=8, burn_in=1000), wrt=rho, key=key
+    )
     times = np.asarray(back.info["horizon_times"])
-    lorenz_rows = {"Backprop (per sample, window sum)": {
-        "T": times.tolist(), "magnitude": back.info["grad_magnitude_by_horizon"]}}
+    lorenz_rows = {
+        "Backprop (per sample, window sum)": {
+            "T": times.tolist(),
+            "magnitude": back.info["grad_magnitude_by_horizon"],
+        }
+    }
     for name, make in (
-            ("Shadowing", lambda n: Shadowing(unstable_dim=2, segment_steps=40,
-                                              segments=max(2, n // 40), burn_in=1000)),
-            ("TruncatedBackprop (window 0.5)", lambda n: TruncatedBackprop(
-                steps=n, window=min(100, n), burn_in=1000)),
-            ("FiniteDifference", lambda n: FiniteDifference(steps=n, eps=1.0, burn_in=1000))):
+        (
+            "Shadowing",
+            lambda n: Shadowing(
+                unstable_dim=2, segment_steps=40, segments=max(2, n // 40), burn_in=1000
+            ),
+        ),
+        (
+            "TruncatedBackprop (window 0.5)",
+            lambda n: TruncatedBackprop(steps=n, window=min(100, n), burn_in=1000),
+        ),
+        ("FiniteDifference", lambda n: FiniteDifference(steps=n, eps=1.0, burn_in=1000)),
+    ):
         values = []
         for horizon in horizons:
             n = int(round(horizon / lorenz.dt))
@@ -56,35 +81,50 @@ def explosion_panel(*, horizons=(1.0, 2.0, 5.0, 10.0, 20.0, 40.0), depths=(5, 10
         if progress is not None:
             progress(1)
 
-    net = DeepTanhNet(depth=max(depths), width=16, sigma_w=2.0, sigma_b=0.1, noise=0.3,
-                      seed=seed + 1)
+    net = DeepTanhNet(
+        depth=max(depths), width=16, sigma_w=2.0, sigma_b=0.1, noise=0.3, seed=seed + 1
+    )
     inputs = jax.random.normal(jax.random.fold_in(key, 1), (256, 16))
     net_lambda = float(jnp.mean(ftle(net, inputs, key=key)))
-    phi = lambda x: jnp.tanh(x[0])  # noqa: E731
-    biases = lambda s: s.biases  # noqa: E731
+    phi = lambda x: jnp.tanh(x[0])
+    biases = lambda s: s.biases
     deep_rows = {"Backprop": [], "Kernel": [], "PathKernel (alpha=1)": []}
     for depth in depths:
-        b = linear_response(net, phi, Backprop(steps=depth, samples=samples, statistic="terminal",
-                                               diagnostics=False), wrt=biases, key=key)
-        deep_rows["Backprop"].append(float(np.linalg.norm(
-            np.asarray(b.info["per_sample_std"]).reshape(net.biases.shape)[0])))
+        b = linear_response(
+            net,
+            phi,
+            Backprop(steps=depth, samples=samples, statistic="terminal", diagnostics=False),
+            wrt=biases,
+            key=key,
+        )
+        deep_rows["Backprop"].append(
+            float(np.linalg.norm(np.asarray(b.info["per_sample_std"]).reshape(net.biases.shape)[0]))
+        )
         k = linear_response(net, phi, Kernel(steps=depth, samples=samples), wrt=biases, key=key)
         deep_rows["Kernel"].append(_first_layer(k.info["per_sample_std"]))
-        p = linear_response(net, phi, PathKernel(steps=depth, samples=samples, alpha=1.0),
-                            wrt=biases, key=key)
+        p = linear_response(
+            net, phi, PathKernel(steps=depth, samples=samples, alpha=1.0), wrt=biases, key=key
+        )
         deep_rows["PathKernel (alpha=1)"].append(_first_layer(p.info["per_sample_std"]))
         if progress is not None:
             progress(1)
 
-    experiment = ExperimentResult("explosion", {
-        "lorenz63": {"lambda_1": lam, "rows": lorenz_rows},
-        "deep_net": {"lambda_1_per_layer": net_lambda, "depths": list(depths),
-                     "per_sample_std": deep_rows, "samples": samples}})
+    experiment = ExperimentResult(
+        "explosion",
+        {
+            "lorenz63": {"lambda_1": lam, "rows": lorenz_rows},
+            "deep_net": {
+                "lambda_1_per_layer": net_lambda,
+                "depths": list(depths),
+                "per_sample_std": deep_rows,
+                "samples": samples,
+            },
+        },
+    )
     if out is not None:
-        from ..cli.report import plot_explosion
+        from ..plot import plot_explosion
 
         experiment.write_json(out)
-        plot_explosion(out / "explosion.png", lorenz_rows, lam, list(depths), deep_rows,
-                       net_lambda)
+        plot_explosion(out / "explosion.png", lorenz_rows, lam, list(depths), deep_rows, net_lambda)
         experiment.files.append("explosion.png")
     return experiment

@@ -29,40 +29,83 @@ from ._common import ExperimentResult, fit_summary
 def _train(runs: dict, system_for, observable, wrt, target, iterations, key, progress):
     summaries = {}
     for name, (system_name, estimator, optimizer) in runs.items():
-        result = fit(system_for[system_name], lambda s: (s - target) ** 2, estimator,
-                     optimizer, observable=observable, iterations=iterations, wrt=wrt, key=key)
+        result = fit(
+            system_for[system_name],
+            lambda s: (s - target) ** 2,
+            estimator,
+            optimizer,
+            observable=observable,
+            iterations=iterations,
+            wrt=wrt,
+            key=key,
+        )
         summaries[name] = fit_summary(result, name)
         if progress is not None:
             progress(1)
     return summaries
 
 
-def train_noisy_network(*, iterations: int = 60, samples: int = 20_000,
-                        deep_iterations: int = 20, deep_samples: int = 500,
-                        learning_rate: float = 0.03, clip: float = 1.0, seed: int = 0,
-                        deep: bool = True, out: Path | None = None, progress=None
-                        ) -> ExperimentResult:
+def train_noisy_network(
+    *,
+    iterations: int = 60,
+    samples: int = 20_000,
+    deep_iterations: int = 20,
+    deep_samples: int = 500,
+    learning_rate: float = 0.03,
+    clip: float = 1.0,
+    seed: int = 0,
+    deep: bool = True,
+    out: Path | None = None,
+    progress=None,
+) -> ExperimentResult:
     """Both trainings (``deep=False``: the 9-neuron one only); histories and final losses."""
     key = jax.random.key(seed)
-    clipped = lambda lr: optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))  # noqa: E731
+    clipped = lambda lr: optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr))
 
     nine = {"net": NineNeuronNet(gamma=0.0, noise=0.5)}
-    nine_runs = _train({
-        "Kernel": ("net", Kernel(steps=50, samples=samples), optax.adam(learning_rate)),
-        "PathKernel": ("net", PathKernel(steps=50, samples=samples, alpha=1.0),
-                       optax.adam(learning_rate)),
-        "Backprop + clipping": ("net", Backprop(steps=50, samples=samples, statistic="terminal",
-                                                diagnostics=False), clipped(learning_rate)),
-    }, nine, jnp.sum, lambda s: s.gamma, 2.0, iterations, key, progress)
+    nine_runs = _train(
+        {
+            "Kernel": ("net", Kernel(steps=50, samples=samples), optax.adam(learning_rate)),
+            "PathKernel": (
+                "net",
+                PathKernel(steps=50, samples=samples, alpha=1.0),
+                optax.adam(learning_rate),
+            ),
+            "Backprop + clipping": (
+                "net",
+                Backprop(steps=50, samples=samples, statistic="terminal", diagnostics=False),
+                clipped(learning_rate),
+            ),
+        },
+        nine,
+        jnp.sum,
+        lambda s: s.gamma,
+        2.0,
+        iterations,
+        key,
+        progress,
+    )
 
-    summary = {"nine_neuron": {"target": 2.0, "start_gamma": 0.0, "iterations": iterations,
-                               "samples": samples, "runs": nine_runs}}
+    summary = {
+        "nine_neuron": {
+            "target": 2.0,
+            "start_gamma": 0.0,
+            "iterations": iterations,
+            "samples": samples,
+            "runs": nine_runs,
+        }
+    }
     experiment = ExperimentResult("noisy_network", summary)
     if out is not None:
-        from ..cli.report import plot_training
+        from ..plot import plot_training
 
-        plot_training(out / "noisy_network_nine.png", nine_runs, "γ", None,
-                      "9-neuron network: learn γ so that E[Σ x₅₀] = 2")
+        plot_training(
+            out / "noisy_network_nine.png",
+            nine_runs,
+            "γ",
+            None,
+            "9-neuron network: learn γ so that E[Σ x₅₀] = 2",
+        )
         experiment.files.append("noisy_network_nine.png")
     if not deep:
         if out is not None:
@@ -70,33 +113,68 @@ def train_noisy_network(*, iterations: int = 60, samples: int = 20_000,
         return experiment
 
     depth, width, noise = 50, 16, 0.3
-    nets = {"chaotic": DeepTanhNet(depth=depth, width=width, sigma_w=2.0, sigma_b=0.1,
-                                   noise=noise, seed=seed + 1),
-            "orthogonal": DeepTanhNet(depth=depth, width=width, init="orthogonal", sigma_w=1.0,
-                                      sigma_b=0.1, noise=noise, seed=seed + 1),
-            "critical": DeepTanhNet(depth=depth, width=width, init="critical", sigma_b=0.1,
-                                    noise=noise, seed=seed + 1)}
-    backprop = Backprop(steps=depth, samples=deep_samples, statistic="terminal",
-                        diagnostics=False)
+    nets = {
+        "chaotic": DeepTanhNet(
+            depth=depth, width=width, sigma_w=2.0, sigma_b=0.1, noise=noise, seed=seed + 1
+        ),
+        "orthogonal": DeepTanhNet(
+            depth=depth,
+            width=width,
+            init="orthogonal",
+            sigma_w=1.0,
+            sigma_b=0.1,
+            noise=noise,
+            seed=seed + 1,
+        ),
+        "critical": DeepTanhNet(
+            depth=depth, width=width, init="critical", sigma_b=0.1, noise=noise, seed=seed + 1
+        ),
+    }
+    backprop = Backprop(steps=depth, samples=deep_samples, statistic="terminal", diagnostics=False)
     rate = learning_rate / 3
-    deep_runs = _train({
-        "Kernel (chaotic init)": ("chaotic", Kernel(steps=depth, samples=deep_samples),
-                                  optax.adam(rate)),
-        "PathKernel (chaotic init)": ("chaotic", PathKernel(steps=depth, samples=deep_samples,
-                                                            alpha=1.0), optax.adam(rate)),
-        "Backprop + clipping (chaotic init)": ("chaotic", backprop, clipped(rate)),
-        "Backprop + clipping (orthogonal init)": ("orthogonal", backprop, clipped(rate)),
-        "Backprop + clipping (critical init)": ("critical", backprop, clipped(rate)),
-    }, nets, lambda x: jnp.tanh(x[0]), lambda s: (s.weights, s.biases), 0.5,
-        deep_iterations, key, progress)
-    summary["deep_net"] = {"target": 0.5, "depth": depth, "width": width, "noise": noise,
-                           "iterations": deep_iterations, "samples": deep_samples,
-                           "runs": deep_runs}
+    deep_runs = _train(
+        {
+            "Kernel (chaotic init)": (
+                "chaotic",
+                Kernel(steps=depth, samples=deep_samples),
+                optax.adam(rate),
+            ),
+            "PathKernel (chaotic init)": (
+                "chaotic",
+                PathKernel(steps=depth, samples=deep_samples, alpha=1.0),
+                optax.adam(rate),
+            ),
+            "Backprop + clipping (chaotic init)": ("chaotic", backprop, clipped(rate)),
+            "Backprop + clipping (orthogonal init)": ("orthogonal", backprop, clipped(rate)),
+            "Backprop + clipping (critical init)": ("critical", backprop, clipped(rate)),
+        },
+        nets,
+        lambda x: jnp.tanh(x[0]),
+        lambda s: (s.weights, s.biases),
+        0.5,
+        deep_iterations,
+        key,
+        progress,
+    )
+    summary["deep_net"] = {
+        "target": 0.5,
+        "depth": depth,
+        "width": width,
+        "noise": noise,
+        "iterations": deep_iterations,
+        "samples": deep_samples,
+        "runs": deep_runs,
+    }
     if out is not None:
-        from ..cli.report import plot_training
+        from ..plot import plot_training
 
         experiment.write_json(out)
-        plot_training(out / "noisy_network_deep.png", deep_runs, None, None,
-                      "depth-50 tanh network: E[tanh x₅₀,₀] → 0.5")
+        plot_training(
+            out / "noisy_network_deep.png",
+            deep_runs,
+            None,
+            None,
+            "depth-50 tanh network: E[tanh x₅₀,₀] → 0.5",
+        )
         experiment.files.append("noisy_network_deep.png")
     return experiment

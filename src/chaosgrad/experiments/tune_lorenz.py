@@ -11,66 +11,113 @@ takes steps of fixed length in a random direction.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-from ..estimators import (Backprop, FiniteDifference, Shadowing, TruncatedBackprop,
-                          linear_response)
+from ..estimators import Backprop, FiniteDifference, Shadowing, TruncatedBackprop, linear_response
 from ..systems import Lorenz63
 from ..train import fit
 from ._common import ExperimentResult, fit_summary
 
 
-def tune_lorenz(*, iterations: int = 30, time_horizon: float = 20.0, learning_rate: float = 0.1,
-                clip: float = 1.0, start_rho: float = 35.0, target_rho: float = 28.0,
-                seed: int = 0, out: Path | None = None, progress=None) -> ExperimentResult:
+def tune_lorenz(
+    *,
+    iterations: int = 30,
+    time_horizon: float = 20.0,
+    learning_rate: float = 0.1,
+    clip: float = 1.0,
+    start_rho: float = 35.0,
+    target_rho: float = 28.0,
+    seed: int = 0,
+    out: Path | None = None,
+    progress=None,
+) -> ExperimentResult:
     """Learn rho from ``start_rho`` so that <z> matches its value at ``target_rho``."""
     key = jax.random.key(seed)
     base = Lorenz63(rho=target_rho)
-    z = lambda x: x[2]  # noqa: E731
-    reference = linear_response(base, z, Backprop(steps=200_000, samples=4, burn_in=2000,
-                                                  diagnostics=False),
-                                wrt=lambda s: s.rho, key=jax.random.fold_in(key, 999))
+    z = lambda x: x[2]
+    reference = linear_response(
+        base,
+        z,
+        Backprop(steps=200_000, samples=4, burn_in=2000, diagnostics=False),
+        wrt=lambda s: s.rho,
+        key=jax.random.fold_in(key, 999),
+    )
     target = reference.value
     start = eqx.tree_at(lambda s: s.rho, base, jnp.asarray(start_rho))
     steps = int(round(time_horizon / base.dt))
     segment = 40
     methods = {
-        "Shadowing": (Shadowing(unstable_dim=2, segment_steps=segment, segments=steps // segment,
-                                burn_in=1000), optax.sgd(learning_rate)),
-        "Backprop": (Backprop(steps=steps, burn_in=1000, diagnostics=False),
-                     optax.sgd(learning_rate)),
-        "Backprop + clipping": (Backprop(steps=steps, burn_in=1000, diagnostics=False),
-                                optax.chain(optax.clip_by_global_norm(clip),
-                                            optax.sgd(learning_rate))),
-        "TruncatedBackprop": (TruncatedBackprop(steps=steps, window=100, burn_in=1000),
-                              optax.sgd(learning_rate)),
-        "FiniteDifference": (FiniteDifference(steps=steps // 2, eps=1.0, burn_in=1000),
-                             optax.sgd(learning_rate)),
+        "Shadowing": (
+            Shadowing(
+                unstable_dim=2, segment_steps=segment, segments=steps // segment, burn_in=1000
+            ),
+            optax.sgd(learning_rate),
+        ),
+        "Backprop": (
+            Backprop(steps=steps, burn_in=1000, diagnostics=False),
+            optax.sgd(learning_rate),
+        ),
+        "Backprop + clipping": (
+            Backprop(steps=steps, burn_in=1000, diagnostics=False),
+            optax.chain(optax.clip_by_global_norm(clip), optax.sgd(learning_rate)),
+        ),
+        "TruncatedBackprop": (
+            TruncatedBackprop(steps=steps, window=100, burn_in=1000),
+            optax.sgd(learning_rate),
+        ),
+        "FiniteDifference": (
+            FiniteDifference(steps=steps // 2, eps=1.0, burn_in=1000),
+            optax.sgd(learning_rate),
+        ),
     }
     runs = {}
     for name, (estimator, optimizer) in methods.items():
-        result = fit(start, lambda s: (s - target) ** 2, estimator, optimizer, observable=z,
-                     iterations=iterations, wrt=lambda s: s.rho, key=key)
+        result = fit(
+            start,
+            lambda s: (s - target) ** 2,
+            estimator,
+            optimizer,
+            observable=z,
+            iterations=iterations,
+            wrt=lambda s: s.rho,
+            key=key,
+        )
         summary = fit_summary(result, name)
-        summary["final_rho"] = float(result.system.rho)
-        summary["distance_to_target_rho"] = abs(float(result.system.rho) - target_rho)
+        final_rho = float(cast(Lorenz63, result.system).rho)
+        summary["final_rho"] = final_rho
+        summary["distance_to_target_rho"] = abs(final_rho - target_rho)
         runs[name] = summary
         if progress is not None:
             progress(1)
-    experiment = ExperimentResult("tune_lorenz", {
-        "target_rho": target_rho, "start_rho": start_rho, "target_mean_z": target,
-        "target_mean_z_stderr": reference.info["value_stderr"], "iterations": iterations,
-        "time_horizon": time_horizon, "learning_rate": learning_rate, "clip": clip,
-        "runs": runs})
+    experiment = ExperimentResult(
+        "tune_lorenz",
+        {
+            "target_rho": target_rho,
+            "start_rho": start_rho,
+            "target_mean_z": target,
+            "target_mean_z_stderr": reference.info["value_stderr"],
+            "iterations": iterations,
+            "time_horizon": time_horizon,
+            "learning_rate": learning_rate,
+            "clip": clip,
+            "runs": runs,
+        },
+    )
     if out is not None:
-        from ..cli.report import plot_training
+        from ..plot import plot_training
 
         experiment.write_json(out)
-        plot_training(out / "tune_lorenz.png", runs, "rho", target_rho,
-                      "Lorenz-63: learn ρ so that ⟨z⟩ hits its value at ρ = 28")
+        plot_training(
+            out / "tune_lorenz.png",
+            runs,
+            "rho",
+            target_rho,
+            "Lorenz-63: learn ρ so that ⟨z⟩ hits its value at ρ = 28",
+        )
         experiment.files.append("tune_lorenz.png")
     return experiment

@@ -5,5 +5,15 @@ from .ftle import ftle
 from .mean_field import MeanField, critical_sigma_w, mean_field
 from .spectrum import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 
-__all__ = ["CovariantResult", "adjoint_vectors", "covariant_vectors", "ftle", "LyapunovResult", "MeanField", "critical_sigma_w", "kaplan_yorke_dimension",
-           "lyapunov_spectrum", "mean_field"]
+__all__ = [
+    "CovariantResult",
+    "adjoint_vectors",
+    "covariant_vectors",
+    "ftle",
+    "LyapunovResult",
+    "MeanField",
+    "critical_sigma_w",
+    "kaplan_yorke_dimension",
+    "lyapunov_spectrum",
+    "mean_field",
+]

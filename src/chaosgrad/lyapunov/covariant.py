@@ -42,11 +42,11 @@ from .spectrum import run_tangent_blocks
 class CovariantResult(eqx.Module):
     """Covariant (and, if asked, adjoint) vectors at ``times``, with their growth rates."""
 
-    vectors: jax.Array           # (records, dim, k), unit columns
-    adjoint: jax.Array | None    # (records, dim, k), unit columns, or None
-    states: jax.Array            # (records, dim)
-    times: np.ndarray            # (records,) step index of each record
-    exponents: np.ndarray        # growth rates of the vectors (per unit time for a flow)
+    vectors: jax.Array  # (records, dim, k), unit columns
+    adjoint: jax.Array | None  # (records, dim, k), unit columns, or None
+    states: jax.Array  # (records, dim)
+    times: np.ndarray  # (records,) step index of each record
+    exponents: np.ndarray  # growth rates of the vectors (per unit time for a flow)
     stderr: np.ndarray
     exponents_per_step: np.ndarray
     time_step: float | None
@@ -54,7 +54,7 @@ class CovariantResult(eqx.Module):
 
 
 def _segment_forward(system, key, x, q, start, length):
-    """Recompute one segment: states x_n, bases Q_n and factors R_{n+1}, n = start..start+length-1."""
+    """Recompute one segment: states x_n, bases Q_n, factors R_{n+1}, n = start..start+length-1."""
 
     def one(carry, t):
         x, q = carry
@@ -114,10 +114,19 @@ def _backward(system, key, xs, qs, c, p, start, length: int, record_every: int, 
     return out
 
 
-def covariant_vectors(system: System, k: int, *, steps: int = 10_000, burn_in: int = 10_000,
-                      burn_out: int = 10_000, record_every: int = 1,
-                      segment_steps: int | None = None, adjoint: bool = False, x0=None,
-                      key=None) -> CovariantResult:
+def covariant_vectors(
+    system: System,
+    k: int,
+    *,
+    steps: int = 10_000,
+    burn_in: int = 10_000,
+    burn_out: int = 10_000,
+    record_every: int = 1,
+    segment_steps: int | None = None,
+    adjoint: bool = False,
+    x0=None,
+    key=None,
+) -> CovariantResult:
     """The k leading covariant Lyapunov vectors along ``steps`` steps of an orbit.
 
     Args:
@@ -149,8 +158,9 @@ def covariant_vectors(system: System, k: int, *, steps: int = 10_000, burn_in: i
         segment_steps = record_every * max(1, round(math.sqrt(total / record_every)))
     check_positive_int(segment_steps, "segment_steps")
     if segment_steps % record_every:
-        raise ValueError(f"segment_steps ({segment_steps}) must be a multiple of "
-                         f"record_every ({record_every})")
+        raise ValueError(
+            f"segment_steps ({segment_steps}) must be a multiple of record_every ({record_every})"
+        )
     segments = -(-total // segment_steps)
 
     began = time.perf_counter()
@@ -162,12 +172,14 @@ def covariant_vectors(system: System, k: int, *, steps: int = 10_000, burn_in: i
     xs, qs = _checkpoints(system, noise_key, x, q, start, segments, segment_steps)
     if not bool(jnp.all(jnp.isfinite(xs))):
         bad = int(np.argmin(np.all(np.isfinite(np.asarray(xs)), axis=1)))
-        raise FloatingPointError(f"the trajectory became NaN/inf before step "
-                                 f"{t + bad * segment_steps}")
+        raise FloatingPointError(
+            f"the trajectory became NaN/inf before step {t + bad * segment_steps}"
+        )
     c = jnp.triu(jax.random.uniform(c_key, (k, k), dtype=jnp.float64, minval=0.5, maxval=1.0))
     p = random_orthonormal(p_key, dim, k)
-    v, w, states, growth = _backward(system, noise_key, xs, qs, c, p, start, segment_steps,
-                                     record_every, adjoint)
+    v, w, states, growth = _backward(
+        system, noise_key, xs, qs, c, p, start, segment_steps, record_every, adjoint
+    )
     records = steps // record_every
     flat = lambda a: a.reshape((-1,) + a.shape[2:])[:records]  # noqa: E731
     growth = np.asarray(growth.reshape(-1, k)[:steps])
@@ -179,10 +191,16 @@ def covariant_vectors(system: System, k: int, *, steps: int = 10_000, burn_in: i
     stderr = batch_means(growth[:usable].reshape(blocks, -1, k).mean(axis=1))
     unit = system.time_step or 1.0
     return CovariantResult(
-        vectors=flat(v), adjoint=flat(w) if adjoint else None, states=flat(states),
-        times=t + record_every * np.arange(records), exponents=per_step / unit,
-        stderr=stderr / unit, exponents_per_step=per_step, time_step=system.time_step,
-        seconds=seconds)
+        vectors=flat(v),
+        adjoint=flat(w) if adjoint else None,
+        states=flat(states),
+        times=t + record_every * np.arange(records),
+        exponents=per_step / unit,
+        stderr=stderr / unit,
+        exponents_per_step=per_step,
+        time_step=system.time_step,
+        seconds=seconds,
+    )
 
 
 def adjoint_vectors(system: System, k: int, **kwargs) -> CovariantResult:

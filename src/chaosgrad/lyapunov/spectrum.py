@@ -93,12 +93,15 @@ def _raise_nonfinite(system, x, key, start, steps):
     bad = first_nonfinite_step(path)
     if bad is not None:
         raise FloatingPointError(f"the trajectory became NaN/inf at step {start + bad + 1}")
-    raise FloatingPointError(f"the tangent vectors became NaN/inf between steps {start} and "
-                             f"{start + steps}: renormalise more often (smaller renorm_every)")
+    raise FloatingPointError(
+        f"the tangent vectors became NaN/inf between steps {start} and "
+        f"{start + steps}: renormalise more often (smaller renorm_every)"
+    )
 
 
-def run_tangent_blocks(system, x, vectors, key, start, periods, renorm_every, blocks,
-                       progress=None):
+def run_tangent_blocks(
+    system, x, vectors, key, start, periods, renorm_every, blocks, progress=None
+):
     """Run ``periods`` periods in ``blocks`` equal blocks (+ a remainder); per-block log sums."""
     per_block, remainder = divmod(periods, blocks)
     sizes = [per_block] * blocks + ([remainder] if remainder else [])
@@ -106,8 +109,9 @@ def run_tangent_blocks(system, x, vectors, key, start, periods, renorm_every, bl
     for size in sizes:
         if size == 0:
             continue
-        x_next, vectors, logs = _spectrum_block(system, x, vectors, key, jnp.asarray(t), size,
-                                                renorm_every)
+        x_next, vectors, logs = _spectrum_block(
+            system, x, vectors, key, jnp.asarray(t), size, renorm_every
+        )
         if not (bool(jnp.all(jnp.isfinite(x_next))) and bool(jnp.all(jnp.isfinite(logs)))):
             _raise_nonfinite(system, x, key, t, size * renorm_every)
         x = x_next
@@ -118,10 +122,18 @@ def run_tangent_blocks(system, x, vectors, key, start, periods, renorm_every, bl
     return x, vectors, np.array(sums[:blocks]), np.sum(sums, axis=0), t
 
 
-def lyapunov_spectrum(system: System, k: int | None = None, *, steps: int = 100_000,
-                      burn_in: int = 10_000, renorm_every: int = 1, x0=None, key=None,
-                      blocks: int = 32, progress: Callable[[int], None] | None = None
-                      ) -> LyapunovResult:
+def lyapunov_spectrum(
+    system: System,
+    k: int | None = None,
+    *,
+    steps: int = 100_000,
+    burn_in: int = 10_000,
+    renorm_every: int = 1,
+    x0=None,
+    key=None,
+    blocks: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> LyapunovResult:
     """The k largest Lyapunov exponents of ``system`` with batch-means standard errors.
 
     Args:
@@ -157,10 +169,12 @@ def lyapunov_spectrum(system: System, k: int | None = None, *, steps: int = 100_
     vectors = random_orthonormal(vector_key, dim, k)
     x, t = x0, 0
     if burn_periods:
-        x, vectors, _, _, t = run_tangent_blocks(system, x, vectors, noise_key, 0, burn_periods,
-                                                 renorm_every, 1, progress)
+        x, vectors, _, _, t = run_tangent_blocks(
+            system, x, vectors, noise_key, 0, burn_periods, renorm_every, 1, progress
+        )
     x, vectors, block_sums, total, t = run_tangent_blocks(
-        system, x, vectors, noise_key, t, periods, renorm_every, blocks, progress)
+        system, x, vectors, noise_key, t, periods, renorm_every, blocks, progress
+    )
     seconds = time.perf_counter() - began
 
     counted = periods * renorm_every
@@ -170,6 +184,13 @@ def lyapunov_spectrum(system: System, k: int | None = None, *, steps: int = 100_
     dt = system.time_step
     unit = 1.0 if dt is None else dt
     return LyapunovResult(
-        exponents=per_step / unit, stderr=stderr_step / unit, exponents_per_step=per_step,
-        stderr_per_step=stderr_step, kaplan_yorke_dimension=kaplan_yorke_dimension(per_step),
-        steps=counted, time_step=dt, seconds=seconds, final_state=np.asarray(x))
+        exponents=per_step / unit,
+        stderr=stderr_step / unit,
+        exponents_per_step=per_step,
+        stderr_per_step=stderr_step,
+        kaplan_yorke_dimension=kaplan_yorke_dimension(per_step),
+        steps=counted,
+        time_step=dt,
+        seconds=seconds,
+        final_state=np.asarray(x),
+    )

@@ -11,7 +11,29 @@ from .rnn import TanhRNN
 from .solenoid import ModifiedSolenoid
 from .tent import Tent
 
-BUILTINS = (Lorenz63, Lorenz96, Henon, Logistic, Tent, ModifiedSolenoid, NoisyLorenz96,
-            TanhRNN, DeepTanhNet, NineNeuronNet)
+BUILTINS = (
+    Lorenz63,
+    Lorenz96,
+    Henon,
+    Logistic,
+    Tent,
+    ModifiedSolenoid,
+    NoisyLorenz96,
+    TanhRNN,
+    DeepTanhNet,
+    NineNeuronNet,
+)
 
-__all__ = [cls.__name__ for cls in BUILTINS] + ["BUILTINS"]
+__all__ = [
+    "BUILTINS",
+    "DeepTanhNet",
+    "Henon",
+    "Logistic",
+    "Lorenz63",
+    "Lorenz96",
+    "ModifiedSolenoid",
+    "NineNeuronNet",
+    "NoisyLorenz96",
+    "TanhRNN",
+    "Tent",
+]

@@ -20,8 +20,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._mean_field import critical_sigma_w
 from .._system import System, param
-from ..lyapunov.mean_field import critical_sigma_w
 
 INITS = ("gaussian", "xavier", "he", "orthogonal", "critical")
 
@@ -42,8 +42,17 @@ class DeepTanhNet(System):
     depth: int = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
-    def __init__(self, depth=50, width=32, sigma_w=2.0, sigma_b=0.0, init="gaussian",
-                 noise=0.0, seed=0, key=None):
+    def __init__(
+        self,
+        depth=50,
+        width=32,
+        sigma_w=2.0,
+        sigma_b=0.0,
+        init="gaussian",
+        noise=0.0,
+        seed=0,
+        key=None,
+    ):
         depth, width = int(depth), int(width)
         if depth < 1 or width < 1:
             raise ValueError(f"depth and width must be positive, got {depth}, {width}")
@@ -57,10 +66,17 @@ class DeepTanhNet(System):
         if init == "orthogonal":
             weights = sigma_w * jax.vmap(lambda k: _orthogonal(k, width))(layer_keys)
         else:
-            scale = {"gaussian": sigma_w, "xavier": 1.0, "he": 2.0**0.5,
-                     "critical": critical_sigma_w(sigma_b**2) if init == "critical" else 0.0}[init]
-            weights = scale / width**0.5 * jax.random.normal(
-                w_key, (depth, width, width), dtype=jnp.float64)
+            scale = {
+                "gaussian": sigma_w,
+                "xavier": 1.0,
+                "he": 2.0**0.5,
+                "critical": critical_sigma_w(sigma_b**2) if init == "critical" else 0.0,
+            }[init]
+            weights = (
+                scale
+                / width**0.5
+                * jax.random.normal(w_key, (depth, width, width), dtype=jnp.float64)
+            )
         self.weights = param(weights)
         self.biases = param(sigma_b * jax.random.normal(b_key, (depth, width), dtype=jnp.float64))
         self.noise_level = param(noise)

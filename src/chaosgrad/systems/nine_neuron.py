@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from .._system import System, param
 
+# fmt: off
 A_ROWS = (
     (-0.13516168, -0.29783588, -0.08243096, +0.41499251, -0.12447637, -0.32565383, +0.37992217, -0.12526514, +0.48796698),
     (-0.39935415, -0.38793580, -0.36330980, +0.15289905, +0.48036280, +0.14838584, -0.03952375, -0.28411444, -0.31846027),
@@ -28,6 +29,7 @@ A_ROWS = (
     (+0.15950353, +0.21597017, +0.18353880, +0.23963441, -0.01410735, +0.00963944, +0.27477256, +0.30589367, -0.06963555),
     (+0.29566231, -0.48732178, -0.09285783, +0.00191314, +0.31114643, -0.08012442, +0.10695310, +0.01424637, -0.31959618),
 )
+# fmt: on
 
 
 class NineNeuronNet(System):
@@ -40,7 +42,7 @@ class NineNeuronNet(System):
     _stochastic: bool = eqx.field(static=True)
 
     default_observable = "sum(x)"
-    default_steps = 50              # the reference problem: E[sum x_50] at depth 50
+    default_steps = 50  # the reference problem: E[sum x_50] at depth 50
     default_statistic = "terminal"
 
     def __init__(self, gamma=0.0, noise=0.5, J=None):

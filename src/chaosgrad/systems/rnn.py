@@ -32,8 +32,18 @@ class TanhRNN(System):
     dt: float = eqx.field(static=True)
     method: str = eqx.field(static=True)
 
-    def __init__(self, n=100, g=2.0, continuous=False, dt=0.05, method="rk4", seed=0,
-                 key=None, J=None, b=None):
+    def __init__(
+        self,
+        n=100,
+        g=2.0,
+        continuous=False,
+        dt=0.05,
+        method="rk4",
+        seed=0,
+        key=None,
+        J=None,
+        b=None,
+    ):
         if J is None:
             key = jax.random.key(seed) if key is None else key
             J = g / jnp.sqrt(n) * jax.random.normal(key, (int(n), int(n)), dtype=jnp.float64)
