@@ -28,7 +28,7 @@ KEY = jax.random.key(0)
 
 
 def best_of(run, repeats=3):
-    run()                                   # compiles
+    run()  # compiles
     times = []
     for _ in range(repeats):
         began = time.perf_counter()
@@ -42,10 +42,13 @@ def deep_net() -> dict:
     statistic = cg.Terminal(lambda x: jnp.sum(x), 50)
     wrt = lambda s: (s.weights, s.biases)  # noqa: E731
     rows = {}
-    for name, estimator in (("backprop_64_samples", cg.Backprop(samples=64, diagnostics=False)),
-                            ("kernel_1024_samples", cg.Kernel(samples=1024, batch=256))):
-        seconds = best_of(lambda e=estimator: cg.linear_response(net, statistic, e, wrt=wrt,
-                                                                 key=KEY).grad)
+    for name, estimator in (
+        ("backprop_64_samples", cg.Backprop(samples=64, diagnostics=False)),
+        ("kernel_1024_samples", cg.Kernel(samples=1024, batch=256)),
+    ):
+        seconds = best_of(
+            lambda e=estimator: cg.linear_response(net, statistic, e, wrt=wrt, key=KEY).grad
+        )
         rows[name] = seconds
         print(f"deep net depth 50 width 128 {name:22s} {seconds:8.3f} s")
     return rows
@@ -57,26 +60,62 @@ def loss_cost() -> dict:
     five = lambda x: jnp.stack([x[2], x[0] ** 2, x[1] ** 2, x[2] ** 2, x[0] * x[1]])  # noqa: E731
     target = jnp.array([23.0, 60.0, 80.0, 600.0, 60.0])
     weights = jnp.array([1.0, 0.1, 0.1, 0.01, 0.1])
-    scalar = best_of(lambda: cg.linear_response(system, cg.TimeAverage(lambda x: five(x) @ weights),
-                                                estimator, key=KEY).grad)
-    z_only = best_of(lambda: cg.linear_response(system, cg.TimeAverage(lambda x: x[2]),
-                                                estimator, key=KEY).grad)
-    loss = best_of(lambda: cg.value_and_grad(system, lambda s: jnp.sum((s / target - 1) ** 2),
-                                             cg.TimeAverage(five), estimator, key=KEY)[1])
-    jacobian = best_of(lambda: cg.linear_response(system, cg.TimeAverage(five), estimator,
-                                                  key=KEY).grad)
-    print(f"shadowing T=40: scalar sweep of w.Phi {scalar:.3f} s, loss of 5 statistics "
-          f"{loss:.3f} s (ratio {loss / scalar:.2f}), full 5-row Jacobian {jacobian:.3f} s, "
-          f"scalar <z> {z_only:.3f} s")
-    return {"note": "scalar = one Shadowing sweep of the scalar w.Phi (the same observable "
-                    "work); z_only = the sweep of <z> alone (a cheaper observable)",
-            "scalar_sweep_seconds": scalar, "loss_of_5_seconds": loss,
-            "ratio": loss / scalar, "jacobian_of_5_seconds": jacobian,
-            "z_only_sweep_seconds": z_only, "ratio_to_z_only": loss / z_only}
+    scalar = best_of(
+        lambda: (
+            cg.linear_response(
+                system, cg.TimeAverage(lambda x: five(x) @ weights), estimator, key=KEY
+            ).grad
+        )
+    )
+    z_only = best_of(
+        lambda: cg.linear_response(system, cg.TimeAverage(lambda x: x[2]), estimator, key=KEY).grad
+    )
+    loss = best_of(
+        lambda: cg.value_and_grad(
+            system,
+            lambda s: jnp.sum((s / target - 1) ** 2),
+            cg.TimeAverage(five),
+            estimator,
+            key=KEY,
+        )[1]
+    )
+    jacobian = best_of(
+        lambda: cg.linear_response(system, cg.TimeAverage(five), estimator, key=KEY).grad
+    )
+    print(
+        f"shadowing T=40: scalar sweep of w.Phi {scalar:.3f} s, loss of 5 statistics "
+        f"{loss:.3f} s (ratio {loss / scalar:.2f}), full 5-row Jacobian {jacobian:.3f} s, "
+        f"scalar <z> {z_only:.3f} s"
+    )
+    return {
+        "note": "scalar = one Shadowing sweep of the scalar w.Phi (the same observable "
+        "work); z_only = the sweep of <z> alone (a cheaper observable)",
+        "scalar_sweep_seconds": scalar,
+        "loss_of_5_seconds": loss,
+        "ratio": loss / scalar,
+        "jacobian_of_5_seconds": jacobian,
+        "z_only_sweep_seconds": z_only,
+        "ratio_to_z_only": loss / z_only,
+    }
 
 
-GRAD = ["grad", "lorenz63", "--wrt", "rho", "--observable", "z", "--method", "shadowing",
-        "--unstable-dim", "2", "-p", "method=euler", "-p", "dt=0.001", "--json"]
+GRAD = [
+    "grad",
+    "lorenz63",
+    "--wrt",
+    "rho",
+    "--observable",
+    "z",
+    "--method",
+    "shadowing",
+    "--unstable-dim",
+    "2",
+    "-p",
+    "method=euler",
+    "-p",
+    "dt=0.001",
+    "--json",
+]
 
 
 def startup() -> dict:
@@ -91,22 +130,31 @@ def startup() -> dict:
             return time.perf_counter() - began
 
         cold, second = run(), run()
-        code = ("import time, jax; from typer.testing import CliRunner; "
-                "from chaosgrad.cli import app; r = CliRunner(); "
-                f"r.invoke(app, {GRAD!r}); t = time.perf_counter(); "
-                f"r.invoke(app, {GRAD!r}); print(time.perf_counter() - t)")
-        warm = float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                                    capture_output=True, text=True).stdout.split()[-1])
-    print(f"chaosgrad grad lorenz63 (shadowing): cold {cold:.2f} s, second process "
-          f"{second:.2f} s, warm in-process {warm:.2f} s")
-    return {"cold_process_seconds": cold, "second_process_seconds": second,
-            "warm_call_seconds": warm}
+        code = (
+            "import time, jax; from typer.testing import CliRunner; "
+            "from chaosgrad.cli import app; r = CliRunner(); "
+            f"r.invoke(app, {GRAD!r}); t = time.perf_counter(); "
+            f"r.invoke(app, {GRAD!r}); print(time.perf_counter() - t)"
+        )
+        warm = float(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+            ).stdout.split()[-1]
+        )
+    print(
+        f"chaosgrad grad lorenz63 (shadowing): cold {cold:.2f} s, second process "
+        f"{second:.2f} s, warm in-process {warm:.2f} s"
+    )
+    return {
+        "cold_process_seconds": cold,
+        "second_process_seconds": second,
+        "warm_call_seconds": warm,
+    }
 
 
 def main(parts=("deep_net", "loss_cost", "startup")) -> None:
     RESULTS.mkdir(exist_ok=True)
-    out = {"machine": os.uname().machine, "cpus": os.cpu_count(),
-           "jax": jax.__version__}
+    out = {"machine": os.uname().machine, "cpus": os.cpu_count(), "jax": jax.__version__}
     for part in parts:
         out[part] = globals()[part]()
     (RESULTS / "core.json").write_text(json.dumps(out, indent=2))

@@ -8,17 +8,35 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate  # noqa: E402
+from .estimators import (  # noqa: E402
+    Backprop,
+    Estimate,
+    FastAdjointResponse,
+    FiniteDifference,
+    Kernel,
+    PathKernel,
+    Shadowing,
+    TruncatedBackprop,
+    linear_response,
+    value_and_grad,
+)
 from .lyapunov import (  # noqa: E402
     CovariantResult,
-    adjoint_vectors,
-    covariant_vectors,
-    ftle,
     LyapunovResult,
     MeanField,
+    adjoint_vectors,
+    covariant_vectors,
     critical_sigma_w,
+    ftle,
     kaplan_yorke_dimension,
     lyapunov_spectrum,
     mean_field,
+)
+from .statistics import (  # noqa: E402
+    ParametricObservable,
+    Terminal,
+    TimeAverage,
+    WindowAverage,
 )
 from .systems import (  # noqa: E402
     DeepTanhNet,
@@ -32,35 +50,51 @@ from .systems import (  # noqa: E402
     TanhRNN,
     Tent,
 )
-
-from .statistics import (  # noqa: E402
-    ParametricObservable,
-    Terminal,
-    TimeAverage,
-    WindowAverage,
-)
-from .estimators import (  # noqa: E402
-    Backprop,
-    Estimate,
-    FastAdjointResponse,
-    FiniteDifference,
-    Kernel,
-    PathKernel,
-    Shadowing,
-    TruncatedBackprop,
-    linear_response,
-    value_and_grad,
-)
 from .train import FitResult, fit  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Backprop", "Estimate", "FastAdjointResponse", "FiniteDifference", "Kernel",
-    "ParametricObservable", "PathKernel", "Shadowing", "Terminal", "TimeAverage",
-    "TruncatedBackprop", "WindowAverage", "linear_response", "value_and_grad",
-    "InputDriven", "AbstractFlow", "FitResult", "fit", "CovariantResult", "adjoint_vectors", "covariant_vectors", "ftle", "DeepTanhNet", "Flow", "Henon", "Logistic", "Lorenz63", "Lorenz96",
-    "LyapunovResult", "Map", "MeanField", "ModifiedSolenoid", "NineNeuronNet",
-    "NoisyLorenz96", "System", "TanhRNN", "Tent", "critical_sigma_w",
-    "kaplan_yorke_dimension", "lyapunov_spectrum", "mean_field", "simulate",
+    "Backprop",
+    "Estimate",
+    "FastAdjointResponse",
+    "FiniteDifference",
+    "Kernel",
+    "ParametricObservable",
+    "PathKernel",
+    "Shadowing",
+    "Terminal",
+    "TimeAverage",
+    "TruncatedBackprop",
+    "WindowAverage",
+    "linear_response",
+    "value_and_grad",
+    "InputDriven",
+    "AbstractFlow",
+    "FitResult",
+    "fit",
+    "CovariantResult",
+    "adjoint_vectors",
+    "covariant_vectors",
+    "ftle",
+    "DeepTanhNet",
+    "Flow",
+    "Henon",
+    "Logistic",
+    "Lorenz63",
+    "Lorenz96",
+    "LyapunovResult",
+    "Map",
+    "MeanField",
+    "ModifiedSolenoid",
+    "NineNeuronNet",
+    "NoisyLorenz96",
+    "System",
+    "TanhRNN",
+    "Tent",
+    "critical_sigma_w",
+    "kaplan_yorke_dimension",
+    "lyapunov_spectrum",
+    "mean_field",
+    "simulate",
 ]

@@ -20,17 +20,16 @@ from typing import Any
 import jax
 import numpy as np
 
-
-
 _LARGEST_HASHED_ARRAY = 1 << 16
 
 
 def _value_key(value):
     """Closed-over arrays (a loss's target) compare by content when small and concrete."""
-    if isinstance(value, jax.core.Tracer):
-        return ("identity", id(value), value)
     if isinstance(value, (np.ndarray, jax.Array)) and value.size <= _LARGEST_HASHED_ARRAY:
-        array = np.asarray(value)
+        try:
+            array = np.asarray(value)
+        except jax.errors.TracerArrayConversionError:  # a traced value: compare by identity
+            return ("identity", id(value), value)
         digest = hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()
         return ("array", array.shape, str(array.dtype), digest)
     if callable(value) and hasattr(value, "__code__"):
@@ -53,9 +52,13 @@ def function_key(fn: Any) -> Any:
         code = getattr(fn, "__code__", None)
         if code is None:
             return ("identity", id(fn), fn)
-        key = (code, id(getattr(fn, "__globals__", None)), _closure_values(fn),
-               getattr(fn, "__defaults__", None),
-               tuple(sorted((getattr(fn, "__kwdefaults__", None) or {}).items())))
+        key = (
+            code,
+            id(getattr(fn, "__globals__", None)),
+            _closure_values(fn),
+            getattr(fn, "__defaults__", None),
+            tuple(sorted((getattr(fn, "__kwdefaults__", None) or {}).items())),
+        )
     try:
         hash(key)
     except TypeError:

@@ -28,8 +28,19 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._errors import check_float64, check_positive_int, first_nonfinite_step
 
-__all__ = ["System", "AbstractFlow", "Flow", "InputDriven", "Map", "integrate_step", "simulate", "param",
-           "check_horizon", "check_noise_setting", "resolve_start"]
+__all__ = [
+    "System",
+    "AbstractFlow",
+    "Flow",
+    "InputDriven",
+    "Map",
+    "integrate_step",
+    "simulate",
+    "param",
+    "check_horizon",
+    "check_noise_setting",
+    "resolve_start",
+]
 
 
 def param(value) -> Array:
@@ -116,9 +127,7 @@ def _check_method(method: str, stochastic: bool) -> None:
     if method not in ("rk4", "euler"):
         raise ValueError(f"method must be 'rk4' or 'euler', got {method!r}")
     if stochastic and method != "euler":
-        raise ValueError(
-            "a flow with noise is integrated by Euler-Maruyama: pass method='euler'"
-        )
+        raise ValueError("a flow with noise is integrated by Euler-Maruyama: pass method='euler'")
 
 
 class AbstractFlow(System):
@@ -186,8 +195,16 @@ class Flow(AbstractFlow):
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
-    def __init__(self, vector_field: Callable, dt: float, method: str = "rk4", args=None,
-                 noise=0.0, *, dim: int | None = None):
+    def __init__(
+        self,
+        vector_field: Callable,
+        dt: float,
+        method: str = "rk4",
+        args=None,
+        noise=0.0,
+        *,
+        dim: int | None = None,
+    ):
         if not callable(vector_field):
             raise TypeError("vector_field must be a function vector_field(t, x, args)")
         if not dt > 0:
@@ -265,14 +282,23 @@ class InputDriven(System):
     _stochastic: bool = eqx.field(static=True)
     data_fields = ("inputs",)
 
-    def __init__(self, function: Callable, inputs, args=None, noise=0.0, *,
-                 dim: int | None = None, per_sample: bool | None = None):
+    def __init__(
+        self,
+        function: Callable,
+        inputs,
+        args=None,
+        noise=0.0,
+        *,
+        dim: int | None = None,
+        per_sample: bool | None = None,
+    ):
         if not callable(function):
             raise TypeError("function must be a function function(t, x, u_t, args)")
         inputs = jnp.asarray(inputs)
         if inputs.ndim not in (2, 3):
-            raise ValueError(f"inputs must have shape (steps, m) or (samples, steps, m), got "
-                             f"{inputs.shape}")
+            raise ValueError(
+                f"inputs must have shape (steps, m) or (samples, steps, m), got {inputs.shape}"
+            )
         check_float64(inputs, "inputs")
         self.function = function
         self.args = args
@@ -296,8 +322,10 @@ class InputDriven(System):
 
     def drift(self, t, x):
         if self.per_sample and self.inputs.ndim == 3:
-            raise ValueError("this InputDriven holds one input sequence per sample: the "
-                             "estimators pick each sample's with for_sample(i)")
+            raise ValueError(
+                "this InputDriven holds one input sequence per sample: the "
+                "estimators pick each sample's with for_sample(i)"
+            )
         return self.function(t, x, self.inputs[t], self.args)
 
     def diffusion(self, t, x):
@@ -315,23 +343,30 @@ def check_noise_setting(system: System) -> None:
     silently ignored (0 -> s) or divide the kernel estimators by zero (s -> 0): refused.
     """
     level = getattr(system, "noise_level", None)
-    if level is None or callable(level) or isinstance(level, jax.core.Tracer):
+    if level is None or callable(level):
         return
-    nonzero = bool(np.any(np.asarray(level) != 0))
+    try:
+        nonzero = bool(np.any(np.asarray(level) != 0))
+    except jax.errors.TracerArrayConversionError:  # inside a transformation: not checkable
+        return
     if nonzero != system.stochastic:
         name = type(system).__name__
-        raise ValueError(f"{name}.noise_level is {np.asarray(level).tolist()} but the "
-                         f"{name} was built {'with' if system.stochastic else 'without'} "
-                         f"noise: noise is switched on or off at construction; build a new "
-                         f"one with {name}(..., noise=...)")
+        raise ValueError(
+            f"{name}.noise_level is {np.asarray(level).tolist()} but the "
+            f"{name} was built {'with' if system.stochastic else 'without'} "
+            f"noise: noise is switched on or off at construction; build a new "
+            f"one with {name}(..., noise=...)"
+        )
 
 
 def check_horizon(system: System, steps: int) -> None:
     """Raise ValueError when ``steps`` runs past the system's last layer."""
     horizon = system.horizon
     if horizon is not None and steps > horizon:
-        raise ValueError(f"{type(system).__name__} has {horizon} layers: steps + burn_in = "
-                         f"{steps} runs past the last one")
+        raise ValueError(
+            f"{type(system).__name__} has {horizon} layers: steps + burn_in = "
+            f"{steps} runs past the last one"
+        )
 
 
 def resolve_start(system: System, x0, key) -> tuple[Array, PRNGKeyArray]:
@@ -366,8 +401,9 @@ def _run(system: System, x0, key, start, steps: int):
     return last, path
 
 
-def simulate(system: System, x0=None, steps: int = 1000, key=None, burn_in: int = 0
-             ) -> Float[Array, "steps+1 dim"]:
+def simulate(
+    system: System, x0=None, steps: int = 1000, key=None, burn_in: int = 0
+) -> Float[Array, "steps+1 dim"]:
     """The trajectory x_{burn_in}, ..., x_{burn_in+steps} (``steps + 1`` states).
 
     ``x0`` defaults to ``system.initial_state``; ``key`` draws x0 and the noise (required
@@ -382,8 +418,10 @@ def simulate(system: System, x0=None, steps: int = 1000, key=None, burn_in: int 
         x0, _ = _run(system, x0, noise_key, 0, burn_in)
         bad = first_nonfinite_step(x0[None])
         if bad is not None:
-            raise FloatingPointError(f"the trajectory became NaN/inf during the burn-in "
-                                     f"({burn_in} steps); check parameters and dt")
+            raise FloatingPointError(
+                f"the trajectory became NaN/inf during the burn-in "
+                f"({burn_in} steps); check parameters and dt"
+            )
     _, path = _run(system, x0, noise_key, burn_in, steps)
     path = jnp.concatenate([x0[None], path])
     bad = first_nonfinite_step(path)

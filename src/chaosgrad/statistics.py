@@ -33,8 +33,7 @@ from jax.flatten_util import ravel_pytree
 from ._errors import check_positive_int
 from ._functions import StaticFunction
 
-__all__ = ["AbstractStatistic", "ParametricObservable", "Terminal", "TimeAverage",
-           "WindowAverage"]
+__all__ = ["AbstractStatistic", "ParametricObservable", "Terminal", "TimeAverage", "WindowAverage"]
 
 
 class ParametricObservable(eqx.Module):
@@ -84,8 +83,10 @@ def _wrap(observable):
     if isinstance(observable, ParametricObservable):
         return observable
     if not callable(observable):
-        raise TypeError(f"observable must be a function phi(x) returning a scalar, a vector or "
-                        f"a pytree of arrays, got {observable!r}")
+        raise TypeError(
+            f"observable must be a function phi(x) returning a scalar, a vector or "
+            f"a pytree of arrays, got {observable!r}"
+        )
     return StaticFunction(observable)
 
 
@@ -188,8 +189,9 @@ def output_structure(statistic: AbstractStatistic, x, system):
     out = jax.eval_shape(lambda y: statistic.evaluate(y, system), x)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            raise TypeError(f"the observable must return floating-point arrays, got dtype "
-                            f"{leaf.dtype}")
+            raise TypeError(
+                f"the observable must return floating-point arrays, got dtype {leaf.dtype}"
+            )
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), out)
     flat, unravel = ravel_pytree(zeros)
     if flat.size == 0:

@@ -64,19 +64,30 @@ def _save(path: Path, values, opt_state, history: dict, iteration: int, status: 
 def _load(path: Path, values_like, opt_state_like):
     if not (path / "state.eqx").exists():
         raise FileNotFoundError(f"no checkpoint in {path} (expected state.eqx and history.json)")
-    values, opt_state = eqx.tree_deserialise_leaves(path / "state.eqx",
-                                                    (values_like, opt_state_like))
+    values, opt_state = eqx.tree_deserialise_leaves(
+        path / "state.eqx", (values_like, opt_state_like)
+    )
     meta = json.loads((path / "history.json").read_text())
     return values, opt_state, meta["history"], meta["iteration"], meta["status"]
 
 
-def fit(system: System, loss: Callable, statistic: AbstractStatistic,
-        estimator: AbstractEstimator, optimizer: optax.GradientTransformation, *,
-        iterations: int,
-        wrt: Callable | None = None, key, x0=None, callback: Callable | None = None,
-        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
-        resume: str | Path | None = None, progress: Callable[[int], None] | None = None
-        ) -> FitResult:
+def fit(
+    system: System,
+    loss: Callable,
+    statistic: AbstractStatistic,
+    estimator: AbstractEstimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    iterations: int,
+    wrt: Callable | None = None,
+    key,
+    x0=None,
+    callback: Callable | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FitResult:
     """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``.
 
     Args:
@@ -112,19 +123,31 @@ def fit(system: System, loss: Callable, statistic: AbstractStatistic,
             break
         began = time.perf_counter()
         try:
-            loss_value, estimate = loss_estimate(current, loss, statistic, estimator, wrt=wrt,
-                                                 x0=x0, key=jax.random.fold_in(key, iteration))
+            loss_value, estimate = loss_estimate(
+                current,
+                loss,
+                statistic,
+                estimator,
+                wrt=wrt,
+                x0=x0,
+                key=jax.random.fold_in(key, iteration),
+            )
         except FloatingPointError as exc:
             status = f"failed at iteration {iteration}: {exc}"
             break
         grads = estimate.grad
         grad_norm = float(tree_norm(grads))
         value = jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), estimate.value)
-        record = {"loss": float(loss_value), "statistic": value,
-                  "grad_norm": grad_norm, "stderr_norm": float(tree_norm(estimate.stderr)),
-                  "seconds": time.perf_counter() - began,
-                  "parameters": np.asarray(ravel_pytree(values)[0]).tolist()
-                  if params.size() <= 64 else None}
+        record = {
+            "loss": float(loss_value),
+            "statistic": value,
+            "grad_norm": grad_norm,
+            "stderr_norm": float(tree_norm(estimate.stderr)),
+            "seconds": time.perf_counter() - began,
+            "parameters": np.asarray(ravel_pytree(values)[0]).tolist()
+            if params.size() <= 64
+            else None,
+        }
         for name in HISTORY_KEYS:
             history[name].append(record[name])
         if not (np.isfinite(grad_norm) and np.isfinite(float(loss_value))):
@@ -141,7 +164,8 @@ def fit(system: System, loss: Callable, statistic: AbstractStatistic,
         if progress is not None:
             progress(1)
         done = iteration + 1
-        if checkpoint_every and (done % checkpoint_every == 0 or done == iterations):
+        due = checkpoint_every and (done % checkpoint_every == 0 or done == iterations)
+        if due and checkpoint is not None:
             _save(Path(checkpoint), values, opt_state, history, done, status)
     done = len(history["loss"])
     if checkpoint is not None:

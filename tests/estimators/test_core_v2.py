@@ -11,8 +11,18 @@ import optax
 import pytest
 
 import chaosgrad as cg
-from chaosgrad import (Backprop, FiniteDifference, InputDriven, Kernel, PathKernel, Shadowing,
-                       Terminal, TimeAverage, linear_response, value_and_grad)
+from chaosgrad import (
+    Backprop,
+    FiniteDifference,
+    InputDriven,
+    Kernel,
+    PathKernel,
+    Shadowing,
+    Terminal,
+    TimeAverage,
+    linear_response,
+    value_and_grad,
+)
 
 KEY = jax.random.key(0)
 
@@ -32,14 +42,17 @@ def test_shadowing_jacobian_of_three_statistics_equals_three_scalar_runs():
     wrt = lambda s: (s.rho, s.sigma, s.beta)  # noqa: E731
     joint = linear_response(system, TimeAverage(three), estimator, wrt=wrt, key=KEY)
     for i in range(3):
-        single = linear_response(system, TimeAverage(lambda x, i=i: three(x)[i]), estimator,
-                                 wrt=wrt, key=KEY)
+        single = linear_response(
+            system, TimeAverage(lambda x, i=i: three(x)[i]), estimator, wrt=wrt, key=KEY
+        )
         assert float(joint.value[i]) == pytest.approx(float(single.value), rel=1e-12)
         for j in range(3):
-            assert float(joint.grad[j][i]) == pytest.approx(float(single.grad[j]), rel=1e-10,
-                                                            abs=1e-10)
-            assert float(joint.stderr[j][i]) == pytest.approx(float(single.stderr[j]),
-                                                              rel=1e-8, abs=1e-12)
+            assert float(joint.grad[j][i]) == pytest.approx(
+                float(single.grad[j]), rel=1e-10, abs=1e-10
+            )
+            assert float(joint.stderr[j][i]) == pytest.approx(
+                float(single.stderr[j]), rel=1e-8, abs=1e-12
+            )
 
 
 @pytest.mark.slow
@@ -50,12 +63,20 @@ def test_shadowing_jacobian_agrees_with_finite_differences():
     value (shadowing's own bias, ~1.034 vs 1.017 for d<z>/drho)."""
     system = lorenz_euler()
     wrt = lambda s: (s.rho, s.beta)  # noqa: E731
-    shadow = linear_response(system, TimeAverage(three),
-                             Shadowing(unstable_dim=2, segment_steps=200, segments=1000,
-                                       burn_in=10_000), wrt=wrt, key=KEY)
-    fd = linear_response(system, TimeAverage(three),
-                         FiniteDifference(eps=0.5, samples=16, steps=500_000, burn_in=10_000),
-                         wrt=wrt, key=KEY)
+    shadow = linear_response(
+        system,
+        TimeAverage(three),
+        Shadowing(unstable_dim=2, segment_steps=200, segments=1000, burn_in=10_000),
+        wrt=wrt,
+        key=KEY,
+    )
+    fd = linear_response(
+        system,
+        TimeAverage(three),
+        FiniteDifference(eps=0.5, samples=16, steps=500_000, burn_in=10_000),
+        wrt=wrt,
+        key=KEY,
+    )
     for j in range(2):
         for i in range(3):
             a, b = float(shadow.grad[j][i]), float(fd.grad[j][i])
@@ -90,7 +111,9 @@ def _unrolled(step, x0, inputs, observable):
             for t in range(inputs.shape[1]):
                 x = step(t, x, u[t], cell)
             return observable(x)
+
         return jnp.mean(jax.vmap(one)(inputs), axis=0)
+
     return run
 
 
@@ -103,19 +126,27 @@ def test_backprop_of_a_cell_with_input_sequences_equals_jax_grad_of_the_loop(kin
     else:
         system, cell, inputs, step = _lstm_problem()
     x0 = 0.1 * jnp.ones(system.dim)
-    result = linear_response(system, Terminal(observable, inputs.shape[1]),
-                             Backprop(samples=inputs.shape[0]), wrt=lambda s: s.args, x0=x0,
-                             key=KEY)
+    result = linear_response(
+        system,
+        Terminal(observable, inputs.shape[1]),
+        Backprop(samples=inputs.shape[0]),
+        wrt=lambda s: s.args,
+        x0=x0,
+        key=KEY,
+    )
     reference = eqx.filter_jacrev(_unrolled(step, x0, inputs, observable))(cell)
-    for got, want in zip(jax.tree_util.tree_leaves(eqx.filter(result.grad, eqx.is_array)),
-                         jax.tree_util.tree_leaves(eqx.filter(reference, eqx.is_array))):
+    for got, want in zip(
+        jax.tree_util.tree_leaves(eqx.filter(result.grad, eqx.is_array)),
+        jax.tree_util.tree_leaves(eqx.filter(reference, eqx.is_array)),
+        strict=True,
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(result.value, _unrolled(step, x0, inputs, observable)(cell),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        result.value, _unrolled(step, x0, inputs, observable)(cell), rtol=1e-12
+    )
 
 
-@pytest.mark.parametrize("estimator", [Kernel(samples=40_000),
-                                       PathKernel(samples=4000, alpha=0.5)])
+@pytest.mark.parametrize("estimator", [Kernel(samples=40_000), PathKernel(samples=4000, alpha=0.5)])
 def test_kernel_estimators_agree_with_backprop_on_a_noisy_gru(estimator):
     """Depth 6, noise 0.3, each sample its own input sequence (inputs repeat every 4 samples).
     Within 3 combined SE; no model error (both unbiased for this finite-depth statistic)."""
@@ -131,8 +162,9 @@ def test_kernel_estimators_agree_with_backprop_on_a_noisy_gru(estimator):
 
 def test_input_sequences_are_data_not_parameters():
     system, _, _ = _gru_problem()
-    result = linear_response(system, Terminal(lambda h: jnp.sum(h), 12), Backprop(samples=4),
-                             x0=jnp.zeros(5), key=KEY)
+    result = linear_response(
+        system, Terminal(lambda h: jnp.sum(h), 12), Backprop(samples=4), x0=jnp.zeros(5), key=KEY
+    )
     assert result.grad.inputs is None
     assert result.grad.args.weight_hh.shape == (15, 5)
 
@@ -141,11 +173,15 @@ def test_wrt_may_select_a_module_with_non_array_leaves():
     """An eqx.nn.MLP inside a Flow: the activation function is filtered out, not refused."""
     mlp = eqx.nn.MLP(3, 3, 8, 1, activation=jnp.tanh, key=jax.random.key(3))
     flow = cg.Flow(lambda t, x, net: -x + 0.1 * net(x), dt=0.05, args=mlp, dim=3)
-    result = linear_response(flow, TimeAverage(lambda x: x[0]),
-                             Shadowing(unstable_dim=0, segment_steps=20, segments=10,
-                                       burn_in=100), wrt=lambda s: s.args, key=KEY)
-    assert result.grad.layers[0].weight.shape == (8, 3)      # shaped like wrt(system)
-    assert result.grad.activation is None     # non-arrays filtered out, as eqx.filter_grad
+    result = linear_response(
+        flow,
+        TimeAverage(lambda x: x[0]),
+        Shadowing(unstable_dim=0, segment_steps=20, segments=10, burn_in=100),
+        wrt=lambda s: s.args,
+        key=KEY,
+    )
+    assert result.grad.layers[0].weight.shape == (8, 3)  # shaped like wrt(system)
+    assert result.grad.activation is None  # non-arrays filtered out, as eqx.filter_grad
 
 
 def test_value_and_grad_of_a_quadratic_loss_matches_the_closed_form_on_a_noisy_ar1():
@@ -156,17 +192,29 @@ def test_value_and_grad_of_a_quadratic_loss_matches_the_closed_form_on_a_noisy_a
     The reported stderr holds the cotangent fixed, so the bound adds the cotangent's own
     sampling error, |L''| |dm/dg| sd(x_T)/sqrt(n), n the samples the value came from."""
     a, g, T = 0.8, 1.0, 5
-    system = cg.Map(lambda t, x, p: p["a"] * x + p["g"],
-                    args={"a": jnp.asarray(a), "g": jnp.asarray(g)}, noise=0.5, dim=1)
+    system = cg.Map(
+        lambda t, x, p: p["a"] * x + p["g"],
+        args={"a": jnp.asarray(a), "g": jnp.asarray(g)},
+        noise=0.5,
+        dim=1,
+    )
     mean = g * (1 - a**T) / (1 - a)
     exact = 2 * (mean - 1) * (1 - a**T) / (1 - a)
     sd_x = 0.5 * np.sqrt(sum(a ** (2 * k) for k in range(T)))
-    for estimator, n_value in ((Kernel(samples=20_000), 1024),
-                               (PathKernel(samples=20_000, alpha=1.0), 1024),
-                               (Backprop(samples=2000), 2000)):
-        loss, grad, stderr = value_and_grad(system, lambda m: (m[0] - 1.0) ** 2,
-                                            Terminal(lambda x: x, T), estimator,
-                                            wrt=lambda s: s.args["g"], x0=jnp.zeros(1), key=KEY)
+    for estimator, n_value in (
+        (Kernel(samples=20_000), 1024),
+        (PathKernel(samples=20_000, alpha=1.0), 1024),
+        (Backprop(samples=2000), 2000),
+    ):
+        loss, grad, stderr = value_and_grad(
+            system,
+            lambda m: (m[0] - 1.0) ** 2,
+            Terminal(lambda x: x, T),
+            estimator,
+            wrt=lambda s: s.args["g"],
+            x0=jnp.zeros(1),
+            key=KEY,
+        )
         cotangent_error = 2 * (1 - a**T) / (1 - a) * sd_x / np.sqrt(n_value)
         bound = 3 * np.hypot(float(stderr), cotangent_error)
         assert abs(float(grad) - exact) <= bound, (estimator, grad, exact, bound)
@@ -184,10 +232,10 @@ def test_value_and_grad_equals_the_chain_rule_on_the_same_orbit():
     def loss(s):
         return jnp.sum(((s - target) / target) ** 2)
 
-    value, grad, _ = value_and_grad(system, loss, TimeAverage(three), estimator,
-                                    wrt=lambda s: s.rho, key=KEY)
-    jacobian = linear_response(system, TimeAverage(three), estimator, wrt=lambda s: s.rho,
-                               key=KEY)
+    value, grad, _ = value_and_grad(
+        system, loss, TimeAverage(three), estimator, wrt=lambda s: s.rho, key=KEY
+    )
+    jacobian = linear_response(system, TimeAverage(three), estimator, wrt=lambda s: s.rho, key=KEY)
     w = jax.grad(loss)(jnp.asarray(jacobian.value))
     assert float(value) == pytest.approx(float(loss(jnp.asarray(jacobian.value))), rel=1e-12)
     assert float(grad) == pytest.approx(float(w @ jacobian.grad), rel=1e-9)
@@ -197,9 +245,15 @@ def test_fit_trains_a_vector_statistic_to_targets():
     """Deterministic AR(1) pair x' = A x + g: <x> = (I - A)^{-1} g; fit g to a target mean."""
     system = cg.Map(lambda t, x, p: 0.5 * x + p, args=jnp.zeros(2), dim=2)
     target = jnp.array([1.0, -2.0])
-    result = cg.fit(system, lambda s: jnp.sum((s - target) ** 2), TimeAverage(lambda x: x),
-                    Backprop(steps=200, burn_in=100), optax.adam(0.1), iterations=150,
-                    key=KEY)
+    result = cg.fit(
+        system,
+        lambda s: jnp.sum((s - target) ** 2),
+        TimeAverage(lambda x: x),
+        Backprop(steps=200, burn_in=100),
+        optax.adam(0.1),
+        iterations=150,
+        key=KEY,
+    )
     np.testing.assert_allclose(result.system.args, 0.5 * target, atol=1e-2)
 
 
@@ -215,14 +269,23 @@ def test_a_fresh_lambda_of_the_same_code_does_not_recompile():
         try:
             for call, rho in enumerate((28.0, 27.0, 28.5)):
                 if call == 1:
-                    records.clear()     # the first call compiles; the next ones must not
+                    records.clear()  # the first call compiles; the next ones must not
                 moved = eqx.tree_at(lambda s: s.rho, system, jnp.asarray(rho))  # weak-typed
-                linear_response(moved, TimeAverage(lambda x: x[2]), estimator,
-                                wrt=lambda s: s.rho, key=jax.random.key(call))
+                linear_response(
+                    moved,
+                    TimeAverage(lambda x: x[2]),
+                    estimator,
+                    wrt=lambda s: s.rho,
+                    key=jax.random.key(call),
+                )
         finally:
             logger.removeHandler(handler)
-    compiled = [r.getMessage() for r in records if "Compiling" in r.getMessage()
-                and ("sweep" in r.getMessage() or "forward_segments" in r.getMessage())]
+    compiled = [
+        r.getMessage()
+        for r in records
+        if "Compiling" in r.getMessage()
+        and ("sweep" in r.getMessage() or "forward_segments" in r.getMessage())
+    ]
     assert compiled == []
 
 

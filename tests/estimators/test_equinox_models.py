@@ -31,20 +31,24 @@ def mlp_lorenz():
     def field(t, x, args):
         flat = ravel_pytree(eqx.filter(args["mlp"], eqx.is_inexact_array))[0]
         net = eqx.combine(unravel(flat + args["c"] @ directions), rest)
-        lorenz = jnp.stack([10.0 * (x[1] - x[0]), x[0] * (28.0 - x[2]) - x[1],
-                            x[0] * x[1] - 8.0 / 3.0 * x[2]])
+        lorenz = jnp.stack(
+            [10.0 * (x[1] - x[0]), x[0] * (28.0 - x[2]) - x[1], x[0] * x[1] - 8.0 / 3.0 * x[2]]
+        )
         return lorenz + 5.0 * net(x / 20.0)
 
-    system = cg.Flow(field, dt=1e-3, method="euler", args={"mlp": mlp, "c": jnp.zeros(3)},
-                     dim=3)
+    system = cg.Flow(field, dt=1e-3, method="euler", args={"mlp": mlp, "c": jnp.zeros(3)}, dim=3)
     return system, directions
 
 
 def _shadowing(system, segments):
-    return linear_response(system, TimeAverage(lambda x: x[2]),
-                           Shadowing(unstable_dim=2, segment_steps=200, segments=segments,
-                                     burn_in=10_000),
-                           wrt=lambda s: s.args, x0=jnp.array([1.0, 1.0, 25.0]), key=KEY)
+    return linear_response(
+        system,
+        TimeAverage(lambda x: x[2]),
+        Shadowing(unstable_dim=2, segment_steps=200, segments=segments, burn_in=10_000),
+        wrt=lambda s: s.args,
+        x0=jnp.array([1.0, 1.0, 25.0]),
+        key=KEY,
+    )
 
 
 def _check(segments, samples, steps):
@@ -52,10 +56,13 @@ def _check(segments, samples, steps):
     shadow = _shadowing(system, segments)
     projected = directions @ ravel_pytree(shadow.grad["mlp"])[0]
     np.testing.assert_allclose(projected, shadow.grad["c"], rtol=1e-9, atol=1e-12)
-    fd = linear_response(system, TimeAverage(lambda x: x[2]),
-                         FiniteDifference(eps=1.0, samples=samples, steps=steps,
-                                          burn_in=10_000),
-                         wrt=lambda s: s.args["c"], key=KEY)
+    fd = linear_response(
+        system,
+        TimeAverage(lambda x: x[2]),
+        FiniteDifference(eps=1.0, samples=samples, steps=steps, burn_in=10_000),
+        wrt=lambda s: s.args["c"],
+        key=KEY,
+    )
     bound = 3 * np.hypot(np.asarray(shadow.stderr["c"]), np.asarray(fd.stderr))
     assert np.all(np.abs(projected - np.asarray(fd.grad)) <= bound), (projected, fd.grad, bound)
 

@@ -4,8 +4,14 @@
 line here.
 """
 
-from ._base import (AbstractEstimator, AbstractInfo, Estimate, Parameters, linear_response,
-                    value_and_grad)
+from ._base import (
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    Parameters,
+    linear_response,
+    value_and_grad,
+)
 from .backprop import Backprop, BackpropInfo, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
 from .finite_difference import FiniteDifference, FiniteDifferenceInfo
@@ -23,8 +29,25 @@ ESTIMATORS: dict[str, type[AbstractEstimator]] = {
     "path-kernel": PathKernel,
 }
 
-__all__ = ["ESTIMATORS", "AbstractEstimator", "AbstractInfo", "Backprop", "BackpropInfo",
-           "Estimate", "FastAdjointResponse", "FastResponseInfo", "FiniteDifference",
-           "FiniteDifferenceInfo", "Kernel", "KernelInfo", "Parameters", "PathKernel",
-           "PathKernelInfo", "Shadowing", "ShadowingInfo", "TruncatedBackprop",
-           "linear_response", "value_and_grad"]
+__all__ = [
+    "ESTIMATORS",
+    "AbstractEstimator",
+    "AbstractInfo",
+    "Backprop",
+    "BackpropInfo",
+    "Estimate",
+    "FastAdjointResponse",
+    "FastResponseInfo",
+    "FiniteDifference",
+    "FiniteDifferenceInfo",
+    "Kernel",
+    "KernelInfo",
+    "Parameters",
+    "PathKernel",
+    "PathKernelInfo",
+    "Shadowing",
+    "ShadowingInfo",
+    "TruncatedBackprop",
+    "linear_response",
+    "value_and_grad",
+]

@@ -131,23 +131,34 @@ def _add(total, increment):
 def _outer(weights, tree):
     """weights (k',) (x) every leaf: leaves (k', ...)."""
     return jax.tree_util.tree_map(
-        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree)
+        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree
+    )
 
 
 def _zero_sums(params, count, unstable_dim, unstable: bool, flow: bool) -> SweepSums:
     return SweepSums(
-        nu=params.zeros((count,)), eps=params.zeros((unstable_dim,)),
-        unstable=UnstableSums(params.zeros((count,)), params.zeros((count, unstable_dim)),
-                              params.zeros((count,))) if unstable else None,
-        least_squares=LeastSquaresSums(jnp.zeros((unstable_dim, unstable_dim)),
-                                       jnp.zeros((unstable_dim, count)),
-                                       jnp.zeros(unstable_dim), jnp.zeros(count))
-        if flow else None)
+        nu=params.zeros((count,)),
+        eps=params.zeros((unstable_dim,)),
+        unstable=UnstableSums(
+            params.zeros((count,)), params.zeros((count, unstable_dim)), params.zeros((count,))
+        )
+        if unstable
+        else None,
+        least_squares=LeastSquaresSums(
+            jnp.zeros((unstable_dim, unstable_dim)),
+            jnp.zeros((unstable_dim, count)),
+            jnp.zeros(unstable_dim),
+            jnp.zeros(count),
+        )
+        if flow
+        else None,
+    )
 
 
 @eqx.filter_jit
-def adjoint_sweep(system, components, params, states, qs, key, start, flow: bool, psi=None,
-                  rs=None) -> SegmentTerms:
+def adjoint_sweep(
+    system, components, params, states, qs, key, start, flow: bool, psi=None, rs=None
+) -> SegmentTerms:
     """Backward sweep over all segments for the k' components of ``components``.
 
     With ``psi`` (psi_{n+1} for every step n, shape (segments, segment_steps, k')) and the
@@ -164,6 +175,7 @@ def adjoint_sweep(system, components, params, states, qs, key, start, flow: bool
         eps, nus = carry
         t0 = start + k * segment_steps
         if unstable:
+            assert rs is not None and psi is not None
             tangents = _segment_tangents(system, key, states[k], qs[k], t0)
             dual = jnp.linalg.inv(rs[k]).T
 
@@ -178,46 +190,56 @@ def adjoint_sweep(system, components, params, states, qs, key, start, flow: bool
             _, pullback = jax.vjp(step, x, params.values)
             cotangents = jnp.concatenate([nus, eps], axis=1)
             back_x, back_p = jax.vmap(pullback, in_axes=1, out_axes=(1, 0))(cotangents)
-            forcing = jax.jacrev(lambda y: components(y, system))(x).T        # (dim, k')
+            forcing = jax.jacrev(lambda y: components(y, system))(x).T  # (dim, k')
             nu_part = jax.tree_util.tree_map(lambda b: b[:count], back_p)
             eps_part = jax.tree_util.tree_map(lambda b: b[columns:], back_p)
             new_unstable = None
             if unstable:
+                assert psi is not None
                 weight = psi[k, n]
                 eps_bar, e_n = eps @ dual, tangents[n]
 
                 def trace(y, p):
-                    pushed = jax.vmap(lambda v: jax.jvp(lambda z: step(z, p), (y,), (v,))[1],
-                                      in_axes=1, out_axes=1)(e_n)
+                    pushed = jax.vmap(
+                        lambda v: jax.jvp(lambda z: step(z, p), (y,), (v,))[1],
+                        in_axes=1,
+                        out_axes=1,
+                    )(e_n)
                     return jnp.sum(eps_bar * pushed)
 
                 omega, d_trace = jax.grad(trace, argnums=(0, 1))(x, params.values)
                 forcing = jnp.concatenate([forcing, omega[:, None]], axis=1)
                 tilde = jax.tree_util.tree_map(lambda b: b[count], back_p)
+                assert sums.unstable is not None
                 new_unstable = UnstableSums(
                     _add(sums.unstable.nu, _outer(weight, tilde)),
                     _add(sums.unstable.eps, _outer(weight, eps_part)),
-                    _add(sums.unstable.trace, _outer(weight, d_trace)))
+                    _add(sums.unstable.trace, _outer(weight, d_trace)),
+                )
             nus = back_x[:, :columns] + forcing
             eps = back_x[:, columns:]
             least_squares = None
             if flow:  # least-squares terms are needed only to fix a flow's neutral coefficient
                 direction = system.vector_field(t * system.dt, x)
                 lsq = sums.least_squares
+                assert lsq is not None
                 # broadcast-and-sum, not matmul: XLA fuses these tiny reductions into the step
                 least_squares = LeastSquaresSums(
                     lsq.C + jnp.sum(eps[:, :, None] * eps[:, None, :], axis=0),
                     lsq.d + jnp.sum(eps[:, :, None] * nus[:, None, :count], axis=0),
                     lsq.dwf + jnp.sum(eps * direction[:, None], axis=0),
-                    lsq.dvf + jnp.sum(nus[:, :count] * direction[:, None], axis=0))
-            sums = SweepSums(_add(sums.nu, nu_part), _add(sums.eps, eps_part), new_unstable,
-                             least_squares)
+                    lsq.dvf + jnp.sum(nus[:, :count] * direction[:, None], axis=0),
+                )
+            sums = SweepSums(
+                _add(sums.nu, nu_part), _add(sums.eps, eps_part), new_unstable, least_squares
+            )
             return (eps, nus, sums), None
 
         zero = _zero_sums(params, count, unstable_dim, unstable, flow)
-        (eps, nus, sums), _ = jax.lax.scan(one, (eps, nus, zero), jnp.arange(segment_steps),
-                                           reverse=True, unroll=4)
-        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)            # (u, columns)
+        (eps, nus, sums), _ = jax.lax.scan(
+            one, (eps, nus, zero), jnp.arange(segment_steps), reverse=True, unroll=4
+        )
+        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
         nus = nus - eps @ b
         renorm = jnp.linalg.inv(qs[k].T @ eps)
         terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
@@ -242,7 +264,7 @@ def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
 
     start = (jnp.eye(u), jnp.zeros(b.shape[1:]))
     _, (t_rest, p_rest) = jax.lax.scan(propagate, start, (m[1:], b[1:]))
-    t_all = jnp.concatenate([jnp.eye(u)[None], t_rest])       # a_k = T_k a_0 + p_k
+    t_all = jnp.concatenate([jnp.eye(u)[None], t_rest])  # a_k = T_k a_0 + p_k
     p_all = jnp.concatenate([jnp.zeros(b.shape[1:])[None], p_rest])
     if least_squares is None:
         a0 = -b[0]
@@ -251,8 +273,9 @@ def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
         hess = jnp.einsum("kia,kij,kjb->ab", t_all, c_mat, t_all)
         lin = jnp.einsum("kia,kic->ac", t_all, jnp.einsum("kij,kjc->kic", c_mat, p_all) + d_mat)
         con = jnp.einsum("kia,ki->a", t_all, least_squares.dwf)
-        rhs = jnp.sum(jnp.einsum("ki,kic->kc", least_squares.dwf, p_all) + least_squares.dvf,
-                      axis=0)
+        rhs = jnp.sum(
+            jnp.einsum("ki,kic->kc", least_squares.dwf, p_all) + least_squares.dvf, axis=0
+        )
         kkt = jnp.block([[hess, con[:, None]], [con[None, :], jnp.zeros((1, 1))]])
         a0 = jnp.linalg.solve(kkt, jnp.concatenate([-lin, -rhs[None]]))[:u]
     return jnp.einsum("kia,ac->kic", t_all, a0) + p_all
@@ -263,7 +286,9 @@ def segment_contributions(sums_nu, sums_eps, coefficients):
     """Per segment: sum_n nu_{n+1} . X_n = g_nu + sum_i a_i g_eps_i, leaves (K, k', ...)."""
     return jax.tree_util.tree_map(
         lambda g_nu, g_eps: g_nu + jnp.einsum("kic,ki...->kc...", coefficients, g_eps),
-        sums_nu, sums_eps)
+        sums_nu,
+        sums_eps,
+    )
 
 
 @eqx.filter_jit
@@ -281,8 +306,10 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in):
     x0, noise_key = resolve_start(system, x0, start_key)
     dim = x0.shape[0]
     if unstable_dim >= dim:
-        raise ValueError(f"unstable_dim={unstable_dim} must be smaller than the dimension "
-                         f"{dim} (it counts the positive exponents, plus the zero one of a flow)")
+        raise ValueError(
+            f"unstable_dim={unstable_dim} must be smaller than the dimension "
+            f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
+        )
     q = random_orthonormal(vector_key, dim, unstable_dim)
     x, t = x0, 0
     if burn_in:

@@ -91,11 +91,14 @@ class Parameters(eqx.Module):
         values = eqx.filter(selected, eqx.is_inexact_array)
         if wrt is None:  # data (an input sequence) is not a parameter
             for name in getattr(system, "data_fields", ()):
-                values = eqx.tree_at(lambda s, n=name: getattr(s, n), values, None,
-                                     is_leaf=lambda node: node is None)
+                values = eqx.tree_at(
+                    lambda s, n=name: getattr(s, n), values, None, is_leaf=lambda node: node is None
+                )
         if not jax.tree_util.tree_leaves(values):
-            raise ValueError("wrt selects no parameters: it must select floating-point arrays "
-                             "of the system (e.g. wrt=lambda s: s.rho)")
+            raise ValueError(
+                "wrt selects no parameters: it must select floating-point arrays "
+                "of the system (e.g. wrt=lambda s: s.rho)"
+            )
         check_float64(values, "parameters selected by wrt")
         return cls(values, static(wrt))
 
@@ -104,20 +107,24 @@ class Parameters(eqx.Module):
         if self.wrt is None:
             rest = eqx.filter(system, eqx.is_inexact_array, inverse=True)
             for name in getattr(system, "data_fields", ()):
-                rest = eqx.tree_at(lambda s, n=name: getattr(s, n), rest, getattr(system, name),
-                                   is_leaf=lambda node: node is None)
+                rest = eqx.tree_at(
+                    lambda s, n=name: getattr(s, n),
+                    rest,
+                    getattr(system, name),
+                    is_leaf=lambda node: node is None,
+                )
             return eqx.combine(values, rest)
         rest = eqx.filter(self.wrt(system), eqx.is_inexact_array, inverse=True)
-        return eqx.tree_at(self.wrt, system, eqx.combine(values, rest),
-                           is_leaf=lambda node: node is None)
+        return eqx.tree_at(
+            self.wrt, system, eqx.combine(values, rest), is_leaf=lambda node: node is None
+        )
 
     def size(self) -> int:
         return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.values))
 
     def zeros(self, leading: tuple[int, ...] = ()):
         """Zeros shaped like the parameters, with extra leading axes."""
-        return jax.tree_util.tree_map(lambda v: jnp.zeros(leading + v.shape, v.dtype),
-                                      self.values)
+        return jax.tree_util.tree_map(lambda v: jnp.zeros(leading + v.shape, v.dtype), self.values)
 
 
 class Horizon(NamedTuple):
@@ -138,8 +145,7 @@ class Horizon(NamedTuple):
     skip: int = 0
 
 
-def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "steps"
-                    ) -> Horizon:
+def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "steps") -> Horizon:
     """The window one sample runs: from the statistic, or for a TimeAverage from the
     estimator's ``steps`` and ``burn_in`` (one meaning each, refused where they do not apply)."""
     name = type(estimator).__name__
@@ -147,17 +153,24 @@ def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "
     burn_in = getattr(estimator, "burn_in", None)
     if isinstance(statistic, TimeAverage):
         if steps is None:
-            raise ValueError(f"{name} needs {steps_name}= for a TimeAverage: the length of each "
-                             "sample's orbit (the long-time limit is approximated by it)")
+            raise ValueError(
+                f"{name} needs {steps_name}= for a TimeAverage: the length of each "
+                "sample's orbit (the long-time limit is approximated by it)"
+            )
         return Horizon("average", steps, DEFAULT_BURN_IN if burn_in is None else burn_in, True)
     if steps is not None:
-        raise ValueError(f"{name}({steps_name}={steps}) applies to a TimeAverage only: the "
-                         f"horizon of a {type(statistic).__name__} is its own steps")
+        raise ValueError(
+            f"{name}({steps_name}={steps}) applies to a TimeAverage only: the "
+            f"horizon of a {type(statistic).__name__} is its own steps"
+        )
     if burn_in is not None:
-        raise ValueError(f"{name}(burn_in={burn_in}) applies to a TimeAverage only: give "
-                         "WindowAverage(..., burn_in=...) instead")
-    return Horizon(statistic.kind, statistic.horizon, 0, False,
-                   getattr(statistic, "burn_in", 0))
+        raise ValueError(
+            f"{name}(burn_in={burn_in}) applies to a TimeAverage only: give "
+            "WindowAverage(..., burn_in=...) instead"
+        )
+    total = statistic.horizon
+    assert total is not None
+    return Horizon(statistic.kind, total, 0, False, getattr(statistic, "burn_in", 0))
 
 
 class AbstractEstimator(eqx.Module):
@@ -174,12 +187,20 @@ class AbstractEstimator(eqx.Module):
         """Refuse, in one line, a statistic this estimator does not support."""
         if not isinstance(statistic, self.statistics):
             supported = ", ".join(s.__name__ for s in self.statistics)
-            raise ValueError(f"{type(self).__name__} supports {supported}; got "
-                             f"{type(statistic).__name__}")
+            raise ValueError(
+                f"{type(self).__name__} supports {supported}; got {type(statistic).__name__}"
+            )
 
     @abc.abstractmethod
-    def estimate(self, system: System, components: Components, params: Parameters, x0, key,
-                 cotangent: Callable | None) -> Estimate:
+    def estimate(
+        self,
+        system: System,
+        components: Components,
+        params: Parameters,
+        x0,
+        key,
+        cotangent: Callable | None,
+    ) -> Estimate:
         """Estimate the statistic and the Jacobian of ``components`` w.r.t. ``params``.
 
         ``cotangent`` (None, or value -> projection of shape (k, 1)) is applied to the
@@ -204,10 +225,11 @@ def mean_and_stderr_from_sums(sums, squares, count: int):
     """Mean, per-sample variance and standard error from running sums of x and x^2."""
     mean = jax.tree_util.tree_map(lambda total: total / count, sums)
     variance = jax.tree_util.tree_map(
-        lambda sq, m: jnp.maximum(sq / count - m**2, 0.0) * count / max(count - 1, 1),
-        squares, mean)
+        lambda sq, m: jnp.maximum(sq / count - m**2, 0.0) * count / max(count - 1, 1), squares, mean
+    )
     stderr = jax.tree_util.tree_map(
-        lambda v: jnp.sqrt(v / count) if count > 1 else jnp.full_like(v, jnp.nan), variance)
+        lambda v: jnp.sqrt(v / count) if count > 1 else jnp.full_like(v, jnp.nan), variance
+    )
     return mean, variance, stderr
 
 
@@ -229,19 +251,28 @@ def _jacobian_tree(flat_tree, out_structure, count: int):
     pieces, offset = [], 0
     for leaf in out_leaves:
         size = int(np.prod(leaf.shape, dtype=int))
-        pieces.append(jax.tree_util.tree_map(
-            lambda g, o=offset, s=size, shape=leaf.shape: g[o:o + s].reshape(shape + g.shape[1:]),
-            flat_tree))
+        pieces.append(
+            jax.tree_util.tree_map(
+                lambda g, o=offset, s=size, shape=leaf.shape: g[o : o + s].reshape(
+                    shape + g.shape[1:]
+                ),
+                flat_tree,
+            )
+        )
         offset += size
     assert offset == count
     return jax.tree_util.tree_unflatten(out_def, pieces)
 
 
-def _finish(raw: Estimate, layout: Callable, value_unravel: Callable | None, began: float
-            ) -> Estimate:
+def _finish(
+    raw: Estimate, layout: Callable, value_unravel: Callable | None, began: float
+) -> Estimate:
     info = raw.info
-    updates = {name: layout(getattr(info, name)) for name in info.per_parameter
-               if getattr(info, name) is not None}
+    updates = {
+        name: layout(getattr(info, name))
+        for name in info.per_parameter
+        if getattr(info, name) is not None
+    }
     info = dataclasses.replace(info, seconds=time.perf_counter() - began, **updates)
     value = raw.value if value_unravel is None else value_unravel(jnp.asarray(raw.value))
     return Estimate(value, layout(raw.grad), layout(raw.stderr), info)
@@ -251,8 +282,10 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     if not isinstance(system, System):
         raise TypeError(f"system must be a chaosgrad System, got {type(system).__name__}")
     if not isinstance(statistic, AbstractStatistic):
-        raise TypeError(f"statistic must be TimeAverage(phi), WindowAverage(phi, steps) or "
-                        f"Terminal(phi, steps), got {statistic!r}")
+        raise TypeError(
+            f"statistic must be TimeAverage(phi), WindowAverage(phi, steps) or "
+            f"Terminal(phi, steps), got {statistic!r}"
+        )
     if not isinstance(estimator, AbstractEstimator):
         raise TypeError(f"estimator must be a chaosgrad estimator, got {estimator!r}")
     if key is None:
@@ -262,7 +295,8 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     # compilation although the values are all that changed
     system = jax.tree_util.tree_map(
         lambda leaf: jnp.asarray(leaf, dtype=leaf.dtype) if eqx.is_inexact_array(leaf) else leaf,
-        system)
+        system,
+    )
     estimator.check_statistic(statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
@@ -277,9 +311,15 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     return system, params, x0, count, unravel, out, components
 
 
-def linear_response(system: System, statistic: AbstractStatistic,
-                    estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None,
-                    key) -> Estimate:
+def linear_response(
+    system: System,
+    statistic: AbstractStatistic,
+    estimator: AbstractEstimator,
+    *,
+    wrt: Callable | None = None,
+    x0=None,
+    key,
+) -> Estimate:
     """d(statistic)/d(parameters) of ``system`` by ``estimator``: the Jacobian.
 
     Args:
@@ -296,8 +336,9 @@ def linear_response(system: System, statistic: AbstractStatistic,
     with new parameter values, a new key or a fresh lambda of the same code is warm.
     """
     began = time.perf_counter()
-    system, params, x0, count, unravel, out, components = _prepare(system, statistic, estimator, wrt,
-                                                           x0, key)
+    system, params, x0, count, unravel, out, components = _prepare(
+        system, statistic, estimator, wrt, x0, key
+    )
     raw = estimator.estimate(system, components, params, x0, key, None)
     return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began)
 
@@ -317,15 +358,23 @@ def _loss_and_cotangent(loss: StaticFunction, structure, flat):
     return jax.value_and_grad(scalar)(flat.astype(jnp.float64))
 
 
-def loss_estimate(system: System, loss: Callable, statistic: AbstractStatistic,
-                  estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None, key
-                  ) -> tuple[jax.Array, Estimate]:
+def loss_estimate(
+    system: System,
+    loss: Callable,
+    statistic: AbstractStatistic,
+    estimator: AbstractEstimator,
+    *,
+    wrt: Callable | None = None,
+    x0=None,
+    key,
+) -> tuple[jax.Array, Estimate]:
     """(loss value, Estimate of d loss/d parameters): what ``value_and_grad`` and ``fit`` use."""
     if not callable(loss):
         raise TypeError("loss must be a function statistic -> scalar")
     began = time.perf_counter()
-    system, params, x0, count, unravel, out, components = _prepare(system, statistic, estimator, wrt,
-                                                           x0, key)
+    system, params, x0, count, unravel, out, components = _prepare(
+        system, statistic, estimator, wrt, x0, key
+    )
 
     loss_function = StaticFunction(loss)
 
@@ -333,13 +382,22 @@ def loss_estimate(system: System, loss: Callable, statistic: AbstractStatistic,
         return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
 
     raw = estimator.estimate(system, components, params, x0, key, cotangent)
-    estimate = _finish(raw, lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree), unravel,
-                       began)
+    estimate = _finish(
+        raw, lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree), unravel, began
+    )
     return _loss_and_cotangent(loss_function, out, jnp.asarray(raw.value))[0], estimate
 
 
-def value_and_grad(system: System, loss: Callable, statistic: AbstractStatistic,
-                   estimator: AbstractEstimator, *, wrt: Callable | None = None, x0=None, key):
+def value_and_grad(
+    system: System,
+    loss: Callable,
+    statistic: AbstractStatistic,
+    estimator: AbstractEstimator,
+    *,
+    wrt: Callable | None = None,
+    x0=None,
+    key,
+):
     """(loss(statistic), d loss/d parameters, its standard error) with ONE gradient sweep.
 
     The cotangent w = d loss / d statistic weights the observable: the estimator
@@ -369,5 +427,6 @@ def check_sizes(estimator, *names: str) -> None:
     for name in names:
         value = getattr(estimator, name)
         if value is not None:
-            check_positive_int(value, name, allow_zero=name in ("burn_in", "unstable_dim",
-                                                                "window"))
+            check_positive_int(
+                value, name, allow_zero=name in ("burn_in", "unstable_dim", "window")
+            )

@@ -22,10 +22,12 @@ from .._tangent import step_noise
 def check_noisy(system: System, estimator: str) -> None:
     """Kernel methods need noise with a density: refuse a deterministic system."""
     if not system.stochastic:
-        raise ValueError(f"{estimator} needs a noisy system (diffusion > 0), but "
-                         f"{type(system).__name__} is deterministic: use Shadowing or "
-                         "FastAdjointResponse for deterministic chaos, or Backprop for a "
-                         "stable model")
+        raise ValueError(
+            f"{estimator} needs a noisy system (diffusion > 0), but "
+            f"{type(system).__name__} is deterministic: use Shadowing or "
+            "FastAdjointResponse for deterministic chaos, or Backprop for a "
+            "stable model"
+        )
 
 
 def sample_batches(samples: int, batch: int, numbers_per_sample: int) -> list[tuple[int, int]]:
@@ -56,7 +58,8 @@ def initial_score(system, params, x0):
     if density is None:
         return jax.tree_util.tree_map(jnp.zeros_like, params.values)
     return jax.grad(lambda values: params.substitute(system, values).initial_log_density(x0))(
-        params.values)
+        params.values
+    )
 
 
 def check_initial_law(system, params, key) -> None:
@@ -70,20 +73,24 @@ def check_initial_law(system, params, key) -> None:
     tangent = jax.tree_util.tree_map(jnp.ones_like, params.values)
     _, moved = jax.jvp(draw, (params.values,), (tangent,))
     if bool(jnp.any(moved != 0)):
-        raise ValueError(f"{type(system).__name__}.initial_state depends on the parameters: "
-                         "define initial_log_density(x0) so the kernel method can use its "
-                         "score, or pass x0")
+        raise ValueError(
+            f"{type(system).__name__}.initial_state depends on the parameters: "
+            "define initial_log_density(x0) so the kernel method can use its "
+            "score, or pass x0"
+        )
 
 
 def explicit_term(components, params, system, x):
     """d_theta Phi~(x; theta) for a ParametricObservable, leaves (k', ...)."""
     return jax.jacrev(lambda values: components(x, params.substitute(system, values)))(
-        params.values)
+        params.values
+    )
 
 
 @eqx.filter_jit
 def terminal_values(system, components, starts, keys, steps: int):
     """Phi~(x_T) of every sample (forward only), shape (samples, k')."""
+
     def one(x0, key, index):
         sample = system.for_sample(index)
         x, _ = _run(sample, x0, key, jnp.asarray(0), steps)
@@ -95,6 +102,7 @@ def terminal_values(system, components, starts, keys, steps: int):
 @eqx.filter_jit
 def orbit_values(system, components, starts, keys, start, steps: int):
     """Phi~(x_n), n = 1..steps, of every orbit (vmapped), shape (orbits, steps, k')."""
+
     def one(x, key):
         def step(x, t):
             x = system.step(t, x, step_noise(system, key, t, x))

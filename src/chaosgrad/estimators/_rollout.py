@@ -70,8 +70,9 @@ def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
                 state, _ = _run(system, state, noise_key, jnp.asarray(t), target - t)
                 t = target
             starts.append(state)
-        return Samples(jnp.stack(starts), jnp.asarray(times),
-                       jnp.broadcast_to(noise_key, (samples,)), indices)
+        return Samples(
+            jnp.stack(starts), jnp.asarray(times), jnp.broadcast_to(noise_key, (samples,)), indices
+        )
     keys = sample_keys(noise_key, samples)
     firsts = batch_starts(system, x0, init_key, 0, samples)
     starts = burn(system, firsts, keys, indices, horizon.burn_in)
@@ -84,8 +85,9 @@ def burn(system, firsts, keys, indices, burn_in: int):
     """Every sample run ``burn_in`` steps from its first state (vmapped)."""
     if burn_in == 0:
         return firsts
-    return jax.vmap(lambda x, key, i: _run(system.for_sample(i), x, key, jnp.asarray(0),
-                                           burn_in)[0])(firsts, keys, indices)
+    return jax.vmap(
+        lambda x, key, i: _run(system.for_sample(i), x, key, jnp.asarray(0), burn_in)[0]
+    )(firsts, keys, indices)
 
 
 def rollout(system, components, x_start, key, t0, steps: int):
@@ -101,7 +103,7 @@ def rollout(system, components, x_start, key, t0, steps: int):
 def reduce_window(values, horizon: Horizon):
     """The window average (after ``skip``) or the terminal value of (steps, k) values."""
     if horizon.kind == "average":
-        return jnp.mean(values[horizon.skip:], axis=0)
+        return jnp.mean(values[horizon.skip :], axis=0)
     return values[-1]
 
 
@@ -111,8 +113,7 @@ def window_sums(values, first, length: int):
     The one implementation of the decorrelation-window sums of FastAdjointResponse (centred),
     Kernel and PathKernel (forward): each passes its own offsets. ``values``: (N, k).
     """
-    cumulative = jnp.concatenate([jnp.zeros((1,) + values.shape[1:]),
-                                  jnp.cumsum(values, axis=0)])
+    cumulative = jnp.concatenate([jnp.zeros((1,) + values.shape[1:]), jnp.cumsum(values, axis=0)])
     return cumulative[first + length] - cumulative[first]
 
 
@@ -127,10 +128,14 @@ def check_finite(values, what: str, offset: int = 0) -> None:
     if array.ndim >= 3:
         bad = ~np.all(np.isfinite(array.reshape(array.shape[0], array.shape[1], -1)), axis=2)
         sample, step = np.argwhere(bad)[0]
-        raise FloatingPointError(f"the trajectory became NaN/inf during {what} at step "
-                                 f"{offset + int(step)} of sample {int(sample)}; check the "
-                                 "parameters and dt")
+        raise FloatingPointError(
+            f"the trajectory became NaN/inf during {what} at step "
+            f"{offset + int(step)} of sample {int(sample)}; check the "
+            "parameters and dt"
+        )
     rows = array.reshape(array.shape[0], -1) if array.ndim else array.reshape(1, 1)
     step = int(np.argmin(np.all(np.isfinite(rows), axis=1)))
-    raise FloatingPointError(f"the trajectory became NaN/inf during {what} at step "
-                             f"{offset + step}; check the parameters and dt")
+    raise FloatingPointError(
+        f"the trajectory became NaN/inf during {what} at step "
+        f"{offset + step}; check the parameters and dt"
+    )

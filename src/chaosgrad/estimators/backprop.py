@@ -22,8 +22,15 @@ from jax.flatten_util import ravel_pytree
 
 from .._errors import check_positive_int
 from ..statistics import Terminal, TimeAverage, WindowAverage
-from ._base import (AbstractEstimator, AbstractInfo, Estimate, check_sizes, project,
-                    resolve_horizon, tree_mean_and_stderr)
+from ._base import (
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    check_sizes,
+    project,
+    resolve_horizon,
+    tree_mean_and_stderr,
+)
 from ._rollout import reduce_window, rollout, sample_windows
 
 
@@ -60,8 +67,9 @@ def _objective(system, components, params, x_start, t0, key, index, horizon, tru
         if truncation is None:
             phis = rollout(current, components, x_start, key, t0, horizon.steps)[1]
         else:
-            phis = _truncated_rollout(current, components, x_start, key, t0, horizon.steps,
-                                      truncation)
+            phis = _truncated_rollout(
+                current, components, x_start, key, t0, horizon.steps, truncation
+            )
         return reduce_window(phis, horizon)
 
     return objective
@@ -70,11 +78,20 @@ def _objective(system, components, params, x_start, t0, key, index, horizon, tru
 @eqx.filter_jit
 def _values(system, components, params, samples, horizon, truncation):
     """Per-sample raw statistics (forward only)."""
+
     def one(x, t0, key, index):
         current = system.for_sample(index)
-        return reduce_window(rollout(current, components.with_projection(
-            jnp.eye(components.projection.shape[0])), x, key, t0, horizon.steps)[1],
-            horizon)
+        return reduce_window(
+            rollout(
+                current,
+                components.with_projection(jnp.eye(components.projection.shape[0])),
+                x,
+                key,
+                t0,
+                horizon.steps,
+            )[1],
+            horizon,
+        )
 
     return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
 
@@ -85,8 +102,7 @@ def _jacobians(system, components, params, samples, horizon, truncation):
     count = components.count
 
     def one(x, t0, key, index):
-        objective = _objective(system, components, params, x, t0, key, index, horizon,
-                               truncation)
+        objective = _objective(system, components, params, x, t0, key, index, horizon, truncation)
         value, pullback = jax.vjp(objective, params.values)
         return value, jax.vmap(pullback)(jnp.eye(count))[0]
 
@@ -136,8 +152,9 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
         log_mag = np.log(magnitudes)
     log_mag[~np.isfinite(log_mag)] = np.nan
     finite_count = np.sum(np.isfinite(log_mag), axis=0)
-    mean_log = np.where(finite_count > 0,
-                        np.nansum(log_mag, axis=0) / np.maximum(finite_count, 1), np.nan)
+    mean_log = np.where(
+        finite_count > 0, np.nansum(log_mag, axis=0) / np.maximum(finite_count, 1), np.nan
+    )
     horizons = np.unique(np.geomspace(1, steps, num=min(24, steps)).astype(int))
     fit = np.arange(steps // 4, steps)
     fit = fit[np.isfinite(mean_log[fit])]
@@ -145,16 +162,20 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
     slope = float(np.polyfit(fit * unit, mean_log[fit], 1)[0]) if fit.size > 2 else float("nan")
     by_horizon = np.exp(mean_log[horizons - 1])
     exploding = bool(slope > 0 and by_horizon[-1] > 1e3 * by_horizon[0])
-    return {"horizons": horizons.tolist(), "horizon_times": (horizons * unit).tolist(),
-            "grad_magnitude_by_horizon": by_horizon.tolist(), "growth_rate": slope,
-            "exploding": exploding}
+    return {
+        "horizons": horizons.tolist(),
+        "horizon_times": (horizons * unit).tolist(),
+        "grad_magnitude_by_horizon": by_horizon.tolist(),
+        "growth_rate": slope,
+        "exploding": exploding,
+    }
 
 
 def _backprop(estimator, truncation, system, components, params, x0, key, cotangent):
     horizon = resolve_horizon(components.statistic, estimator)
     samples = sample_windows(system, x0, key, estimator.samples, horizon)
     raw_values = None
-    if cotangent is not None:    # value from the same samples, before the backward pass
+    if cotangent is not None:  # value from the same samples, before the backward pass
         raw_values = _values(system, components, params, samples, horizon, truncation)
         components = project(components, cotangent, jnp.mean(raw_values, axis=0))
     values, jacobians = _jacobians(system, components, params, samples, horizon, truncation)
@@ -164,25 +185,35 @@ def _backprop(estimator, truncation, system, components, params, x0, key, cotang
     n = estimator.samples
     per_sample_std = jax.tree_util.tree_map(
         lambda leaf: jnp.std(leaf, axis=0, ddof=1) if n > 1 else jnp.full(leaf.shape[1:], jnp.nan),
-        jacobians)
+        jacobians,
+    )
     raw = np.asarray(raw_values)
     diagnostics = {}
     if estimator.diagnostics and truncation is None:
         diagnostics = horizon_diagnostics(system, components, params, samples, horizon)
-    finite = all(bool(jnp.all(jnp.isfinite(leaf)))
-                 for leaf in jax.tree_util.tree_leaves(jacobians))
+    finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(jacobians))
     warning = None
     if not finite:
         warning = "some per-sample gradients overflowed (inf/NaN): the explosion"
     elif diagnostics.get("exploding"):
-        warning = (f"per-sample gradients grow like exp({diagnostics['growth_rate']:.3g} T): "
-                   "backpropagation is exploding; compare with lambda_1 and use Shadowing, "
-                   "FastAdjointResponse, Kernel or PathKernel")
-    info = BackpropInfo(method=type(estimator).__name__, seconds=0.0, warning=warning,
-                        steps=horizon.steps, samples=n, truncation=truncation,
-                        per_sample_std=per_sample_std,
-                        value_stderr=(raw.std(axis=0, ddof=1) / np.sqrt(n)) if n > 1
-                        else np.full(raw.shape[1:], np.nan), **diagnostics)
+        warning = (
+            f"per-sample gradients grow like exp({diagnostics['growth_rate']:.3g} T): "
+            "backpropagation is exploding; compare with lambda_1 and use Shadowing, "
+            "FastAdjointResponse, Kernel or PathKernel"
+        )
+    info = BackpropInfo(
+        method=type(estimator).__name__,
+        seconds=0.0,
+        warning=warning,
+        steps=horizon.steps,
+        samples=n,
+        truncation=truncation,
+        per_sample_std=per_sample_std,
+        value_stderr=(raw.std(axis=0, ddof=1) / np.sqrt(n))
+        if n > 1
+        else np.full(raw.shape[1:], np.nan),
+        **diagnostics,
+    )
     return Estimate(raw.mean(axis=0), grad, stderr, info)
 
 
@@ -243,6 +274,7 @@ class TruncatedBackprop(AbstractEstimator):
     def estimate(self, system, components, params, x0, key, cotangent):
         horizon = resolve_horizon(components.statistic, self)
         if self.truncation > horizon.steps:
-            raise ValueError(f"truncation ({self.truncation}) must not exceed the window "
-                             f"({horizon.steps} steps)")
+            raise ValueError(
+                f"truncation ({self.truncation}) must not exceed the window ({horizon.steps} steps)"
+            )
         return _backprop(self, self.truncation, system, components, params, x0, key, cotangent)

@@ -28,9 +28,18 @@ from .._errors import check_positive_int
 from .._system import _run, check_horizon
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..statistics import TimeAverage
-from ._adjoint import (adjoint_sweep, blocked_mean, check_orbit, forward_segments, is_flow,
-                       orbit_exponents, orbit_values, prepare_orbit, segment_contributions,
-                       shadowing_coefficients)
+from ._adjoint import (
+    adjoint_sweep,
+    blocked_mean,
+    check_orbit,
+    forward_segments,
+    is_flow,
+    orbit_exponents,
+    orbit_values,
+    prepare_orbit,
+    segment_contributions,
+    shadowing_coefficients,
+)
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
 from ._rollout import window_sums
 from .shadowing import check_segments, orbit_layout
@@ -46,8 +55,12 @@ class FastResponseInfo(AbstractInfo):
         lyapunov_exponents: the u exponents seen on the orbit (should all be > 0).
     """
 
-    per_parameter = ("shadowing_contribution", "shadowing_contribution_stderr",
-                     "unstable_contribution", "unstable_contribution_stderr")
+    per_parameter = (
+        "shadowing_contribution",
+        "shadowing_contribution_stderr",
+        "unstable_contribution",
+        "unstable_contribution_stderr",
+    )
     steps: int
     segments: int
     window: int
@@ -64,7 +77,7 @@ def centred_window_sums(phis, window: int, count: int):
     ``phis[i]`` is Phi at n = i - W (shape (count + 2W + 1, k)); the mean is over
     n = 0..count-1.
     """
-    centred = phis - jnp.mean(phis[window:window + count], axis=0)
+    centred = phis - jnp.mean(phis[window : window + count], axis=0)
     return window_sums(centred, jnp.arange(1, count + 1), 2 * window + 1)
 
 
@@ -98,8 +111,9 @@ class FastAdjointResponse(AbstractEstimator):
     def check_statistic(self, statistic, system):
         super().check_statistic(statistic, system)
         if is_flow(system):
-            raise ValueError("FastAdjointResponse is for maps; for a flow (a neutral "
-                             "direction) use Shadowing")
+            raise ValueError(
+                "FastAdjointResponse is for maps; for a flow (a neutral direction) use Shadowing"
+            )
 
     def estimate(self, system, components, params, x0, key, cotangent):
         segments, burn_in = orbit_layout(self, components.statistic)
@@ -111,35 +125,49 @@ class FastAdjointResponse(AbstractEstimator):
         if window:
             x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, t, window, 1, 1)
         start = jnp.asarray(t)
-        states, qs, rs, x_end = forward_segments(system, x, q, noise_key, start, segments,
-                                                 self.segment_steps)
+        states, qs, rs, x_end = forward_segments(
+            system, x, q, noise_key, start, segments, self.segment_steps
+        )
         check_orbit(states, t)
         _, after = _run(system, x_end, noise_key, start + steps, window)
-        orbit = jnp.concatenate([before, states.reshape(-1, states.shape[-1]), x_end[None],
-                                 after])
+        orbit = jnp.concatenate([before, states.reshape(-1, states.shape[-1]), x_end[None], after])
         raw_values = orbit_values(system, components, orbit)
-        value = jnp.mean(raw_values[window:window + steps], axis=0)
-        components = project(components, cotangent, value)   # same orbit's value
+        value = jnp.mean(raw_values[window : window + steps], axis=0)
+        components = project(components, cotangent, value)  # same orbit's value
         phis = raw_values @ components.projection
         psi = centred_window_sums(phis, window, steps).reshape(segments, self.segment_steps, -1)
 
-        terms = adjoint_sweep(system, components, params, states, qs, noise_key, start, False,
-                              psi=psi, rs=rs)
+        terms = adjoint_sweep(
+            system, components, params, states, qs, noise_key, start, False, psi=psi, rs=rs
+        )
         a = shadowing_coefficients(terms.b, terms.M, None)
+        assert terms.b_unstable is not None and terms.sums.unstable is not None
         a_unstable = shadowing_coefficients(terms.b_unstable[..., None], terms.M, None)[..., 0]
         shadowing = segment_contributions(terms.sums.nu, terms.sums.eps, a)
         parts = terms.sums.unstable
         unstable = jax.tree_util.tree_map(
-            lambda g_nu, g_eps, trace: g_nu + jnp.einsum("ki,kci...->kc...", a_unstable, g_eps)
-            + trace, parts.nu, parts.eps, parts.trace)
+            lambda g_nu, g_eps, trace: (
+                g_nu + jnp.einsum("ki,kci...->kc...", a_unstable, g_eps) + trace
+            ),
+            parts.nu,
+            parts.eps,
+            parts.trace,
+        )
         response = jax.tree_util.tree_map(jnp.subtract, shadowing, unstable)
         grad, stderr = blocked_mean(response, self.segment_steps, self.blocks)
         sc, sc_se = blocked_mean(shadowing, self.segment_steps, self.blocks)
         uc, uc_se = blocked_mean(unstable, self.segment_steps, self.blocks)
-        info = FastResponseInfo(method="FastAdjointResponse", seconds=0.0, warning=None,
-                                steps=steps, segments=segments, window=window,
-                                shadowing_contribution=sc, shadowing_contribution_stderr=sc_se,
-                                unstable_contribution=uc, unstable_contribution_stderr=uc_se,
-                                lyapunov_exponents=orbit_exponents(rs, self.segment_steps,
-                                                                   None))
+        info = FastResponseInfo(
+            method="FastAdjointResponse",
+            seconds=0.0,
+            warning=None,
+            steps=steps,
+            segments=segments,
+            window=window,
+            shadowing_contribution=sc,
+            shadowing_contribution_stderr=sc_se,
+            unstable_contribution=uc,
+            unstable_contribution_stderr=uc_se,
+            lyapunov_exponents=orbit_exponents(rs, self.segment_steps, None),
+        )
         return Estimate(np.asarray(value), grad, stderr, info)

@@ -52,14 +52,15 @@ def _perturbed_statistics(system, components, params, firsts, keys, eps, horizon
             x = first
             if horizon.burn_in:
                 x, _ = _run(sample, first, key, jnp.asarray(0), horizon.burn_in)
-            phis = rollout(sample, components, x, key, jnp.asarray(horizon.burn_in),
-                           horizon.steps)[1]
+            phis = rollout(sample, components, x, key, jnp.asarray(horizon.burn_in), horizon.steps)[
+                1
+            ]
             return reduce_window(phis, horizon)
 
         return jax.vmap(for_sample)(firsts, keys, jnp.arange(firsts.shape[0]))
 
     plus_minus = jax.lax.map(for_shift, shifts)
-    return plus_minus[: flat.size], plus_minus[flat.size:]
+    return plus_minus[: flat.size], plus_minus[flat.size :]
 
 
 class FiniteDifference(AbstractEstimator):
@@ -96,20 +97,35 @@ class FiniteDifference(AbstractEstimator):
         init_key, noise_key = jax.random.split(key)
         x0 = check_start(system, x0, init_key)
         firsts = batch_starts(system, x0, init_key, 0, self.samples)
-        plus, minus = _perturbed_statistics(system, components, params, firsts,
-                                            sample_keys(noise_key, self.samples),
-                                            jnp.asarray(self.eps), horizon)
+        plus, minus = _perturbed_statistics(
+            system,
+            components,
+            params,
+            firsts,
+            sample_keys(noise_key, self.samples),
+            jnp.asarray(self.eps),
+            horizon,
+        )
         plus, minus = np.asarray(plus), np.asarray(minus)
-        centre = 0.5 * (plus + minus).mean(axis=(0, 1))                 # (k,)
-        per_sample = (plus - minus) / (2 * self.eps)                    # (P, samples, k)
+        centre = 0.5 * (plus + minus).mean(axis=(0, 1))  # (k,)
+        per_sample = (plus - minus) / (2 * self.eps)  # (P, samples, k)
         if cotangent is not None:
             per_sample = per_sample @ np.asarray(cotangent(jnp.asarray(centre)))
-        per_sample = np.moveaxis(per_sample, 2, 0)                      # (k', P, samples)
+        per_sample = np.moveaxis(per_sample, 2, 0)  # (k', P, samples)
         grad = per_sample.mean(axis=2)
-        stderr = (per_sample.std(axis=2, ddof=1) / np.sqrt(self.samples) if self.samples > 1
-                  else np.full_like(grad, np.nan))
+        stderr = (
+            per_sample.std(axis=2, ddof=1) / np.sqrt(self.samples)
+            if self.samples > 1
+            else np.full_like(grad, np.nan)
+        )
         unravel = jax.vmap(ravel_pytree(params.values)[1])
-        info = FiniteDifferenceInfo(method="FiniteDifference", seconds=0.0, warning=None,
-                                    steps=horizon.steps, samples=self.samples, eps=self.eps,
-                                    runs=2 * grad.shape[1] * self.samples)
+        info = FiniteDifferenceInfo(
+            method="FiniteDifference",
+            seconds=0.0,
+            warning=None,
+            steps=horizon.steps,
+            samples=self.samples,
+            eps=self.eps,
+            runs=2 * grad.shape[1] * self.samples,
+        )
         return Estimate(centre, unravel(jnp.asarray(grad)), unravel(jnp.asarray(stderr)), info)

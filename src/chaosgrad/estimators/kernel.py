@@ -35,10 +35,26 @@ import numpy as np
 from .._errors import check_positive_int
 from .._system import check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
-from ._base import (DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes,
-                    mean_and_stderr_from_sums, project, tree_mean_and_stderr)
-from ._noise import (check_initial_law, check_noisy, explicit_term, initial_score,
-                     orbit_values, sample_batches, step_score, terminal_values)
+from ._base import (
+    DEFAULT_BURN_IN,
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    check_sizes,
+    mean_and_stderr_from_sums,
+    project,
+    tree_mean_and_stderr,
+)
+from ._noise import (
+    check_initial_law,
+    check_noisy,
+    explicit_term,
+    initial_score,
+    orbit_values,
+    sample_batches,
+    step_score,
+    terminal_values,
+)
 from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
 
@@ -67,7 +83,8 @@ def _tree_sum0(tree):
 
 def _outer(weights, tree):
     return jax.tree_util.tree_map(
-        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree)
+        lambda leaf: weights.reshape(weights.shape + (1,) * leaf.ndim) * leaf, tree
+    )
 
 
 @eqx.filter_jit
@@ -87,26 +104,36 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
             x_next, increment = step_score(sample, params, t, x, xi)
             return (x_next, jax.tree_util.tree_map(jnp.add, score, increment)), None
 
-        (x, score), _ = jax.lax.scan(layer, (x0, initial_score(sample, params, x0)),
-                                     jnp.arange(steps))
+        (x, score), _ = jax.lax.scan(
+            layer, (x0, initial_score(sample, params, x0)), jnp.arange(steps)
+        )
         phi = components(x, sample)
         term = _outer(phi - shift, score)
         if takes_system(components.statistic.observable):
-            term = jax.tree_util.tree_map(jnp.add, term,
-                                          explicit_term(components, params, sample, x))
+            term = jax.tree_util.tree_map(
+                jnp.add, term, explicit_term(components, params, sample, x)
+            )
         return term, score, phi, components.raw(x, sample)
 
     h, score, phis, raws = jax.vmap(one)(starts, keys, indices)
     mul = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
-        lambda u, v: u * v[:, None] if u.ndim > v.ndim else u * v, a, b)
-    return {"A": _tree_sum0(h), "B": _tree_sum0(score), "C": _tree_sum0(mul(h, h)),
-            "D": _tree_sum0(mul(h, score)), "E": _tree_sum0(mul(score, score)),
-            "phi": jnp.sum(phis, axis=0), "raw": jnp.sum(raws, axis=0)}
+        lambda u, v: u * v[:, None] if u.ndim > v.ndim else u * v, a, b
+    )
+    return {
+        "A": _tree_sum0(h),
+        "B": _tree_sum0(score),
+        "C": _tree_sum0(mul(h, h)),
+        "D": _tree_sum0(mul(h, score)),
+        "E": _tree_sum0(mul(score, score)),
+        "phi": jnp.sum(phis, axis=0),
+        "raw": jnp.sum(raws, axis=0),
+    }
 
 
 @eqx.filter_jit
 def _ergodic_terms(system, params, starts, keys, start, weights):
     """Per orbit: (1/L) sum_l weights_l (x) S_{l-1} (the score of step l-1 -> l)."""
+
     def orbit(x0, key, psi):
         def one(carry, inputs):
             x, total = carry
@@ -155,8 +182,10 @@ class Kernel(AbstractEstimator):
         if isinstance(components.statistic, TimeAverage):
             return self._stationary(system, components, params, x0, key, cotangent)
         if self.steps is not None or self.window is not None or self.burn_in is not None:
-            raise ValueError("Kernel(steps=, window=, burn_in=) apply to a TimeAverage only: a "
-                             "Terminal statistic has its own steps")
+            raise ValueError(
+                "Kernel(steps=, window=, burn_in=) apply to a TimeAverage only: a "
+                "Terminal statistic has its own steps"
+            )
         return self._finite_depth(system, components, params, x0, key, cotangent)
 
     def _finite_depth(self, system, components, params, x0, key, cotangent):
@@ -166,19 +195,30 @@ class Kernel(AbstractEstimator):
         if x0 is None:
             check_initial_law(system, params, init_key)
         x0 = check_start(system, x0, init_key)
-        pilot = min(self.samples, 1024)   # a shift for the sums (and the loss cotangent)
+        pilot = min(self.samples, 1024)  # a shift for the sums (and the loss cotangent)
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        pilot_raw = terminal_values(system, raw, batch_starts(system, x0, init_key, 0, pilot),
-                                    sample_keys(noise_key, pilot), steps)
+        pilot_raw = terminal_values(
+            system,
+            raw,
+            batch_starts(system, x0, init_key, 0, pilot),
+            sample_keys(noise_key, pilot),
+            steps,
+        )
         components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
         shift = jnp.mean(pilot_raw @ components.projection, axis=0)
         batches = sample_batches(self.samples, self.batch, params.size() * components.count)
         sums = None
         for first, size in batches:
-            batch = _finite_depth_sums(system, components, params,
-                                       batch_starts(system, x0, init_key, first, size),
-                                       sample_keys(noise_key, size, first),
-                                       first + jnp.arange(size), shift, steps)
+            batch = _finite_depth_sums(
+                system,
+                components,
+                params,
+                batch_starts(system, x0, init_key, first, size),
+                sample_keys(noise_key, size, first),
+                first + jnp.arange(size),
+                shift,
+                steps,
+            )
             sums = batch if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch)
         assert sums is not None
         count = self.samples
@@ -189,13 +229,22 @@ class Kernel(AbstractEstimator):
 
         first_sum = jax.tree_util.tree_map(lambda a, b: a - lead(a, c) * b, sums["A"], sums["B"])
         second = jax.tree_util.tree_map(
-            lambda cc, d, e: cc - 2 * lead(cc, c) * d + lead(cc, c)**2 * e,
-            sums["C"], sums["D"], sums["E"])
+            lambda cc, d, e: cc - 2 * lead(cc, c) * d + lead(cc, c) ** 2 * e,
+            sums["C"],
+            sums["D"],
+            sums["E"],
+        )
         grad, variance, stderr = mean_and_stderr_from_sums(first_sum, second, count)
-        info = KernelInfo(method="Kernel", seconds=0.0, warning=None, steps=steps,
-                          samples=count, window=None,
-                          per_sample_std=jax.tree_util.tree_map(jnp.sqrt, variance),
-                          batches=len(batches))
+        info = KernelInfo(
+            method="Kernel",
+            seconds=0.0,
+            warning=None,
+            steps=steps,
+            samples=count,
+            window=None,
+            per_sample_std=jax.tree_util.tree_map(jnp.sqrt, variance),
+            batches=len(batches),
+        )
         return Estimate(np.asarray(sums["raw"]) / count, grad, stderr, info)
 
     def _stationary(self, system, components, params, x0, key, cotangent):
@@ -210,20 +259,28 @@ class Kernel(AbstractEstimator):
         init_key, noise_key = jax.random.split(key)
         x0 = check_start(system, x0, init_key)
         keys = sample_keys(noise_key, orbits)
-        starts = burn(system, batch_starts(system, x0, init_key, 0, orbits), keys,
-                      jnp.arange(orbits), burn_in)
+        starts = burn(
+            system, batch_starts(system, x0, init_key, 0, orbits), keys, jnp.arange(orbits), burn_in
+        )
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in),
-                                  steps + window)
+        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps + window)
         check_finite(raw_values, "an orbit", burn_in + 1)
         value = jnp.mean(raw_values[:, :steps], axis=(0, 1))
-        components = project(components, cotangent, value)   # same orbits' value
+        components = project(components, cotangent, value)  # same orbits' value
         phis = raw_values @ components.projection
         centred = phis - jnp.mean(phis[:, :steps], axis=1, keepdims=True)
         weights = jax.vmap(lambda c: window_sums(c, jnp.arange(steps), window + 1))(centred)
         terms = _ergodic_terms(system, params, starts, keys, jnp.asarray(burn_in), weights)
         grad, stderr = tree_mean_and_stderr(terms)
         per_orbit_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(orbits), stderr)
-        info = KernelInfo(method="Kernel", seconds=0.0, warning=None, steps=steps,
-                          samples=orbits, window=window, per_sample_std=per_orbit_std, batches=1)
+        info = KernelInfo(
+            method="Kernel",
+            seconds=0.0,
+            warning=None,
+            steps=steps,
+            samples=orbits,
+            window=window,
+            per_sample_std=per_orbit_std,
+            batches=1,
+        )
         return Estimate(np.asarray(value), grad, stderr, info)

@@ -17,15 +17,15 @@ finite time, terminal cost (``Terminal``): nu_T = grad Phi(x_T),
     nu_k = f_*^T m_k + (grad s xi_k)^T nu_{k+1},
     grad = sum_k [(d_theta f)^T m_k + (d_theta s xi_k)^T nu_{k+1}] + (d x_0/d theta)^T nu_0;
 
-stationary (``TimeAverage``, window W), from nu_N = 0 on an orbit of N + W steps, the same recursion
-with the weight (Phi(x_T) - b) replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar), the forcing
-grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
+stationary (``TimeAverage``, window W), from nu_N = 0 on an orbit of N + W steps, the same
+recursion with the weight (Phi(x_T) - b) replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar),
+the forcing grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
 
 A k'-component statistic runs the backward pass once per component, vmapped over the
-components on the shared forward states. b is any constant (the kernel term has mean zero); it is the mean of Phi from a pilot run
-on separate samples, so the finite-time estimator is unbiased for every alpha.
-``info["exploding"]`` flags adjoints that grew past 1e12 or overflowed (alpha too small),
-instead of returning silent garbage.
+components on the shared forward states. b is any constant (the kernel term has mean
+zero); it is the mean of Phi from a pilot run on separate samples, so the finite-time
+estimator is unbiased for every alpha. ``info.exploding`` flags adjoints that grew past
+1e12 or overflowed (alpha too small), instead of returning silent garbage.
 A. Ni, "Adjoint path-kernel method for backpropagation and data assimilation in unstable
 diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.00718.
 """
@@ -40,10 +40,17 @@ import numpy as np
 from .._errors import check_positive_int
 from .._system import _run, check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
-from ._base import (DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes,
-                    mean_and_stderr_from_sums, project, tree_mean_and_stderr)
-from ._noise import (check_noisy, explicit_term, orbit_values, sample_batches,
-                     terminal_values)
+from ._base import (
+    DEFAULT_BURN_IN,
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    check_sizes,
+    mean_and_stderr_from_sums,
+    project,
+    tree_mean_and_stderr,
+)
+from ._noise import check_noisy, explicit_term, orbit_values, sample_batches, terminal_values
 from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
 EXPLOSION = 1e12
@@ -94,37 +101,60 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
         return (back_x + force, grad, largest), None
 
     init = (nu_end, params.zeros(), jnp.linalg.norm(nu_end))
-    (nu, grad, largest), _ = jax.lax.scan(back, init, (times, states, forcing, weights, mask),
-                                          reverse=True)
+    (nu, grad, largest), _ = jax.lax.scan(
+        back, init, (times, states, forcing, weights, mask), reverse=True
+    )
     return grad, nu, largest
 
 
 @eqx.filter_jit
-def _finite_time_terms(system, components, params, draw_keys, starts, keys, indices, baseline,
-                       steps: int, damping, draw_x0: bool):
+def _finite_time_terms(
+    system,
+    components,
+    params,
+    draw_keys,
+    starts,
+    keys,
+    indices,
+    baseline,
+    steps: int,
+    damping,
+    draw_x0: bool,
+):
     def one(draw_key, x0, key, index):
         sample = system.for_sample(index)
         if draw_x0:
             x0, pull_x0 = jax.vjp(
-                lambda v: params.substitute(sample, v).initial_state(draw_key), params.values)
+                lambda v: params.substitute(sample, v).initial_state(draw_key), params.values
+            )
         x_end, path = _run(sample, x0, key, jnp.asarray(0), steps)
         states = jnp.concatenate([x0[None], path[:-1]])
-        phi = components(x_end, sample)                                    # (k',)
-        nu_end = jax.jacrev(lambda y: components(y, sample))(x_end)         # (k', dim)
+        phi = components(x_end, sample)  # (k',)
+        nu_end = jax.jacrev(lambda y: components(y, sample))(x_end)  # (k', dim)
         dim = x0.shape[0]
 
         def component(nu_j, weight_j):
             grad, nu0, largest = _adjoint_pass(
-                sample, params, states, key, jnp.arange(steps), nu_j,
-                jnp.zeros((steps, dim)), jnp.full(steps, weight_j), jnp.ones(steps), damping)
+                sample,
+                params,
+                states,
+                key,
+                jnp.arange(steps),
+                nu_j,
+                jnp.zeros((steps, dim)),
+                jnp.full(steps, weight_j),
+                jnp.ones(steps),
+                damping,
+            )
             if draw_x0:
                 grad = jax.tree_util.tree_map(jnp.add, grad, pull_x0(nu0)[0])
             return grad, largest
 
         grad, largest = jax.vmap(component)(nu_end, phi - baseline)
         if takes_system(components.statistic.observable):
-            grad = jax.tree_util.tree_map(jnp.add, grad,
-                                          explicit_term(components, params, sample, x_end))
+            grad = jax.tree_util.tree_map(
+                jnp.add, grad, explicit_term(components, params, sample, x_end)
+            )
         return grad, jnp.max(largest), components.raw(x_end, sample)
 
     grads, largest, raws = jax.vmap(one)(draw_keys, starts, keys, indices)
@@ -134,24 +164,35 @@ def _finite_time_terms(system, components, params, draw_keys, starts, keys, indi
 
 
 @eqx.filter_jit
-def _stationary_terms(system, components, params, starts, keys, start, steps: int,
-                      window: int, damping):
+def _stationary_terms(
+    system, components, params, starts, keys, start, steps: int, window: int, damping
+):
     """Per orbit: the averaged adjoint term and max|mu| (vmapped)."""
+
     def orbit(x, key):
         total = steps + window
         _, path = _run(system, x, key, start, total)
-        states = jnp.concatenate([x[None], path[:-1]])                 # x_0 .. x_{N+W-1}
-        phis = jax.vmap(lambda y: components(y, system))(states)        # (N+W, k')
+        states = jnp.concatenate([x[None], path[:-1]])  # x_0 .. x_{N+W-1}
+        phis = jax.vmap(lambda y: components(y, system))(states)  # (N+W, k')
         forcing = jax.vmap(jax.jacrev(lambda y: components(y, system)))(states[:steps])
         centred = phis - jnp.mean(phis[:steps], axis=0)
         k = jnp.arange(steps)
-        weights = window_sums(centred, k + 1, window)                  # sum_{j=k+1}^{k+W}
+        weights = window_sums(centred, k + 1, window)  # sum_{j=k+1}^{k+W}
         mask = ((k >= window) & (k < steps - window)).astype(jnp.float64)
 
         def component(force_j, weight_j):
-            grad, _, largest = _adjoint_pass(system, params, states[:steps], key, start + k,
-                                             jnp.zeros(x.shape[0]), force_j, weight_j, mask,
-                                             damping)
+            grad, _, largest = _adjoint_pass(
+                system,
+                params,
+                states[:steps],
+                key,
+                start + k,
+                jnp.zeros(x.shape[0]),
+                force_j,
+                weight_j,
+                mask,
+                damping,
+            )
             return grad, largest
 
         grad, largest = jax.vmap(component, in_axes=(1, 1))(forcing, weights)
@@ -203,8 +244,10 @@ class PathKernel(AbstractEstimator):
         if isinstance(components.statistic, TimeAverage):
             return self._stationary(system, components, params, x0, key, cotangent)
         if self.steps is not None or self.window is not None or self.burn_in is not None:
-            raise ValueError("PathKernel(steps=, window=, burn_in=) apply to a TimeAverage "
-                             "only: a Terminal statistic has its own steps")
+            raise ValueError(
+                "PathKernel(steps=, window=, burn_in=) apply to a TimeAverage "
+                "only: a Terminal statistic has its own steps"
+            )
         return self._finite_time(system, components, params, x0, key, cotangent)
 
     def _finite_time(self, system, components, params, x0, key, cotangent):
@@ -213,24 +256,37 @@ class PathKernel(AbstractEstimator):
         init_key, noise_key = jax.random.split(key)
         draw_x0 = x0 is None
         x0 = check_start(system, x0, init_key)
-        pilot = min(self.samples, 1024)   # baseline b (and loss cotangent) from other samples
+        pilot = min(self.samples, 1024)  # baseline b (and loss cotangent) from other samples
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        pilot_raw = terminal_values(system, raw,
-                                    batch_starts(system, x0, init_key, self.samples, pilot),
-                                    sample_keys(noise_key, pilot, self.samples), steps)
+        pilot_raw = terminal_values(
+            system,
+            raw,
+            batch_starts(system, x0, init_key, self.samples, pilot),
+            sample_keys(noise_key, pilot, self.samples),
+            steps,
+        )
         components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
         baseline = jnp.mean(pilot_raw @ components.projection, axis=0)
         dim = batch_starts(system, x0, init_key, 0, 1).shape[1]
-        batches = sample_batches(self.samples, self.batch,
-                                 params.size() * components.count + steps * dim)
+        batches = sample_batches(
+            self.samples, self.batch, params.size() * components.count + steps * dim
+        )
         sums = squares = None
         largest, raw_total = 0.0, 0.0
         for first, count in batches:
             s, q, big, raw_sum = _finite_time_terms(
-                system, components, params, sample_keys(init_key, count, first),
+                system,
+                components,
+                params,
+                sample_keys(init_key, count, first),
                 batch_starts(system, x0, init_key, first, count),
-                sample_keys(noise_key, count, first), first + jnp.arange(count), baseline,
-                steps, self._damping(system), draw_x0)
+                sample_keys(noise_key, count, first),
+                first + jnp.arange(count),
+                baseline,
+                steps,
+                self._damping(system),
+                draw_x0,
+            )
             sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
             squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
             largest = max(largest, float(big))
@@ -245,16 +301,19 @@ class PathKernel(AbstractEstimator):
             raise ValueError("PathKernel needs steps= for a TimeAverage: each orbit's length")
         window = 10 if self.window is None else self.window
         if 2 * window >= self.steps:
-            raise ValueError(f"window ({window}) must be smaller than steps / 2 "
-                             f"({self.steps}): the estimate drops W steps at both ends")
+            raise ValueError(
+                f"window ({window}) must be smaller than steps / 2 "
+                f"({self.steps}): the estimate drops W steps at both ends"
+            )
         burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in
         steps, orbits = self.steps, self.samples
         check_horizon(system, burn_in + steps + window)
         init_key, noise_key = jax.random.split(key)
         x0 = check_start(system, x0, init_key)
         keys = sample_keys(noise_key, orbits)
-        starts = burn(system, batch_starts(system, x0, init_key, 0, orbits), keys,
-                      jnp.arange(orbits), burn_in)
+        starts = burn(
+            system, batch_starts(system, x0, init_key, 0, orbits), keys, jnp.arange(orbits), burn_in
+        )
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
         # Phi(x_0) .. Phi(x_{N-1}): the window the adjoint terms use (and centre on)
         first = jax.vmap(lambda y: raw(y, system))(starts)[:, None]
@@ -262,14 +321,22 @@ class PathKernel(AbstractEstimator):
         raw_values = jnp.concatenate([first, later], axis=1)
         check_finite(raw_values, "an orbit", burn_in)
         value = jnp.mean(raw_values, axis=(0, 1))
-        components = project(components, cotangent, value)   # same orbits' value
+        components = project(components, cotangent, value)  # same orbits' value
         per_batch = max(1, 2**24 // ((steps + window) * starts.shape[1] * components.count))
         grads, largest = [], 0.0
         for first in range(0, orbits, per_batch):
             chunk = slice(first, min(orbits, first + per_batch))
-            grad, big = _stationary_terms(system, components, params, starts[chunk],
-                                          keys[chunk], jnp.asarray(burn_in), steps, window,
-                                          self._damping(system))
+            grad, big = _stationary_terms(
+                system,
+                components,
+                params,
+                starts[chunk],
+                keys[chunk],
+                jnp.asarray(burn_in),
+                steps,
+                window,
+                self._damping(system),
+            )
             grads.append(grad)
             largest = max(largest, float(jnp.max(big)))
         terms = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *grads)
@@ -282,10 +349,20 @@ class PathKernel(AbstractEstimator):
         exploding = bool(not np.isfinite(largest) or largest > EXPLOSION)
         warning = None
         if exploding:
-            warning = (f"the adjoint grew to {largest:.3g}: alpha={self.alpha} is too small to "
-                       "stop the explosion (take alpha above the top Lyapunov exponent); the "
-                       "estimate is not meaningful")
-        return PathKernelInfo(method="PathKernel", seconds=0.0, warning=warning, steps=steps,
-                              samples=samples, alpha=self.alpha, window=window,
-                              max_adjoint_norm=largest, exploding=exploding,
-                              per_sample_std=per_sample_std)
+            warning = (
+                f"the adjoint grew to {largest:.3g}: alpha={self.alpha} is too small to "
+                "stop the explosion (take alpha above the top Lyapunov exponent); the "
+                "estimate is not meaningful"
+            )
+        return PathKernelInfo(
+            method="PathKernel",
+            seconds=0.0,
+            warning=warning,
+            steps=steps,
+            samples=samples,
+            alpha=self.alpha,
+            window=window,
+            max_adjoint_norm=largest,
+            exploding=exploding,
+            per_sample_std=per_sample_std,
+        )

@@ -21,9 +21,18 @@ import numpy as np
 from .._errors import check_positive_int
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
-from ._adjoint import (adjoint_sweep, blocked_mean, check_orbit, forward_segments, is_flow,
-                       orbit_exponents, orbit_values, prepare_orbit, segment_contributions,
-                       shadowing_coefficients)
+from ._adjoint import (
+    adjoint_sweep,
+    blocked_mean,
+    check_orbit,
+    forward_segments,
+    is_flow,
+    orbit_exponents,
+    orbit_values,
+    prepare_orbit,
+    segment_contributions,
+    shadowing_coefficients,
+)
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
 
 
@@ -48,16 +57,25 @@ def orbit_layout(estimator, statistic) -> tuple[int, int]:
     name = type(estimator).__name__
     if isinstance(statistic, TimeAverage):
         if estimator.segments is None:
-            raise ValueError(f"{name} needs segments= for a TimeAverage (the orbit has "
-                             "segments * segment_steps steps after burn_in)")
-        return estimator.segments, DEFAULT_BURN_IN if estimator.burn_in is None else estimator.burn_in
+            raise ValueError(
+                f"{name} needs segments= for a TimeAverage (the orbit has "
+                "segments * segment_steps steps after burn_in)"
+            )
+        return (
+            estimator.segments,
+            DEFAULT_BURN_IN if estimator.burn_in is None else estimator.burn_in,
+        )
     if estimator.segments is not None or estimator.burn_in is not None:
-        raise ValueError(f"{name}(segments=..., burn_in=...) apply to a TimeAverage only: a "
-                         "WindowAverage has its own steps and burn_in")
+        raise ValueError(
+            f"{name}(segments=..., burn_in=...) apply to a TimeAverage only: a "
+            "WindowAverage has its own steps and burn_in"
+        )
     segments, rest = divmod(statistic.steps, estimator.segment_steps)
     if rest:
-        raise ValueError(f"the WindowAverage's steps ({statistic.steps}) must be a multiple of "
-                         f"segment_steps ({estimator.segment_steps})")
+        raise ValueError(
+            f"the WindowAverage's steps ({statistic.steps}) must be a multiple of "
+            f"segment_steps ({estimator.segment_steps})"
+        )
     return segments, statistic.burn_in
 
 
@@ -67,8 +85,10 @@ def check_segments(estimator) -> None:
     check_positive_int(estimator.blocks, "blocks")
     check_sizes(estimator, "segments", "burn_in")
     if estimator.segments is not None and estimator.segments < 2:
-        raise ValueError(f"segments must be at least 2 (got {estimator.segments}): the "
-                         "standard error comes from independent blocks of segments")
+        raise ValueError(
+            f"segments must be at least 2 (got {estimator.segments}): the "
+            "standard error comes from independent blocks of segments"
+        )
 
 
 class Shadowing(AbstractEstimator):
@@ -106,20 +126,24 @@ class Shadowing(AbstractEstimator):
         check_horizon(system, burn_in + segments * self.segment_steps)
         x, q, noise_key, t = prepare_orbit(system, x0, key, self.unstable_dim, burn_in)
         start = jnp.asarray(t)
-        states, qs, rs, _ = forward_segments(system, x, q, noise_key, start, segments,
-                                             self.segment_steps)
+        states, qs, rs, _ = forward_segments(
+            system, x, q, noise_key, start, segments, self.segment_steps
+        )
         check_orbit(states, t)
         value = jnp.mean(orbit_values(system, components, states), axis=(0, 1))
-        components = project(components, cotangent, value)   # same orbit's value
+        components = project(components, cotangent, value)  # same orbit's value
         flow = is_flow(system)
         terms = adjoint_sweep(system, components, params, states, qs, noise_key, start, flow)
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
         grad, stderr = blocked_mean(contributions, self.segment_steps, self.blocks)
-        info = ShadowingInfo(method="Shadowing", seconds=0.0, warning=None,
-                             steps=segments * self.segment_steps, segments=segments,
-                             lyapunov_exponents=orbit_exponents(rs, self.segment_steps,
-                                                                system.time_step),
-                             max_coefficient=float(jnp.max(jnp.abs(coefficients),
-                                                           initial=0.0)))
+        info = ShadowingInfo(
+            method="Shadowing",
+            seconds=0.0,
+            warning=None,
+            steps=segments * self.segment_steps,
+            segments=segments,
+            lyapunov_exponents=orbit_exponents(rs, self.segment_steps, system.time_step),
+            max_coefficient=float(jnp.max(jnp.abs(coefficients), initial=0.0)),
+        )
         return Estimate(np.asarray(value), grad, stderr, info)
