@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -54,9 +54,15 @@ class System(eqx.Module):
     Subclasses define ``drift`` (and, if noisy, ``diffusion`` and ``stochastic``) and a field
     ``dim: int = eqx.field(static=True)``. Parameters are the inexact-array fields; change
     them with ``eqx.tree_at``.
+
+    A deep network keeps per-layer weights stacked on a leading layer axis and names those
+    fields in ``layered``; ``drift`` and ``diffusion`` must read them only as
+    ``self.field[t]``. The estimators then hand each step its own layer's slice
+    (:func:`at_layer`), so a step's VJP writes a slice, never a full-size gradient.
     """
 
     dim: eqx.AbstractVar[int]
+    layered: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def drift(self, t, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
@@ -103,6 +109,37 @@ class System(eqx.Module):
         if not self.stochastic or xi is None:
             return self.drift(t, x)
         return self.drift(t, x) + self.diffusion(t, x) * xi
+
+
+class LayerSlice(eqx.Module):
+    """A stacked per-layer field inside one step: ``field[t]`` is this step's layer.
+
+    Stands in for the whole stack in :func:`at_layer`; indexing ignores its argument
+    because the slice already belongs to the step's layer.
+    """
+
+    value: Array
+
+    def __getitem__(self, index):
+        return self.value
+
+
+def at_layer(system: System, slices: dict[str, Array]) -> System:
+    """``system`` with each named stacked field replaced by its one-layer slice."""
+    names = tuple(slices)
+    return eqx.tree_at(
+        lambda s: tuple(getattr(s, name) for name in names),
+        system,
+        tuple(LayerSlice(slices[name]) for name in names),
+    )
+
+
+def layer_slices(system: System, start, steps: int) -> dict[str, Array]:
+    """The layered fields' slices for steps start..start+steps-1 (scan inputs)."""
+    return {
+        name: jax.lax.dynamic_slice_in_dim(getattr(system, name), start, steps)
+        for name in system.layered
+    }
 
 
 def integrate_step(field: Callable, t, x, dt: float, method: str):

@@ -82,6 +82,7 @@ class Parameters(eqx.Module):
 
     values: Any
     wrt: StaticFunction | None = eqx.field(static=True)
+    layer_fields: tuple[str | None, ...] | None = eqx.field(static=True, default=None)
 
     @classmethod
     def of(cls, system: System, wrt: Callable | None) -> Parameters:
@@ -100,7 +101,10 @@ class Parameters(eqx.Module):
                 "of the system (e.g. wrt=lambda s: s.rho)"
             )
         check_float64(values, "parameters selected by wrt")
-        return cls(values, static(wrt))
+        # which leaves are a layered field of the system (stacked per layer): by identity
+        stacks = {id(getattr(system, name)): name for name in getattr(system, "layered", ())}
+        fields = tuple(stacks.get(id(leaf)) for leaf in jax.tree_util.tree_leaves(values))
+        return cls(values, static(wrt), fields if any(fields) else None)
 
     def substitute(self, system: System, values) -> System:
         """``system`` with the selected parameters replaced by ``values``."""

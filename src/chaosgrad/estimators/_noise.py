@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from .._system import System, _run
 from .._tangent import step_noise
+from ._layers import step_pullback
 
 
 def check_noisy(system: System, estimator: str) -> None:
@@ -38,18 +39,18 @@ def sample_batches(samples: int, batch: int, numbers_per_sample: int) -> list[tu
 
 
 def step_score(system, params, t, x, xi):
-    """(x_{t+1}, d_theta log p(x_{t+1} | x_t)) at the realised noise xi.
+    """(x_{t+1}, d_theta log p(x_{t+1} | x_t)) at the realised noise xi, the score as an
+    :class:`~chaosgrad.estimators._layers.Increment` (a slice for a deep net's layer t).
 
     The step is taken from the VJP's own forward evaluation (drift and s computed once).
     """
     dim = x.shape[0]
 
-    def mean_and_std(values):
-        current = params.substitute(system, values)
+    def mean_and_std(current):
         return current.drift(t, x), jnp.broadcast_to(current.diffusion(t, x), (dim,))
 
-    (mean, std), pullback = jax.vjp(mean_and_std, params.values)
-    return mean + std * xi, pullback((xi / std, (xi**2 - 1.0) / std))[0]
+    (mean, std), pullback = step_pullback(system, params, t, mean_and_std)
+    return mean + std * xi, pullback((xi / std, (xi**2 - 1.0) / std))[1]
 
 
 def initial_score(system, params, x0):

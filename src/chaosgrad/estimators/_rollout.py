@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import _run, check_horizon, resolve_start
+from .._system import _run, at_layer, check_horizon, layer_slices, resolve_start
 from .._tangent import step_noise
 from ._base import Horizon
 
@@ -91,13 +91,21 @@ def burn(system, firsts, keys, indices, burn_in: int):
 
 
 def rollout(system, components, x_start, key, t0, steps: int):
-    """(x_{t0+steps}, [Phi~(x_n), n = 1..steps]) from x_start at step t0 (differentiable)."""
+    """(x_{t0+steps}, [Phi~(x_n), n = 1..steps]) from x_start at step t0 (differentiable).
 
-    def one(x, t):
-        x = system.step(t, x, step_noise(system, key, t, x))
+    A deep network's stacked layers enter the scan as inputs, one slice per step, so
+    reverse mode stacks the per-layer gradients instead of adding a full-size array per
+    step (System.layered).
+    """
+    layers = layer_slices(system, t0, steps) if system.layered else None
+
+    def one(x, inputs):
+        t, layer = inputs
+        current = system if layer is None else at_layer(system, layer)
+        x = current.step(t, x, step_noise(current, key, t, x))
         return x, components(x, system)
 
-    return jax.lax.scan(one, x_start, t0 + jnp.arange(steps))
+    return jax.lax.scan(one, x_start, (t0 + jnp.arange(steps), layers))
 
 
 def reduce_window(values, horizon: Horizon):

@@ -45,6 +45,7 @@ from ._base import (
     project,
     tree_mean_and_stderr,
 )
+from ._layers import accumulate, add_rest, assemble, rest_zeros
 from ._noise import (
     check_initial_law,
     check_noisy,
@@ -99,13 +100,14 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
         sample = system.for_sample(index)
 
         def layer(carry, t):
-            x, score = carry
+            x, rest = carry
             xi = sample.noise(key, t, x.shape[0])
             x_next, increment = step_score(sample, params, t, x, xi)
-            return (x_next, jax.tree_util.tree_map(jnp.add, score, increment)), None
+            return (x_next, add_rest(rest, increment)), increment.slices
 
-        (x, score), _ = jax.lax.scan(
-            layer, (x0, initial_score(sample, params, x0)), jnp.arange(steps)
+        (x, rest), slices = jax.lax.scan(layer, (x0, rest_zeros(params)), jnp.arange(steps))
+        score = jax.tree_util.tree_map(
+            jnp.add, assemble(params, rest, slices, 0), initial_score(sample, params, x0)
         )
         phi = components(x, sample)
         term = _outer(phi - shift, score)
@@ -140,7 +142,7 @@ def _ergodic_terms(system, params, starts, keys, start, weights):
             t, weight = inputs
             xi = system.noise(key, t, x.shape[0])
             x_next, score = step_score(system, params, t, x, xi)
-            return (x_next, jax.tree_util.tree_map(jnp.add, total, _outer(weight, score))), None
+            return (x_next, accumulate(total, score, params, leading=1, weight=weight)), None
 
         zero = params.zeros((psi.shape[1],))
         steps = psi.shape[0]

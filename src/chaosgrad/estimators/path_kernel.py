@@ -50,6 +50,7 @@ from ._base import (
     project,
     tree_mean_and_stderr,
 )
+from ._layers import add_rest, assemble, rest_zeros, step_pullback
 from ._noise import check_noisy, explicit_term, orbit_values, sample_batches, terminal_values
 from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
@@ -79,8 +80,9 @@ class PathKernelInfo(AbstractInfo):
 
 
 def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, mask, damping):
-    """Backward recursion over the stored states for one component:
-    (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|)."""
+    """Backward recursion over the stored states (consecutive ``times``) for one component:
+    (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|). A deep net's layer slices leave the scan as
+    outputs (_layers.py)."""
     dim = states.shape[1]
 
     def back(carry, inputs):
@@ -88,23 +90,23 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
         t, x, force, weight, include = inputs
         xi = system.noise(key, t, dim)
 
-        def mean_and_noise(y, values):
-            current = params.substitute(system, values)
+        def mean_and_noise(current, y):
             return current.drift(t, y), current.diffusion(t, y) * xi
 
         std = jnp.broadcast_to(system.diffusion(t, x), (dim,))
         mean_cotangent = (1.0 - damping) * nu + damping * weight * xi / std
-        _, pullback = jax.vjp(mean_and_noise, x, params.values)
-        back_x, back_p = pullback((mean_cotangent, nu))
-        grad = jax.tree_util.tree_map(lambda g, b: g + include * b, grad, back_p)
+        _, pullback = step_pullback(system, params, t, mean_and_noise, x)
+        (back_x,), increment = pullback((mean_cotangent, nu))
+        grad = add_rest(grad, increment, weight=include)
         largest = jnp.maximum(largest, jnp.linalg.norm(mean_cotangent))
-        return (back_x + force, grad, largest), None
+        slices = [include * g for g in increment.slices]
+        return (back_x + force, grad, largest), slices
 
-    init = (nu_end, params.zeros(), jnp.linalg.norm(nu_end))
-    (nu, grad, largest), _ = jax.lax.scan(
+    init = (nu_end, rest_zeros(params), jnp.linalg.norm(nu_end))
+    (nu, rest, largest), slices = jax.lax.scan(
         back, init, (times, states, forcing, weights, mask), reverse=True
     )
-    return grad, nu, largest
+    return assemble(params, rest, slices, times[0]), nu, largest
 
 
 @eqx.filter_jit

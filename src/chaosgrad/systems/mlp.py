@@ -38,6 +38,7 @@ class DeepTanhNet(System):
     weights: jax.Array
     biases: jax.Array
     noise_level: jax.Array
+    layered = ("weights", "biases")
     dim: int = eqx.field(static=True)
     depth: int = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
