@@ -11,12 +11,17 @@ one VJP of theta -> (drift, s) per step (never through the steps).
 
 from __future__ import annotations
 
+import abc
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_positive_int
 from .._system import System, _run
 from .._tangent import step_noise
+from ..statistics import TimeAverage
+from ._base import AbstractEstimator, check_sizes
 from ._layers import step_pullback
 
 
@@ -29,6 +34,42 @@ def check_noisy(system: System, estimator: str) -> None:
             "FastAdjointResponse for deterministic chaos, or Backprop for a "
             "stable model"
         )
+
+
+class AbstractKernelEstimator(AbstractEstimator):
+    """What Kernel and PathKernel share: noisy systems only, a finite-horizon form
+    (``_finite``) and a stationary form for a TimeAverage (``_stationary``), and the
+    settings that apply to the stationary form only (``steps``, ``window``, ``burn_in``)."""
+
+    samples: eqx.AbstractVar[int]
+    batch: eqx.AbstractVar[int]
+    steps: eqx.AbstractVar[int | None]
+    window: eqx.AbstractVar[int | None]
+    burn_in: eqx.AbstractVar[int | None]
+
+    def __check_init__(self):
+        check_positive_int(self.samples, "samples")
+        check_positive_int(self.batch, "batch")
+        check_sizes(self, "steps", "burn_in", "window")
+
+    def estimate(self, system, components, params, x0, key, cotangent):
+        name = type(self).__name__
+        check_noisy(system, name)
+        if isinstance(components.statistic, TimeAverage):
+            return self._stationary(system, components, params, x0, key, cotangent)
+        stationary_only = ("steps", "window", "burn_in")
+        if any(getattr(self, field) is not None for field in stationary_only):
+            raise ValueError(
+                f"{name}(steps=, window=, burn_in=) apply to a TimeAverage only: a "
+                "Terminal statistic has its own steps"
+            )
+        return self._finite(system, components, params, x0, key, cotangent)
+
+    @abc.abstractmethod
+    def _finite(self, system, components, params, x0, key, cotangent): ...
+
+    @abc.abstractmethod
+    def _stationary(self, system, components, params, x0, key, cotangent): ...
 
 
 def sample_batches(samples: int, batch: int, numbers_per_sample: int) -> list[tuple[int, int]]:

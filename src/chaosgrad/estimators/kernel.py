@@ -32,23 +32,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int
 from .._system import check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
-    AbstractEstimator,
     AbstractInfo,
     Estimate,
-    check_sizes,
     mean_and_stderr_from_sums,
     project,
     tree_mean_and_stderr,
 )
 from ._layers import accumulate, add_rest, assemble, rest_zeros
 from ._noise import (
+    AbstractKernelEstimator,
     check_initial_law,
-    check_noisy,
     explicit_term,
     initial_score,
     orbit_values,
@@ -152,7 +149,7 @@ def _ergodic_terms(system, params, starts, keys, start, weights):
     return jax.vmap(orbit)(starts, keys, weights)
 
 
-class Kernel(AbstractEstimator):
+class Kernel(AbstractKernelEstimator):
     """Kernel-differentiation (likelihood-ratio) estimate: nothing propagates.
 
     Supports: Terminal (finite depth), TimeAverage (stationary, noisy systems). The standard
@@ -174,23 +171,7 @@ class Kernel(AbstractEstimator):
     burn_in: int | None = None
     batch: int = 4096
 
-    def __check_init__(self):
-        check_positive_int(self.samples, "samples")
-        check_positive_int(self.batch, "batch")
-        check_sizes(self, "steps", "burn_in", "window")
-
-    def estimate(self, system, components, params, x0, key, cotangent):
-        check_noisy(system, "Kernel")
-        if isinstance(components.statistic, TimeAverage):
-            return self._stationary(system, components, params, x0, key, cotangent)
-        if self.steps is not None or self.window is not None or self.burn_in is not None:
-            raise ValueError(
-                "Kernel(steps=, window=, burn_in=) apply to a TimeAverage only: a "
-                "Terminal statistic has its own steps"
-            )
-        return self._finite_depth(system, components, params, x0, key, cotangent)
-
-    def _finite_depth(self, system, components, params, x0, key, cotangent):
+    def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps
         check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)

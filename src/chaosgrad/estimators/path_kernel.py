@@ -37,21 +37,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int
 from .._system import _run, check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
-    AbstractEstimator,
     AbstractInfo,
     Estimate,
-    check_sizes,
     mean_and_stderr_from_sums,
     project,
     tree_mean_and_stderr,
 )
 from ._layers import add_rest, assemble, rest_zeros, step_pullback
-from ._noise import check_noisy, explicit_term, orbit_values, sample_batches, terminal_values
+from ._noise import (
+    AbstractKernelEstimator,
+    explicit_term,
+    orbit_values,
+    sample_batches,
+    terminal_values,
+)
 from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
 
 EXPLOSION = 1e12
@@ -204,7 +207,7 @@ def _stationary_terms(
     return jax.vmap(orbit)(starts, keys)
 
 
-class PathKernel(AbstractEstimator):
+class PathKernel(AbstractKernelEstimator):
     """Adjoint path-kernel estimate: damped backpropagation plus a kernel correction.
 
     Supports: Terminal, TimeAverage (noisy systems). The standard error is the spread over
@@ -231,9 +234,6 @@ class PathKernel(AbstractEstimator):
     batch: int = 4096
 
     def __check_init__(self):
-        check_positive_int(self.samples, "samples")
-        check_positive_int(self.batch, "batch")
-        check_sizes(self, "steps", "burn_in", "window")
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
 
@@ -241,18 +241,7 @@ class PathKernel(AbstractEstimator):
         """a = 1 - exp(-alpha * dt): the fraction of the tangent moved into the kernel."""
         return jnp.asarray(-np.expm1(-self.alpha * (system.time_step or 1.0)))
 
-    def estimate(self, system, components, params, x0, key, cotangent):
-        check_noisy(system, "PathKernel")
-        if isinstance(components.statistic, TimeAverage):
-            return self._stationary(system, components, params, x0, key, cotangent)
-        if self.steps is not None or self.window is not None or self.burn_in is not None:
-            raise ValueError(
-                "PathKernel(steps=, window=, burn_in=) apply to a TimeAverage "
-                "only: a Terminal statistic has its own steps"
-            )
-        return self._finite_time(system, components, params, x0, key, cotangent)
-
-    def _finite_time(self, system, components, params, x0, key, cotangent):
+    def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps
         check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
