@@ -41,15 +41,10 @@ class AbstractKernelEstimator(AbstractEstimator):
     (``_finite``) and a stationary form for a TimeAverage (``_stationary``), and the
     settings that apply to the stationary form only (``steps``, ``window``, ``burn_in``)."""
 
-    samples: eqx.AbstractVar[int]
-    batch: eqx.AbstractVar[int]
-    steps: eqx.AbstractVar[int | None]
-    window: eqx.AbstractVar[int | None]
-    burn_in: eqx.AbstractVar[int | None]
-
     def __check_init__(self):
-        check_positive_int(self.samples, "samples")
-        check_positive_int(self.batch, "batch")
+        # the fields live on the concrete classes (their order differs: PathKernel's alpha)
+        check_positive_int(getattr(self, "samples"), "samples")  # noqa: B009
+        check_positive_int(getattr(self, "batch"), "batch")  # noqa: B009
         check_sizes(self, "steps", "burn_in", "window")
 
     def estimate(self, system, components, params, x0, key, cotangent):
