@@ -24,11 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def time_spectrum(name, system, k, steps, burn_in):
     run = lambda: cg.lyapunov_spectrum(
-        system,
-        k,
-        steps=steps,
-        burn_in=burn_in,  # noqa: E731
-        key=jax.random.key(0),
+        system, k, steps=steps, burn_in=burn_in, key=jax.random.key(0)
     )
     began = time.perf_counter()
     run()
@@ -87,13 +83,13 @@ def _seconds_of_second_run(run, repeats: int = 3):
 def shadowing_benchmarks():
     """Lorenz-63 Shadowing at T = 200 (forward Euler, dt = 1e-3, u = 2) against one plain
     Backprop pass over an orbit of the same length (target ratio <= u + 2 = 4)."""
-    from chaosgrad.estimators import Backprop, FastAdjointResponse, Shadowing, linear_response
+    from chaosgrad import Backprop, FastAdjointResponse, Shadowing, TimeAverage, linear_response
 
     system = cg.Lorenz63(dt=1e-3, method="euler")
-    z = lambda x: x[2]  # noqa: E731
-    wrt = lambda s: (s.rho, s.sigma)  # noqa: E731
+    z = TimeAverage(lambda x: x[2])
+    wrt = lambda s: (s.rho, s.sigma)
     shadowing = Shadowing(unstable_dim=2, segment_steps=200, segments=1000, burn_in=20_000)
-    backprop = Backprop(steps=200_000, samples=1, burn_in=20_000, diagnostics=False)
+    backprop = Backprop(samples=1, steps=200_000, burn_in=20_000, diagnostics=False)
     key = jax.random.key(0)
     t_shadow, result = _seconds_of_second_run(
         lambda: linear_response(system, z, shadowing, wrt=wrt, key=key)
@@ -108,7 +104,7 @@ def shadowing_benchmarks():
         unstable_dim=20, segment_steps=20, segments=5000, window=10, burn_in=1000
     )
     t_far, far_result = _seconds_of_second_run(
-        lambda: linear_response(solenoid, cg.ModifiedSolenoid.observable, far, key=key)
+        lambda: linear_response(solenoid, TimeAverage(cg.ModifiedSolenoid.observable), far, key=key)
     )
     far_grad = [float(far_result.grad.gamma1), float(far_result.grad.gamma2)]
     print(
@@ -147,36 +143,36 @@ def kernel_benchmarks():
     against one forward pass of the same samples (targets: Kernel <= 2, PathKernel <= 4)."""
     import jax.numpy as jnp
 
-    from chaosgrad.estimators import Backprop, Kernel, PathKernel, linear_response
-    from chaosgrad.estimators._rollout import batch_starts, sample_keys
-    from chaosgrad.estimators.kernel import _terminal_values
+    from chaosgrad import Backprop, Kernel, PathKernel, Terminal, linear_response
 
     net = cg.NineNeuronNet(gamma=0.556, noise=0.5)
     samples, depth, key = 100_000, 50, jax.random.key(0)
-    wrt = lambda s: s.gamma  # noqa: E731
-    init_key, noise_key = jax.random.split(key)
+    statistic = Terminal(jnp.sum, depth)
+    wrt = lambda s: s.gamma
+    starts = jax.vmap(net.initial_state)(jax.random.split(jax.random.key(1), samples))
+    noise_keys = jax.random.split(jax.random.key(2), samples)
+
+    @jax.jit
+    def forward(starts, noise_keys):
+        """E[sum x_50] over the samples: one forward pass, the cost unit of the targets."""
+
+        def one(x0, key):
+            step = lambda x, t: (net.step(t, x, net.noise(key, t, x.shape[0])), None)
+            return jnp.sum(jax.lax.scan(step, x0, jnp.arange(depth))[0])
+
+        return jnp.mean(jax.vmap(one)(starts, noise_keys))
+
     t_forward, _ = _seconds_of_second_run(
-        lambda: jax.block_until_ready(
-            _terminal_values(
-                net,
-                jnp.sum,
-                batch_starts(net, None, init_key, 0, samples),
-                sample_keys(noise_key, samples),
-                depth,
-            )
-        )
+        lambda: jax.block_until_ready(forward(starts, noise_keys))
     )
     rows = {}
     for name, estimator in (
-        ("Kernel", Kernel(steps=depth, samples=samples)),
-        ("PathKernel", PathKernel(steps=depth, samples=samples, alpha=1.0)),
-        (
-            "Backprop",
-            Backprop(steps=depth, samples=samples, statistic="terminal", diagnostics=False),
-        ),
+        ("Kernel", Kernel(samples=samples)),
+        ("PathKernel", PathKernel(samples=samples, alpha=1.0)),
+        ("Backprop", Backprop(samples=samples, diagnostics=False)),
     ):
         seconds, result = _seconds_of_second_run(
-            lambda est=estimator: linear_response(net, jnp.sum, est, wrt=wrt, key=key)
+            lambda est=estimator: linear_response(net, statistic, est, wrt=wrt, key=key)
         )
         rows[name] = {
             "seconds": seconds,

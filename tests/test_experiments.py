@@ -1,4 +1,6 @@
-"""The comparison experiments: small sizes here, the default sizes in the slow suite."""
+"""The comparison experiments: the tuning experiment at its default sizes here; the others
+in the slow suite (the quick demo, tests/cli/test_demo.py, runs all three at small sizes in
+the default suite)."""
 
 import json
 
@@ -24,6 +26,7 @@ def test_tune_lorenz_default_experiment(tmp_path):
     assert (tmp_path / "tune_lorenz.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_explosion_panel_small(tmp_path):
     result = explosion_panel(
         horizons=(1.0, 5.0, 10.0), depths=(5, 20, 40), samples=300, out=tmp_path

@@ -1,23 +1,84 @@
-"""`chaosgrad demo --out DIR`: the report, and the outcomes the demo exists to show."""
+"""`chaosgrad demo`: the quick run in the default suite (every figure, the report, a sane
+table); the full run, and the outcomes it exists to show, in the slow suite."""
 
 import json
+import math
 
+import pytest
 from typer.testing import CliRunner
 
 from chaosgrad.cli import app
 
+FIGURES = {
+    "lorenz63_spectrum.png",
+    "tanh_rnn_spectrum.png",
+    "deep_net_ftle.png",
+    "explosion.png",
+    "compare_lorenz.png",
+    "compare_solenoid.png",
+    "compare_nine_neuron.png",
+    "tune_lorenz.png",
+    "noisy_network_nine.png",
+}
 
+
+def _check_report(directory, output):
+    html = (directory / "report.html").read_text()
+    pngs = {p.name for p in directory.glob("*.png")}
+    assert pngs == FIGURES
+    for name in pngs:
+        assert name in html and (directory / name).stat().st_size > 5000, name
+    for quantity in ("Lorenz-63 λ₁", "tanh RNN λ₁", "Lorenz d⟨z⟩/dρ", "9-neuron dE/dγ"):
+        assert quantity in output
+    for method in ("Shadowing", "FAR", "FD", "Kernel", "PathKernel", "Backprop+clip"):
+        assert method in output
+    assert "9 PNGs" in output
+    return json.loads((directory / "results.json").read_text())
+
+
+def test_quick_demo_writes_every_figure_and_a_sane_table(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    results = _check_report(tmp_path, result.output)
+    assert results["sizes"] == "quick" and "quick sizes" in result.output
+
+    assert 0.7 < results["instability"]["lorenz63"]["exponents"][0] < 1.1
+    assert 0.05 < results["instability"]["tanh_rnn"]["exponents"][0] < 0.3
+    for case in results["estimates"].values():
+        for estimate in case["estimates"]:
+            assert math.isfinite(estimate["grad"]["d"]), (case["title"], estimate)
+    lorenz = {e["method"]: e for e in results["estimates"]["lorenz"]["estimates"]}
+    assert abs(lorenz["Shadowing"]["grad"]["d"] - 1.017) < 0.5
+    nine = {e["method"]: e for e in results["estimates"]["nine_neuron"]["estimates"]}
+    assert nine["Backprop"]["stderr"]["d"] > 10 * nine["Kernel"]["stderr"]["d"]  # explodes
+    # the explosion panel (the library test of explosion_panel is in the slow suite)
+    rows = results["explosion"]["lorenz63"]["rows"]
+    backprop = rows["Backprop (per sample, window sum)"]["magnitude"]
+    assert backprop[-1] > 1e3 * backprop[len(backprop) // 4]
+    for name in ("Shadowing", "FiniteDifference"):
+        assert max(rows[name]["magnitude"]) < 10
+    deep = results["explosion"]["deep_net"]["per_sample_std"]
+    assert deep["Backprop"][-1] > 10 * deep["Backprop"][0]
+    assert deep["PathKernel (alpha=1)"][-1] < 3 * deep["PathKernel (alpha=1)"][0]
+
+    runs = results["training"]["lorenz"]["runs"]
+    assert set(runs) == {
+        "Shadowing",
+        "Backprop",
+        "Backprop + clipping",
+        "TruncatedBackprop",
+        "FiniteDifference",
+    }
+    assert runs["Shadowing"]["status"] == "ok"
+
+
+@pytest.mark.slow
 def test_demo_writes_report_and_shows_the_outcomes(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    html = (tmp_path / "report.html").read_text()
-    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert len(pngs) >= 4
-    for name in pngs:
-        assert name in html and (tmp_path / name).stat().st_size > 5000
-    assert "Shadowing" in result.output and "Kernel" in result.output
+    results = _check_report(tmp_path, result.output)
+    assert results["sizes"] == "full"
 
-    results = json.loads((tmp_path / "results.json").read_text())
     lorenz = results["training"]["lorenz"]["runs"]
     assert lorenz["Shadowing"]["status"] == "ok"
     assert abs(lorenz["Shadowing"]["final_rho"] - 28.0) < 1.0

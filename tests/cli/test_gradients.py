@@ -1,11 +1,16 @@
-"""`chaosgrad grad` and `chaosgrad compare`."""
+"""`chaosgrad grad` and `chaosgrad compare`: estimators from the registry, settings to
+their fields, statistics from the system's defaults."""
 
 import json
 
 import pytest
 from typer.testing import CliRunner
 
+import chaosgrad.estimators
+from chaosgrad import Backprop
 from chaosgrad.cli import app
+from chaosgrad.cli.gradients import build_estimator, build_statistic
+from chaosgrad.cli.registry import build_system
 
 runner = CliRunner()
 
@@ -76,6 +81,8 @@ def test_compare_writes_table_and_chart(tmp_path):
             "rho",
             "--methods",
             "backprop,truncated,fd",
+            "--truncation",
+            "50",
             "--steps",
             "400",
             "--samples",
@@ -113,6 +120,52 @@ def test_compare_writes_table_and_chart(tmp_path):
             "must be smaller",
         ),
         (["compare", "lorenz63", "--wrt", "rho,sigma", "--methods", "fd"], "one --wrt"),
+        (
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "truncated", "--window", "5"],
+            "--window does not apply to truncated; it is a setting of far, kernel, "
+            "path-kernel; truncated takes --steps, --samples, --burn-in, --truncation",
+        ),
+        (
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "fd", "--unstable-dim", "2"],
+            "--unstable-dim does not apply to fd",
+        ),
+        (
+            ["compare", "lorenz63", "--wrt", "rho", "--methods", "fd,backprop", "--alpha", "1"],
+            "--alpha does not apply to fd, backprop",
+        ),
+        (
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "fd", "--statistic", "mean"],
+            "unknown --statistic 'mean'; choose one of: time-average, window, terminal",
+        ),
+        (
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "fd", "--statistic", "terminal"],
+            "--statistic terminal needs --steps N",
+        ),
+        (
+            [
+                "grad",
+                "lorenz63",
+                "--wrt",
+                "rho",
+                "--method",
+                "fd",
+                "--statistic",
+                "terminal",
+                "--steps",
+                "10",
+                "--burn-in",
+                "5",
+            ],
+            "--burn-in applies to --statistic time-average or window",
+        ),
+        (
+            ["grad", "nine_neuron_net", "--wrt", "gamma", "--method", "kernel", "--window", "5"],
+            "--window applies to --statistic time-average only",
+        ),
+        (
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "far", "--unstable-dim", "-1"],
+            "unstable_dim",
+        ),
     ],
 )
 def test_errors_are_one_line_exit_2(args, message):
@@ -137,7 +190,9 @@ def test_kernel_methods_on_the_command_line():
             "--alpha",
             "1",
             "--samples",
-            "20000",
+            "8192",
+            "--batch",
+            "8192",
             "--json",
         ],
     )
@@ -154,10 +209,119 @@ def test_kernel_methods_on_the_command_line():
             "--method",
             "kernel",
             "--samples",
-            "5000",
+            "4096",
             "--json",
         ],
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["grad", "lorenz63", "--wrt", "rho", "--method", "kernel"])
     assert result.exit_code == 2 and "needs a noisy system" in result.output
+
+
+def test_statistic_defaults_follow_the_system():
+    """A network (a horizon, or default_statistic = "terminal") gets Terminal at its depth;
+    any other system a TimeAverage; --statistic window a WindowAverage."""
+    phi = lambda x: x[0]  # noqa: E731
+    net, _ = build_system("deep_tanh_net", ["depth=7", "width=3"])
+    assert type(build_statistic(net, phi, None, {})).__name__ == "Terminal"
+    assert build_statistic(net, phi, None, {}).horizon == 7
+    nine, _ = build_system("nine_neuron_net", [])
+    assert build_statistic(nine, phi, None, {}).horizon == 50
+    lorenz, _ = build_system("lorenz63", [])
+    assert type(build_statistic(lorenz, phi, None, {})).__name__ == "TimeAverage"
+    assert type(build_statistic(lorenz, phi, "average", {})).__name__ == "TimeAverage"  # v1
+    window = build_statistic(lorenz, phi, "window", {"steps": 300, "burn_in": 20})
+    assert (type(window).__name__, window.steps, window.burn_in) == ("WindowAverage", 300, 20)
+
+
+def test_settings_go_to_the_fields_of_the_same_name():
+    time_average = build_statistic(build_system("lorenz63", [])[0], lambda x: x[2], None, {})
+    settings = {"segment_steps": 50, "segments": 7, "burn_in": 300, "blocks": 4}
+    shadowing = build_estimator("shadowing", time_average, {**settings, "unstable_dim": 2})
+    assert (shadowing.segment_steps, shadowing.segments, shadowing.burn_in) == (50, 7, 300)
+    assert shadowing.blocks == 4
+    truncated = build_estimator("truncated", time_average, {"truncation": 30})
+    assert (truncated.truncation, truncated.samples, truncated.steps) == (30, 10, 10_000)
+    assert truncated.burn_in is None  # the library's one default (1000)
+    terminal = build_statistic(build_system("nine_neuron_net", [])[0], lambda x: x[0], None, {})
+    kernel = build_estimator("kernel", terminal, {"steps": 50})
+    assert (kernel.samples, kernel.steps, kernel.window) == (10_000, None, None)
+
+
+def test_a_registered_estimator_is_on_the_command_line(monkeypatch):
+    """The command reads chaosgrad.estimators.ESTIMATORS: one line adds a method."""
+    monkeypatch.setitem(chaosgrad.estimators.ESTIMATORS, "my-backprop", Backprop)
+    result = runner.invoke(
+        app,
+        [
+            "grad",
+            "henon",
+            "--wrt",
+            "a",
+            "--observable",
+            "x[0]",
+            "--method",
+            "my-backprop",
+            "--statistic",
+            "window",
+            "--steps",
+            "5",
+            "--samples",
+            "3",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["method"] == "my-backprop"
+
+
+def test_window_and_terminal_statistics_on_the_command_line(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "grad",
+            "lorenz63",
+            "--wrt",
+            "rho",
+            "--method",
+            "backprop",
+            "--statistic",
+            "window",
+            "--steps",
+            "200",
+            "--burn-in",
+            "100",
+            "--samples",
+            "4",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "grad.json").read_text())
+    assert saved["statistic"] == "<z>_300" and saved["info"]["steps"] == 300
+    assert set(saved["info"]["per_sample_std"]) == {"rho"}  # per parameter, by name
+    result = runner.invoke(
+        app,
+        [
+            "grad",
+            "deep_tanh_net",
+            "-p",
+            "depth=6",
+            "-p",
+            "width=3",
+            "-p",
+            "noise=0.3",
+            "--wrt",
+            "biases",
+            "--observable",
+            "x[0]",
+            "--method",
+            "backprop",
+            "--samples",
+            "50",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["grad"]["biases"]) == 6  # (depth, width)

@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
 
 def test_experiment_command(tmp_path):
     result = runner.invoke(
-        app, ["experiment", "tune-lorenz", "--iterations", "2", "--out", str(tmp_path)]
+        app, ["experiment", "tune-lorenz", "--iterations", "1", "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tune_lorenz.json").exists() and (tmp_path / "tune_lorenz.png").exists()

@@ -8,12 +8,15 @@
 4. Training curves: Lorenz rho 35 -> 28, and the 9-neuron network's bias.
 
 Prints a table (method, estimate +- SE, reference, seconds) and writes report.html with its
-PNGs and results.json into ``out``. About two minutes on two cores.
+PNGs and results.json into ``out``. ``FULL`` sizes are the published numbers (several
+minutes on two cores); ``QUICK`` (``chaosgrad demo --quick``) draws the same figures and
+report from runs about ten times shorter: a smoke test, not a measurement.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -44,11 +47,67 @@ from ..estimators import (
 )
 from ..experiments import explosion_panel, train_noisy_network, tune_lorenz
 from ..plot import plot_compare, plot_ftle_histograms, plot_spectrum
+from ..statistics import Terminal, TimeAverage
 from .report import write_html, write_json
 
 
-def _instability(out: Path, key, seed: int, rows: list) -> dict:
-    lorenz = lyapunov_spectrum(Lorenz63(), steps=200_000, burn_in=10_000, key=key)
+@dataclass(frozen=True)
+class DemoSizes:
+    """Every size the demo uses; ``scale`` divides the long orbits and sample counts."""
+
+    name: str
+    lorenz_spectrum_steps: int = 200_000
+    rnn_steps: int = 5_000
+    ftle_inputs: int = 512
+    explosion_samples: int = 1000
+    explosion_horizons: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 40.0)
+    explosion_depths: tuple[int, ...] = (5, 10, 20, 30, 50)
+    explosion_lyapunov_steps: int = 100_000
+    lorenz_segments: int = 1000
+    lorenz_backprop_steps: int = 20_000
+    lorenz_truncated_steps: int = 200_000
+    lorenz_fd_steps: int = 500_000
+    lorenz_fd_samples: int = 16
+    lorenz_shadowing_burn_in: int = 20_000
+    solenoid_segments: int = 2000
+    solenoid_fd_steps: int = 100_000
+    nine_samples: int = 100_000
+    tune_iterations: int = 30
+    tune_reference_steps: int = 200_000
+    train_iterations: int = 60
+    train_samples: int = 20_000
+
+
+FULL = DemoSizes("full")
+QUICK = DemoSizes(
+    "quick",
+    lorenz_spectrum_steps=20_000,
+    rnn_steps=1000,
+    ftle_inputs=64,
+    explosion_samples=200,
+    explosion_horizons=(1.0, 10.0),
+    explosion_depths=(5, 40),
+    explosion_lyapunov_steps=20_000,
+    lorenz_segments=100,
+    lorenz_backprop_steps=4000,
+    lorenz_truncated_steps=20_000,
+    lorenz_fd_steps=20_000,
+    lorenz_fd_samples=4,
+    lorenz_shadowing_burn_in=5000,
+    solenoid_segments=200,
+    solenoid_fd_steps=10_000,
+    nine_samples=4096,
+    tune_iterations=3,
+    tune_reference_steps=20_000,
+    train_iterations=5,
+    train_samples=1024,
+)
+
+
+def _instability(out: Path, key, seed: int, rows: list, sizes: DemoSizes) -> dict:
+    lorenz = lyapunov_spectrum(
+        Lorenz63(), steps=sizes.lorenz_spectrum_steps, burn_in=10_000, key=key
+    )
     plot_spectrum(
         out / "lorenz63_spectrum.png",
         lorenz.exponents,
@@ -60,7 +119,7 @@ def _instability(out: Path, key, seed: int, rows: list) -> dict:
         ("Lorenz-63 λ₁", "QR", lorenz.exponents[0], lorenz.stderr[0], 0.9057, lorenz.seconds)
     )
     rnn = lyapunov_spectrum(
-        TanhRNN(n=200, g=2.0, seed=seed), 30, steps=5_000, burn_in=1_000, key=key
+        TanhRNN(n=200, g=2.0, seed=seed), 30, steps=sizes.rnn_steps, burn_in=1_000, key=key
     )
     theory = mean_field(4.0).lyapunov_exponent
     plot_spectrum(
@@ -71,7 +130,7 @@ def _instability(out: Path, key, seed: int, rows: list) -> dict:
         "per step",
     )
     rows.append(("tanh RNN λ₁", "QR", rnn.exponents[0], rnn.stderr[0], theory, rnn.seconds))
-    inputs = jax.random.normal(jax.random.fold_in(key, 1), (512, 32))
+    inputs = jax.random.normal(jax.random.fold_in(key, 1), (sizes.ftle_inputs, 32))
     variants = {
         "chaotic σ_w=2": dict(sigma_w=2.0),
         "critical (σ_b²=0.05)": dict(init="critical", sigma_b=0.05**0.5),
@@ -96,66 +155,84 @@ def _instability(out: Path, key, seed: int, rows: list) -> dict:
     }
 
 
-def _compare(out: Path, key, rows: list) -> dict:
+def _compare(out: Path, key, rows: list, sizes: DemoSizes) -> dict:
     """Estimates of three derivatives, each against its finite-difference reference."""
     cases = {
         "lorenz": (
             "Lorenz d⟨z⟩/dρ",
             Lorenz63(dt=1e-3, method="euler"),
-            lambda x: x[2],
+            TimeAverage(lambda x: x[2]),
             lambda s: s.rho,
             1.017,
             {
-                "Backprop T=20": Backprop(steps=20_000, samples=8, burn_in=2000, diagnostics=False),
-                "Truncated": TruncatedBackprop(steps=200_000, window=500, burn_in=2000),
-                "Shadowing": Shadowing(
-                    unstable_dim=2, segment_steps=200, segments=1000, burn_in=20_000
+                f"Backprop T={sizes.lorenz_backprop_steps / 1000:g}": Backprop(
+                    samples=8, steps=sizes.lorenz_backprop_steps, burn_in=2000, diagnostics=False
                 ),
-                "FD": FiniteDifference(steps=500_000, eps=1.0, samples=16, burn_in=5000),
+                "Truncated": TruncatedBackprop(
+                    truncation=500, steps=sizes.lorenz_truncated_steps, burn_in=2000
+                ),
+                "Shadowing": Shadowing(
+                    unstable_dim=2,
+                    segment_steps=200,
+                    segments=sizes.lorenz_segments,
+                    burn_in=sizes.lorenz_shadowing_burn_in,
+                ),
+                "FD": FiniteDifference(
+                    eps=1.0,
+                    samples=sizes.lorenz_fd_samples,
+                    steps=sizes.lorenz_fd_steps,
+                    burn_in=5000,
+                ),
             },
         ),
         "solenoid": (
             "solenoid d⟨Φ⟩/dγ₂",
             ModifiedSolenoid(),
-            ModifiedSolenoid.observable,
+            TimeAverage(ModifiedSolenoid.observable),
             lambda s: s.gamma2,
             None,
             {
                 "Shadowing": Shadowing(
-                    unstable_dim=4, segment_steps=20, segments=2000, burn_in=1000
+                    unstable_dim=4,
+                    segment_steps=20,
+                    segments=sizes.solenoid_segments,
+                    burn_in=1000,
                 ),
                 "FAR": FastAdjointResponse(
-                    unstable_dim=4, segment_steps=20, segments=2000, burn_in=1000
+                    unstable_dim=4,
+                    segment_steps=20,
+                    segments=sizes.solenoid_segments,
+                    burn_in=1000,
                 ),
-                "FD": FiniteDifference(steps=100_000, eps=0.01, samples=16, burn_in=1000),
+                "FD": FiniteDifference(
+                    eps=0.01, samples=16, steps=sizes.solenoid_fd_steps, burn_in=1000
+                ),
             },
         ),
         "nine_neuron": (
             "9-neuron dE/dγ",
             NineNeuronNet(gamma=0.556),
-            jnp.sum,
+            Terminal(jnp.sum, 50),
             lambda s: s.gamma,
             7.47,
             {
-                "Backprop": Backprop(
-                    steps=50, samples=100_000, statistic="terminal", diagnostics=False
-                ),
-                "Kernel": Kernel(steps=50, samples=100_000),
-                "PathKernel α=1": PathKernel(steps=50, samples=100_000, alpha=1.0),
+                "Backprop": Backprop(samples=sizes.nine_samples, diagnostics=False),
+                "Kernel": Kernel(samples=sizes.nine_samples),
+                "PathKernel α=1": PathKernel(samples=sizes.nine_samples, alpha=1.0),
             },
         ),
     }
     results = {}
-    for case, (title, system, phi, wrt, reference, methods) in cases.items():
+    for case, (title, system, statistic, wrt, reference, methods) in cases.items():
         found = []
         for name, estimator in methods.items():
-            estimate = linear_response(system, phi, estimator, wrt=wrt, key=key)
+            estimate = linear_response(system, statistic, estimator, wrt=wrt, key=key)
             found.append(
                 {
                     "method": name,
                     "grad": {"d": float(estimate.grad)},
                     "stderr": {"d": float(estimate.stderr)},
-                    "seconds": estimate.info["seconds"],
+                    "seconds": estimate.info.seconds,
                 }
             )
             rows.append(
@@ -165,7 +242,7 @@ def _compare(out: Path, key, rows: list) -> dict:
                     float(estimate.grad),
                     float(estimate.stderr),
                     np.nan if reference is None else reference,
-                    estimate.info["seconds"],
+                    estimate.info.seconds,
                 )
             )
         if reference is None:  # the solenoid's reference is our own finite difference
@@ -183,8 +260,9 @@ def _short(name: str) -> str:
     }.get(name, name)
 
 
-def _table(rows: list, console: Console) -> None:
-    table = Table(title="chaosgrad demo", pad_edge=False)
+def _table(rows: list, console: Console, sizes: DemoSizes) -> None:
+    title = "chaosgrad demo" + (" (quick sizes: a smoke test)" if sizes.name != "full" else "")
+    table = Table(title=title, pad_edge=False)
     for column in ("quantity", "method", "estimate", "± SE", "ref.", "s"):
         table.add_column(
             column, no_wrap=True, justify="left" if column in ("quantity", "method") else "right"
@@ -195,24 +273,44 @@ def _table(rows: list, console: Console) -> None:
     console.print(table)
 
 
-def run_demo(out: Path, seed: int, console: Console) -> dict:
+def run_demo(out: Path, seed: int, console: Console, sizes: DemoSizes = FULL) -> dict:
+    """The whole demo into ``out``; returns what results.json holds."""
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(seed)
     began = time.perf_counter()
     rows: list = []
-    results = {"instability": _instability(out, key, seed, rows)}
+    results: dict = {"sizes": sizes.name}
+    results["instability"] = _instability(out, key, seed, rows, sizes)
     console.print("measured the instability; drawing the explosion panel ...")
-    explosion = explosion_panel(samples=1000, seed=seed, out=out)
+    explosion = explosion_panel(
+        horizons=sizes.explosion_horizons,
+        depths=sizes.explosion_depths,
+        samples=sizes.explosion_samples,
+        lyapunov_steps=sizes.explosion_lyapunov_steps,
+        seed=seed,
+        out=out,
+    )
     results["explosion"] = explosion.summary
     console.print("comparing estimators against finite differences ...")
-    results["estimates"] = _compare(out, key, rows)
+    results["estimates"] = _compare(out, key, rows, sizes)
     console.print("training ...")
-    lorenz = tune_lorenz(seed=seed, out=out)
+    lorenz = tune_lorenz(
+        iterations=sizes.tune_iterations,
+        reference_steps=sizes.tune_reference_steps,
+        seed=seed,
+        out=out,
+    )
     for name, run in lorenz.summary["runs"].items():
         rows.append(
             ("train Lorenz: ρ", _short(name), run["final_rho"], np.nan, 28.0, run["seconds"])
         )
-    network = train_noisy_network(iterations=60, samples=10_000, deep=False, seed=seed, out=out)
+    network = train_noisy_network(
+        iterations=sizes.train_iterations,
+        samples=sizes.train_samples,
+        deep=False,
+        seed=seed,
+        out=out,
+    )
     for name, run in network.summary["nine_neuron"]["runs"].items():
         rows.append(
             (
@@ -225,13 +323,13 @@ def run_demo(out: Path, seed: int, console: Console) -> dict:
             )
         )
     results["training"] = {"lorenz": lorenz.summary, "nine_neuron": network.summary}
-    _table(rows, console)
+    _table(rows, console, sizes)
     console.print(
         "Backprop's per-sample gradient grows like e^{λ₁T}; Shadowing/FAR (chaos) "
         "and Kernel/PathKernel (noise) stay bounded and match finite differences."
     )
     write_json(out / "results.json", results)
-    _report(out, results)
+    _report(out, results, sizes)
     pngs = sorted(p.name for p in out.glob("*.png"))
     console.print(
         f"wrote {out}/report.html and {len(pngs)} PNGs in {time.perf_counter() - began:.0f} s"
@@ -239,12 +337,15 @@ def run_demo(out: Path, seed: int, console: Console) -> dict:
     return results
 
 
-def _report(out: Path, results: dict) -> None:
+def _report(out: Path, results: dict, sizes: DemoSizes) -> None:
     lorenz = results["instability"]["lorenz63"]
     training = results["training"]["lorenz"]["runs"]
+    title = "chaosgrad: gradients that do not explode"
+    if sizes.name != "full":
+        title += f" ({sizes.name} sizes: a smoke test, not the published numbers)"
     write_html(
         out / "report.html",
-        "chaosgrad: gradients that do not explode",
+        title,
         [
             (
                 "1. How unstable?",

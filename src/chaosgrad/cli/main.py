@@ -1,9 +1,18 @@
-"""The ``chaosgrad`` command: systems, lyapunov, demo."""
+"""The ``chaosgrad`` command: systems, lyapunov, grad, compare, experiment, demo.
+
+The command (``main``, the console-script entry point) turns on JAX's persistent
+compilation cache in ``$CHAOSGRAD_CACHE_DIR`` (empty: off), else
+``$XDG_CACHE_HOME/chaosgrad/jax`` or ``~/.cache/chaosgrad/jax``, so that a second run of
+the same command reads its compiled programs instead of compiling them again;
+``chaosgrad --no-cache ...`` turns it off. Importing chaosgrad (or calling ``app`` in-process)
+leaves JAX's configuration alone.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,10 +21,12 @@ import jax
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import lyapunov_spectrum
+from ..estimators import ESTIMATORS
 from ..plot import plot_spectrum
 from .expressions import ExpressionError
 from .registry import SYSTEMS, build_system, settable_parameters
@@ -32,12 +43,57 @@ console = Console()
 error_console = Console(stderr=True, soft_wrap=True)
 
 
+_ENTRY_POINT = {"active": False}  # set by main(): the cache is the command's, not a library's
+
+
+def cache_directory() -> Path | None:
+    """Where the command keeps compiled programs; None when ``CHAOSGRAD_CACHE_DIR=""``."""
+    chosen = os.environ.get("CHAOSGRAD_CACHE_DIR")
+    if chosen is not None:
+        return Path(chosen).expanduser() if chosen.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "chaosgrad" / "jax"
+
+
+def enable_compilation_cache(directory: Path | None) -> Path | None:
+    """Turn on JAX's persistent compilation cache in ``directory`` (every program, however
+    small or quick to compile). Returns the folder, or None when off or not writable."""
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: run without the cache rather than fail
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory
+
+
+@app.callback()
+def root(
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="do not keep compiled programs between runs (the cache folder is "
+            "$CHAOSGRAD_CACHE_DIR, else ~/.cache/chaosgrad/jax; CHAOSGRAD_CACHE_DIR='' "
+            "also turns it off)",
+        ),
+    ] = False,
+):
+    """Non-exploding gradients and Lyapunov analysis for chaotic systems."""
+    if _ENTRY_POINT["active"] and not no_cache:
+        enable_compilation_cache(cache_directory())
+
+
 class UserError(Exception):
     """A mistake in the command line: one line on stderr, exit code 2."""
 
 
 def fail(message: str, code: int = 2):
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -171,50 +227,55 @@ def lyapunov(
 
 Method = Annotated[
     str,
-    typer.Option("--method", help="backprop, truncated, fd, shadowing, far, kernel, path-kernel"),
+    typer.Option("--method", help="an estimator: " + ", ".join(ESTIMATORS)),
 ]
-
-
-def _options(
-    steps, samples, burn_in, eps, window, unstable_dim, segment_steps, segments, statistic, alpha
-):
-    from .gradients import MethodOptions
-
-    return MethodOptions(
-        steps=steps,
-        samples=samples,
-        burn_in=burn_in,
-        eps=eps,
-        window=window,
-        unstable_dim=unstable_dim,
-        segment_steps=segment_steps,
-        segments=segments,
-        statistic=statistic,
-        alpha=alpha,
-    )
-
-
 Steps = Annotated[
-    int | None, typer.Option(help="steps per sample (default 10000; a network: its depth)")
+    int | None,
+    typer.Option(
+        help="time-average: each sample's orbit (default 10000); terminal/window: the "
+        "horizon (default: the system's)"
+    ),
 ]
 Samples = Annotated[
     int | None,
-    typer.Option(help="samples (default 10; kernel methods: 10000, or 10 orbits with --window)"),
+    typer.Option(help="samples (default 10; kernel, path-kernel at a finite horizon: 10000)"),
 ]
-BurnIn = Annotated[int, typer.Option("--burn-in", help="transient steps")]
-Eps = Annotated[float, typer.Option(help="finite-difference step")]
-Window = Annotated[
+BurnIn = Annotated[
     int | None,
     typer.Option(
-        help="truncation window / FAR half-width / kernel decorrelation window (stationary)"
+        "--burn-in",
+        help="transient steps before a time-average's orbit (default 1000) or a window",
     ),
 ]
-Alpha = Annotated[float, typer.Option(help="path-kernel damping rate")]
-UnstableDim = Annotated[int | None, typer.Option("--unstable-dim", help="u for shadowing/far")]
-SegmentSteps = Annotated[int, typer.Option("--segment-steps", help="steps per segment")]
-Segments = Annotated[int, typer.Option(help="number of segments")]
-Statistic = Annotated[str | None, typer.Option(help="average or terminal")]
+Eps = Annotated[float | None, typer.Option(help="finite-difference step (default 0.01)")]
+Window = Annotated[
+    int | None,
+    typer.Option(help="decorrelation window W of far, kernel, path-kernel (default 10)"),
+]
+Truncation = Annotated[
+    int | None, typer.Option(help="truncated: backprop chunk length (default 10)")
+]
+UnstableDim = Annotated[
+    int | None, typer.Option("--unstable-dim", help="u for shadowing, far (required)")
+]
+SegmentSteps = Annotated[
+    int | None, typer.Option("--segment-steps", help="steps per segment (default 20)")
+]
+Segments = Annotated[int | None, typer.Option(help="number of segments (default 200)")]
+Blocks = Annotated[int | None, typer.Option(help="batch-means blocks (default 20)")]
+Batch = Annotated[int | None, typer.Option(help="samples under vmap at once (default 4096)")]
+Alpha = Annotated[float | None, typer.Option(help="path-kernel damping rate (default 1)")]
+Statistic = Annotated[
+    str | None,
+    typer.Option(
+        help="time-average, window or terminal (default: terminal for a network, "
+        "time-average otherwise)"
+    ),
+]
 Observable = Annotated[str | None, typer.Option(help="e.g. z, x[0]**3, mean(x**2)")]
+Param = Annotated[list[str], typer.Option("-p", "--param", help="name=value")]
+Seed = Annotated[int, typer.Option(help="PRNG seed")]
+Json = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 
 
 @app.command()
@@ -223,51 +284,69 @@ def grad(
     wrt: Annotated[str, typer.Option(help="parameter names, comma-separated")],
     method: Method,
     observable: Observable = None,
-    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],
+    param: Param = [],
+    statistic: Statistic = None,
     steps: Steps = None,
     samples: Samples = None,
-    burn_in: BurnIn = 1000,
-    eps: Eps = 1e-2,
+    burn_in: BurnIn = None,
+    eps: Eps = None,
     window: Window = None,
+    truncation: Truncation = None,
     unstable_dim: UnstableDim = None,
-    segment_steps: SegmentSteps = 20,
-    segments: Segments = 200,
-    statistic: Statistic = None,
-    alpha: Alpha = 1.0,
-    seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    segment_steps: SegmentSteps = None,
+    segments: Segments = None,
+    blocks: Blocks = None,
+    batch: Batch = None,
+    alpha: Alpha = None,
+    seed: Seed = 0,
+    as_json: Json = False,
     out: Annotated[Path | None, typer.Option(help="write grad.json here")] = None,
 ):
     """Derivative of a statistic with respect to parameters, with its standard error."""
-    from .gradients import resolve_observable, resolve_wrt, run_gradient
+    from .gradients import (
+        build_statistic,
+        check_settings,
+        estimator_class,
+        resolve_observable,
+        resolve_wrt,
+        run_gradient,
+    )
 
-    options = _options(
-        steps,
-        samples,
-        burn_in,
-        eps,
-        window,
-        unstable_dim,
-        segment_steps,
-        segments,
-        statistic,
-        alpha,
+    settings = dict(
+        steps=steps,
+        samples=samples,
+        burn_in=burn_in,
+        eps=eps,
+        window=window,
+        truncation=truncation,
+        unstable_dim=unstable_dim,
+        segment_steps=segment_steps,
+        segments=segments,
+        blocks=blocks,
+        batch=batch,
+        alpha=alpha,
     )
     with user_errors():
+        estimator_class(method)
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
         selector, names = resolve_wrt(model, wrt)
+        chosen = build_statistic(model, phi, statistic, settings)
+        check_settings([method], chosen, settings)
         with progress_bar(1, f"{system}: {method}", not as_json):
-            row = run_gradient(model, phi, method, options, selector, names, seed)
+            row = run_gradient(model, chosen, method, settings, selector, names, seed)
     row.update(
-        system=system, observable=expression, params={k: jsonable(v) for k, v in params.items()}
+        system=system,
+        observable=expression,
+        statistic=_statistic_label(chosen, expression),
+        params={k: jsonable(v) for k, v in params.items()},
     )
     if out is not None:
         write_json(out / "grad.json", row)
     if as_json:
         print(json.dumps({k: row[k] for k in ("value", "grad", "stderr", "method", "seconds")}))
         return
-    table = Table(title=f"{system}: d<{expression}>/d({wrt}) by {method}")
+    table = Table(title=escape(f"{system}: d{row['statistic']}/d({wrt}) by {method}"))
     for column in ("parameter", "estimate", "± SE"):
         table.add_column(column, justify="left" if column == "parameter" else "right")
     for name in names:
@@ -275,8 +354,21 @@ def grad(
             table.add_row(name, f"{g:+.6g}", f"{se:.3g}")
     console.print(table)
     console.print(f"statistic {row['value']:.6g}; {row['seconds']:.2f} s")
-    if "warning" in row["info"]:
-        console.print(f"[yellow]{row['info']['warning']}[/]")
+    if row["info"].get("warning"):
+        console.print(f"[yellow]{escape(row['info']['warning'])}[/]")
+    if out is not None:
+        console.print(f"wrote {out / 'grad.json'}")
+
+
+def _statistic_label(statistic, expression: str) -> str:
+    """``<z>``, ``E[z]_50`` (terminal at step 50) or ``<z>_100`` (a window of 100 steps)."""
+    from ..statistics import Terminal, TimeAverage
+
+    if isinstance(statistic, TimeAverage):
+        return f"<{expression}>"
+    if isinstance(statistic, Terminal):
+        return f"E[{expression}]_{statistic.steps}"
+    return f"<{expression}>_{statistic.horizon}"
 
 
 @app.command()
@@ -285,64 +377,88 @@ def compare(
     wrt: Annotated[str, typer.Option(help="one parameter name")],
     methods: Annotated[str, typer.Option(help="comma-separated, e.g. backprop,fd,shadowing")],
     observable: Observable = None,
-    param: Annotated[list[str], typer.Option("-p", "--param", help="name=value")] = [],
+    param: Param = [],
+    statistic: Statistic = None,
     steps: Steps = None,
     samples: Samples = None,
-    burn_in: BurnIn = 1000,
-    eps: Eps = 1e-2,
+    burn_in: BurnIn = None,
+    eps: Eps = None,
     window: Window = None,
+    truncation: Truncation = None,
     unstable_dim: UnstableDim = None,
-    segment_steps: SegmentSteps = 20,
-    segments: Segments = 200,
-    statistic: Statistic = None,
-    alpha: Alpha = 1.0,
-    seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    segment_steps: SegmentSteps = None,
+    segments: Segments = None,
+    blocks: Blocks = None,
+    batch: Batch = None,
+    alpha: Alpha = None,
+    seed: Seed = 0,
+    as_json: Json = False,
     out: Annotated[Path | None, typer.Option(help="write compare.json and compare.png")] = None,
 ):
-    """Several estimators side by side: estimate ± SE and seconds (and a bar chart)."""
-    from ..plot import plot_compare
-    from .gradients import resolve_observable, resolve_wrt, run_gradient
+    """Several estimators side by side: estimate ± SE and seconds (and a bar chart).
 
-    options = _options(
-        steps,
-        samples,
-        burn_in,
-        eps,
-        window,
-        unstable_dim,
-        segment_steps,
-        segments,
-        statistic,
-        alpha,
+    A setting goes to every method that has it, and is refused only if none does."""
+    from ..plot import plot_compare
+    from .gradients import (
+        build_statistic,
+        check_settings,
+        estimator_class,
+        resolve_observable,
+        resolve_wrt,
+        run_gradient,
+    )
+
+    settings = dict(
+        steps=steps,
+        samples=samples,
+        burn_in=burn_in,
+        eps=eps,
+        window=window,
+        truncation=truncation,
+        unstable_dim=unstable_dim,
+        segment_steps=segment_steps,
+        segments=segments,
+        blocks=blocks,
+        batch=batch,
+        alpha=alpha,
     )
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
+        if not chosen:
+            raise UserError("--methods needs at least one method")
+        for method in chosen:
+            estimator_class(method)
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
         selector, names = resolve_wrt(model, wrt)
         if len(names) != 1:
             raise UserError("compare takes one --wrt parameter")
+        statistic_ = build_statistic(model, phi, statistic, settings)
+        check_settings(chosen, statistic_, settings)
         rows = []
         with progress_bar(len(chosen), f"{system}: compare", not as_json) as advance:
             for method in chosen:
-                rows.append(run_gradient(model, phi, method, options, selector, names, seed))
+                rows.append(
+                    run_gradient(model, statistic_, method, settings, selector, names, seed)
+                )
                 if advance:
                     advance(1)
+    label = _statistic_label(statistic_, expression)
     payload = {
         "system": system,
         "observable": expression,
+        "statistic": label,
         "wrt": names[0],
         "params": {k: jsonable(v) for k, v in params.items()},
         "results": rows,
     }
     if out is not None:
         write_json(out / "compare.json", payload)
-        plot_compare(out / "compare.png", rows, names[0], f"{system}: d<{expression}>/d{names[0]}")
+        plot_compare(out / "compare.png", rows, names[0], f"{system}: d{label}/d{names[0]}")
     if as_json:
         print(json.dumps(payload))
         return
-    table = Table(title=f"{system}: d<{expression}>/d{names[0]}")
+    table = Table(title=escape(f"{system}: d{label}/d{names[0]}"))
     for column in ("method", "estimate", "± SE", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
@@ -395,13 +511,21 @@ def _brief(summary):
 def demo(
     out: Annotated[Path, typer.Option(help="report directory")] = Path("chaosgrad-report"),
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="small sizes everywhere: the same figures and report in about 90 s"
+        ),
+    ] = False,
 ):
-    """The flagship comparison: instability, explosion, estimates, training (~2 minutes)."""
-    from .demo import run_demo
+    """The flagship comparison: instability, explosion, estimates, training."""
+    from .demo import FULL, QUICK, run_demo
 
     with user_errors():
-        run_demo(out, seed, console)
+        run_demo(out, seed, console, QUICK if quick else FULL)
 
 
 def main():
+    """The ``chaosgrad`` console script: the command with its compilation cache."""
+    _ENTRY_POINT["active"] = True
     app()

@@ -27,12 +27,14 @@ from ..estimators import (
     linear_response,
 )
 from ..lyapunov import ftle, lyapunov_spectrum
+from ..statistics import Terminal, TimeAverage
 from ..systems import DeepTanhNet, Lorenz63
 from ._common import ExperimentResult
 
 
-def _first_layer(std_tree_biases) -> float:
-    return float(jnp.linalg.norm(jnp.asarray(std_tree_biases)[0]))
+def _first_layer(per_sample_std) -> float:
+    """|per-sample std| of the first layer's biases (``per_sample_std`` is shaped like them)."""
+    return float(jnp.linalg.norm(jnp.asarray(per_sample_std)[0]))
 
 
 def explosion_panel(
@@ -40,24 +42,28 @@ def explosion_panel(
     horizons=(1.0, 2.0, 5.0, 10.0, 20.0, 40.0),
     depths=(5, 10, 20, 30, 50),
     samples: int = 2000,
+    lyapunov_steps: int = 100_000,
     seed: int = 0,
     out: Path | None = None,
     progress=None,
 ) -> ExperimentResult:
+    """Gradient magnitude against horizon (Lorenz-63) and depth (a noisy deep network)."""
     key = jax.random.key(seed)
     lorenz = Lorenz63()
-    z = lambda x: x[2]
+    z = TimeAverage(lambda x: x[2])
     rho = lambda s: s.rho
-    lam = float(lyapunov_spectrum(lorenz, 1, steps=100_000, burn_in=5000, key=key).exponents[0])
+    lam = float(
+        lyapunov_spectrum(lorenz, 1, steps=lyapunov_steps, burn_in=5000, key=key).exponents[0]
+    )
     longest = int(round(max(horizons) / lorenz.dt))
     back = linear_response(
-        lorenz, z, Backprop(steps=longest, samples=8, burn_in=1000), wrt=rho, key=key
+        lorenz, z, Backprop(samples=8, steps=longest, burn_in=1000), wrt=rho, key=key
     )
-    times = np.asarray(back.info["horizon_times"])
+    assert back.info.horizon_times is not None  # Backprop's diagnostics are on by default
     lorenz_rows = {
         "Backprop (per sample, window sum)": {
-            "T": times.tolist(),
-            "magnitude": back.info["grad_magnitude_by_horizon"],
+            "T": np.asarray(back.info.horizon_times).tolist(),
+            "magnitude": back.info.grad_magnitude_by_horizon,
         }
     }
     for name, make in (
@@ -69,9 +75,9 @@ def explosion_panel(
         ),
         (
             "TruncatedBackprop (window 0.5)",
-            lambda n: TruncatedBackprop(steps=n, window=min(100, n), burn_in=1000),
+            lambda n: TruncatedBackprop(truncation=min(100, n), steps=n, burn_in=1000),
         ),
-        ("FiniteDifference", lambda n: FiniteDifference(steps=n, eps=1.0, burn_in=1000)),
+        ("FiniteDifference", lambda n: FiniteDifference(eps=1.0, steps=n, burn_in=1000)),
     ):
         values = []
         for horizon in horizons:
@@ -88,24 +94,16 @@ def explosion_panel(
     net_lambda = float(jnp.mean(ftle(net, inputs, key=key)))
     phi = lambda x: jnp.tanh(x[0])
     biases = lambda s: s.biases
-    deep_rows = {"Backprop": [], "Kernel": [], "PathKernel (alpha=1)": []}
+    estimators = {
+        "Backprop": Backprop(samples=samples, diagnostics=False),
+        "Kernel": Kernel(samples=samples),
+        "PathKernel (alpha=1)": PathKernel(samples=samples, alpha=1.0),
+    }
+    deep_rows = {name: [] for name in estimators}
     for depth in depths:
-        b = linear_response(
-            net,
-            phi,
-            Backprop(steps=depth, samples=samples, statistic="terminal", diagnostics=False),
-            wrt=biases,
-            key=key,
-        )
-        deep_rows["Backprop"].append(
-            float(np.linalg.norm(np.asarray(b.info["per_sample_std"]).reshape(net.biases.shape)[0]))
-        )
-        k = linear_response(net, phi, Kernel(steps=depth, samples=samples), wrt=biases, key=key)
-        deep_rows["Kernel"].append(_first_layer(k.info["per_sample_std"]))
-        p = linear_response(
-            net, phi, PathKernel(steps=depth, samples=samples, alpha=1.0), wrt=biases, key=key
-        )
-        deep_rows["PathKernel (alpha=1)"].append(_first_layer(p.info["per_sample_std"]))
+        for name, estimator in estimators.items():
+            result = linear_response(net, Terminal(phi, depth), estimator, wrt=biases, key=key)
+            deep_rows[name].append(_first_layer(result.info.per_sample_std))
         if progress is not None:
             progress(1)
 

@@ -21,20 +21,21 @@ import jax.numpy as jnp
 import optax
 
 from ..estimators import Backprop, Kernel, PathKernel
+from ..statistics import Terminal
 from ..systems import DeepTanhNet, NineNeuronNet
 from ..train import fit
 from ._common import ExperimentResult, fit_summary
 
 
-def _train(runs: dict, system_for, observable, wrt, target, iterations, key, progress):
+def _train(runs: dict, system_for, statistic, wrt, target, iterations, key, progress):
     summaries = {}
     for name, (system_name, estimator, optimizer) in runs.items():
         result = fit(
             system_for[system_name],
             lambda s: (s - target) ** 2,
+            statistic,
             estimator,
             optimizer,
-            observable=observable,
             iterations=iterations,
             wrt=wrt,
             key=key,
@@ -65,20 +66,20 @@ def train_noisy_network(
     nine = {"net": NineNeuronNet(gamma=0.0, noise=0.5)}
     nine_runs = _train(
         {
-            "Kernel": ("net", Kernel(steps=50, samples=samples), optax.adam(learning_rate)),
+            "Kernel": ("net", Kernel(samples=samples), optax.adam(learning_rate)),
             "PathKernel": (
                 "net",
-                PathKernel(steps=50, samples=samples, alpha=1.0),
+                PathKernel(samples=samples, alpha=1.0),
                 optax.adam(learning_rate),
             ),
             "Backprop + clipping": (
                 "net",
-                Backprop(steps=50, samples=samples, statistic="terminal", diagnostics=False),
+                Backprop(samples=samples, diagnostics=False),
                 clipped(learning_rate),
             ),
         },
         nine,
-        jnp.sum,
+        Terminal(jnp.sum, 50),
         lambda s: s.gamma,
         2.0,
         iterations,
@@ -130,18 +131,18 @@ def train_noisy_network(
             depth=depth, width=width, init="critical", sigma_b=0.1, noise=noise, seed=seed + 1
         ),
     }
-    backprop = Backprop(steps=depth, samples=deep_samples, statistic="terminal", diagnostics=False)
+    backprop = Backprop(samples=deep_samples, diagnostics=False)
     rate = learning_rate / 3
     deep_runs = _train(
         {
             "Kernel (chaotic init)": (
                 "chaotic",
-                Kernel(steps=depth, samples=deep_samples),
+                Kernel(samples=deep_samples),
                 optax.adam(rate),
             ),
             "PathKernel (chaotic init)": (
                 "chaotic",
-                PathKernel(steps=depth, samples=deep_samples, alpha=1.0),
+                PathKernel(samples=deep_samples, alpha=1.0),
                 optax.adam(rate),
             ),
             "Backprop + clipping (chaotic init)": ("chaotic", backprop, clipped(rate)),
@@ -149,7 +150,7 @@ def train_noisy_network(
             "Backprop + clipping (critical init)": ("critical", backprop, clipped(rate)),
         },
         nets,
-        lambda x: jnp.tanh(x[0]),
+        Terminal(lambda x: jnp.tanh(x[0]), depth),
         lambda s: (s.weights, s.biases),
         0.5,
         deep_iterations,

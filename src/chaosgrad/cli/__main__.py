@@ -1,0 +1,5 @@
+"""``python -m chaosgrad.cli``: the ``chaosgrad`` command."""
+
+from .main import main
+
+main()
