@@ -294,3 +294,18 @@ def test_noise_switched_on_after_construction_is_refused():
     noisy = eqx.tree_at(lambda s: s.noise_level, net, jnp.asarray(0.5))
     with pytest.raises(ValueError, match="switched on or off at construction"):
         linear_response(noisy, Terminal(lambda x: jnp.sum(x), 5), Backprop(samples=2), key=KEY)
+
+
+def test_backprop_says_it_explodes_even_when_the_first_step_has_no_derivative():
+    """Euler Lorenz: after one step z does not depend on rho (magnitude 0 at T = 1); the
+    explosion (growth ~ lambda_1 = 0.91 over 10 time units) must still be reported."""
+    result = linear_response(
+        lorenz_euler(),
+        TimeAverage(lambda x: x[2]),
+        Backprop(samples=4, steps=10_000, burn_in=1000),
+        wrt=lambda s: s.rho,
+        key=KEY,
+    )
+    assert result.info.exploding
+    assert result.info.warning is not None and "exploding" in result.info.warning
+    assert result.info.growth_rate == pytest.approx(0.906, rel=0.25)

@@ -161,7 +161,9 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
     unit = system.time_step or 1.0
     slope = float(np.polyfit(fit * unit, mean_log[fit], 1)[0]) if fit.size > 2 else float("nan")
     by_horizon = np.exp(mean_log[horizons - 1])
-    exploding = bool(slope > 0 and by_horizon[-1] > 1e3 * by_horizon[0])
+    # compare with the first nonzero magnitude: a one-step derivative can be exactly 0
+    seen = by_horizon[np.isfinite(by_horizon) & (by_horizon > 0)]
+    exploding = bool(slope > 0 and seen.size > 1 and seen[-1] > 1e3 * seen[0])
     return {
         "horizons": horizons.tolist(),
         "horizon_times": (horizons * unit).tolist(),
