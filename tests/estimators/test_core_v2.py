@@ -129,7 +129,7 @@ def test_backprop_of_a_cell_with_input_sequences_equals_jax_grad_of_the_loop(kin
     result = linear_response(
         system,
         Terminal(observable, inputs.shape[1]),
-        Backprop(samples=inputs.shape[0]),
+        Backprop(samples=inputs.shape[0], diagnostics=False),
         wrt=lambda s: s.args,
         x0=x0,
         key=KEY,
@@ -146,14 +146,16 @@ def test_backprop_of_a_cell_with_input_sequences_equals_jax_grad_of_the_loop(kin
     )
 
 
-@pytest.mark.parametrize("estimator", [Kernel(samples=40_000), PathKernel(samples=4000, alpha=0.5)])
+@pytest.mark.parametrize("estimator", [Kernel(samples=16_384), PathKernel(samples=2048, alpha=0.5)])
 def test_kernel_estimators_agree_with_backprop_on_a_noisy_gru(estimator):
     """Depth 6, noise 0.3, each sample its own input sequence (inputs repeat every 4 samples).
     Within 3 combined SE; no model error (both unbiased for this finite-depth statistic)."""
     system, _, _ = _gru_problem(noise=0.3, samples=4, steps=6)
     statistic = Terminal(lambda h: jnp.sum(jnp.tanh(h)), 6)
     wrt = lambda s: s.args.bias  # noqa: E731
-    reference = linear_response(system, statistic, Backprop(samples=4000), wrt=wrt, key=KEY)
+    reference = linear_response(
+        system, statistic, Backprop(samples=2048, diagnostics=False), wrt=wrt, key=KEY
+    )
     result = linear_response(system, statistic, estimator, wrt=wrt, key=jax.random.key(1))
     difference = np.abs(np.asarray(result.grad) - np.asarray(reference.grad))
     bound = 3 * np.hypot(np.asarray(result.stderr), np.asarray(reference.stderr))

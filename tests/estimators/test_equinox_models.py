@@ -68,8 +68,8 @@ def _check(segments, samples, steps):
 
 
 def test_mlp_weights_shadowing_against_finite_differences_fast():
-    """Short runs (T = 40 and 4 x T = 50): loose, but the same comparison."""
-    _check(segments=200, samples=4, steps=50_000)
+    """Short runs (T = 20 and 4 x T = 20): loose, but the same comparison."""
+    _check(segments=100, samples=4, steps=20_000)
 
 
 @pytest.mark.slow
