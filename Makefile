@@ -39,6 +39,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/core.py
 
 clean:
 	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache
