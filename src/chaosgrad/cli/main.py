@@ -304,6 +304,7 @@ def grad(
 ):
     """Derivative of a statistic with respect to parameters, with its standard error."""
     from .gradients import (
+        SETTINGS,
         build_statistic,
         check_settings,
         estimator_class,
@@ -312,20 +313,8 @@ def grad(
         run_gradient,
     )
 
-    settings = dict(
-        steps=steps,
-        samples=samples,
-        burn_in=burn_in,
-        eps=eps,
-        window=window,
-        truncation=truncation,
-        unstable_dim=unstable_dim,
-        segment_steps=segment_steps,
-        segments=segments,
-        blocks=blocks,
-        batch=batch,
-        alpha=alpha,
-    )
+    arguments = locals()
+    settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     with user_errors():
         estimator_class(method)
         model, params = build_system(system, param)
@@ -400,6 +389,7 @@ def compare(
     A setting goes to every method that has it, and is refused only if none does."""
     from ..plot import plot_compare
     from .gradients import (
+        SETTINGS,
         build_statistic,
         check_settings,
         estimator_class,
@@ -408,20 +398,8 @@ def compare(
         run_gradient,
     )
 
-    settings = dict(
-        steps=steps,
-        samples=samples,
-        burn_in=burn_in,
-        eps=eps,
-        window=window,
-        truncation=truncation,
-        unstable_dim=unstable_dim,
-        segment_steps=segment_steps,
-        segments=segments,
-        blocks=blocks,
-        batch=batch,
-        alpha=alpha,
-    )
+    arguments = locals()
+    settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
         if not chosen:
