@@ -3,17 +3,20 @@
 from .covariant import CovariantResult, adjoint_vectors, covariant_vectors
 from .ftle import ftle
 from .mean_field import MeanField, critical_sigma_w, mean_field
+from .penalty import finite_time_exponents, lyapunov_penalty
 from .spectrum import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 
 __all__ = [
     "CovariantResult",
     "adjoint_vectors",
     "covariant_vectors",
+    "finite_time_exponents",
     "ftle",
     "LyapunovResult",
     "MeanField",
     "critical_sigma_w",
     "kaplan_yorke_dimension",
+    "lyapunov_penalty",
     "lyapunov_spectrum",
     "mean_field",
 ]
