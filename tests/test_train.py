@@ -133,3 +133,61 @@ def test_errors(tmp_path):
             iterations=2,
             key=KEY,
         )
+
+
+def test_regularizer_gradient_is_added_exactly():
+    """loss (<x> - 3)^2 plus r (g - 1)^2, <x> = 2g: the minimum of the sum is where
+    2 (2g - 3) c + 2 r (g - 1) = 0, i.e. g = (3c + r) / (2c + r), with c = d<x>/dg as
+    Backprop sees it: a 200-step window from a burned-in state (not differentiated), so
+    c = 2 - (2/200) sum_{n>=1} 0.5^n = 1.99 (not 2: the test would see a 0.5% error)."""
+    r, c = 2.0, 1.99
+    result = cg.fit(
+        ar1(),
+        lambda s: (s - 3.0) ** 2,
+        TimeAverage(lambda x: x[0]),
+        Backprop(steps=200, burn_in=50),
+        optax.sgd(0.03),
+        iterations=150,
+        key=KEY,
+        regularizer=lambda system: r * (system.args - 1.0) ** 2,
+    )
+    assert float(result.system.args) == pytest.approx((3 * c + r) / (2 * c + r), abs=1e-6)
+    assert result.history["regularizer"][-1] > 0
+
+
+def test_schedule_runs_regularizer_only_iterations_without_the_estimator():
+    """Two regulariser-only iterations first (loss recorded as NaN, not a failure), then the
+    loss alone: the run ends where the loss alone is minimal."""
+    schedule = lambda i: (0.0, 1.0) if i < 2 else (1.0, 0.0)  # noqa: E731
+    result = cg.fit(
+        ar1(),
+        lambda s: (s - 3.0) ** 2,
+        TimeAverage(lambda x: x[0]),
+        Backprop(steps=200, burn_in=50),
+        optax.sgd(0.05),
+        iterations=60,
+        key=KEY,
+        regularizer=lambda system: (system.args + 5.0) ** 2,
+        schedule=schedule,
+    )
+    assert result.status == "ok"
+    loss = result.history["loss"]
+    assert np.isnan(loss[0]) and np.isnan(loss[1]) and np.isfinite(loss[2])
+    assert result.history["regularizer"][2:] == [0.0] * 58
+    assert float(result.system.args) == pytest.approx(1.5, abs=1e-3)
+
+
+def test_budget_stops_the_run_and_bad_budget_is_refused():
+    settings = dict(
+        loss=lambda s: (s - 3.0) ** 2,
+        statistic=TimeAverage(lambda x: x[0]),
+        estimator=Backprop(steps=20, burn_in=5),
+        optimizer=optax.sgd(0.01),
+        iterations=10**6,
+        key=KEY,
+    )
+    result = cg.fit(ar1(), budget=0.5, **settings)
+    assert result.status == "ok" and 1 <= result.iterations < 10**6
+    assert sum(result.history["seconds"]) >= 0.5
+    with pytest.raises(ValueError, match="budget must be a positive"):
+        cg.fit(ar1(), budget=0.0, **settings)

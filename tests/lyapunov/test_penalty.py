@@ -83,3 +83,13 @@ def test_bad_arguments_are_refused(kwargs, message):
     k, steps = arguments.pop("k"), arguments.pop("steps")
     with pytest.raises(ValueError, match=message):
         lyapunov_penalty(TanhRNN(n=6, seed=0), k, steps, **arguments)
+
+
+def test_flossing_schedule_has_preflossing_then_bounded_episodes():
+    from chaosgrad.lyapunov import flossing_schedule
+
+    schedule = flossing_schedule(pre=2, every=3, length=2, episodes=2)
+    weights = [schedule(i) for i in range(16)]
+    floss, train = (0.0, 1.0), (1.0, 0.0)
+    expected = [floss] * 2 + ([train] * 3 + [floss] * 2) * 2 + [train] * 4
+    assert weights == expected

@@ -3,7 +3,7 @@
 from .covariant import CovariantResult, adjoint_vectors, covariant_vectors
 from .ftle import ftle
 from .mean_field import MeanField, critical_sigma_w, mean_field
-from .penalty import finite_time_exponents, lyapunov_penalty
+from .penalty import finite_time_exponents, flossing_schedule, lyapunov_penalty
 from .spectrum import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "adjoint_vectors",
     "covariant_vectors",
     "finite_time_exponents",
+    "flossing_schedule",
     "ftle",
     "LyapunovResult",
     "MeanField",

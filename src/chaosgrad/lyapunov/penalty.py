@@ -148,3 +148,28 @@ def lyapunov_penalty(
     if target.ndim and target.shape != (k,):
         raise ValueError(f"target must be a scalar or have shape ({k},), got {target.shape}")
     return jnp.mean((exponents - target) ** 2)
+
+
+def flossing_schedule(pre: int, every: int, length: int, episodes: int = 2):
+    """Engelken's episodes as a ``fit(..., schedule=)``: (loss weight, penalty weight) per
+    iteration.
+
+    The first ``pre`` iterations floss only ("preflossing"); afterwards, after every
+    ``every`` training iterations, ``length`` iterations floss only ("interflossing"), at
+    most ``episodes`` times; all other iterations train on the loss alone. The paper's
+    example: 500 epochs of preflossing, episodes of 500 every 100 epochs, at most 2.
+    """
+    check_positive_int(pre, "pre", allow_zero=True)
+    check_positive_int(every, "every")
+    check_positive_int(length, "length", allow_zero=True)
+    check_positive_int(episodes, "episodes", allow_zero=True)
+
+    def schedule(iteration: int) -> tuple[float, float]:
+        if iteration < pre:
+            return 0.0, 1.0
+        cycle, position = divmod(iteration - pre, every + length)
+        if cycle < episodes and position >= every:
+            return 0.0, 1.0
+        return 1.0, 0.0
+
+    return schedule
