@@ -307,17 +307,21 @@ class InputDriven(System):
     ``inputs[..., t, :]``, so the horizon is the sequence length. The inputs are data, not
     parameters: ``wrt=None`` leaves them out. Any Equinox cell works as ``args``, e.g.
     ``InputDriven(lambda t, h, u, cell: cell(u, h), inputs, args=eqx.nn.GRUCell(m, n))``
-    or the tanh RNN ``h' = tanh(W_hh h + W_hu u_t + b)``.
+    or the tanh RNN ``h' = tanh(W_hh h + W_hu u_t + b)``. ``targets`` (optional) are data
+    too: one array shared by every sample, or one per sample (leading axis = the inputs'
+    samples axis), picked by ``for_sample`` with the inputs; a ``ParametricObservable`` reads
+    them as ``system.targets`` (a supervised loss, see ``chaosgrad.networks``).
     """
 
     function: Callable = eqx.field(static=True)
     args: Any
     inputs: Array
+    targets: Array | None
     noise_level: Any
     dim: int | None = eqx.field(static=True)
     per_sample: bool = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
-    data_fields = ("inputs",)
+    data_fields = ("inputs", "targets")
 
     def __init__(
         self,
@@ -326,6 +330,7 @@ class InputDriven(System):
         args=None,
         noise=0.0,
         *,
+        targets=None,
         dim: int | None = None,
         per_sample: bool | None = None,
     ):
@@ -341,6 +346,15 @@ class InputDriven(System):
         self.args = args
         self.inputs = inputs
         self.per_sample = inputs.ndim == 3 if per_sample is None else bool(per_sample)
+        if targets is not None:
+            targets = jnp.asarray(targets)
+            check_float64(targets, "targets")
+            if self.per_sample and (targets.ndim < 1 or targets.shape[0] != inputs.shape[0]):
+                raise ValueError(
+                    f"targets must have one row per sample: shape ({inputs.shape[0]}, ...), "
+                    f"got {targets.shape}"
+                )
+        self.targets = targets
         self._stochastic, self.noise_level = _user_noise(noise)
         self.dim = dim
 
@@ -355,7 +369,10 @@ class InputDriven(System):
     def for_sample(self, index) -> InputDriven:
         if not self.per_sample:
             return self
-        return eqx.tree_at(lambda s: s.inputs, self, self.inputs[index % self.inputs.shape[0]])
+        i = index % self.inputs.shape[0]
+        if self.targets is None:
+            return eqx.tree_at(lambda s: s.inputs, self, self.inputs[i])
+        return eqx.tree_at(lambda s: (s.inputs, s.targets), self, (self.inputs[i], self.targets[i]))
 
     def drift(self, t, x):
         if self.per_sample and self.inputs.ndim == 3:

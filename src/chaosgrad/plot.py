@@ -207,3 +207,27 @@ def plot_explosion(
     right.set_title("noisy deep tanh network (σ_w = 2)")
     right.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_trainability(path: Path, summary: dict, metric: str, title: str) -> Path:
+    """Each method's ``metric`` against training time: mean over seeds with a 1-SE band
+    (``summary`` from the trainability harness); log scale when the metric is positive."""
+    grid = np.asarray(summary["grid"])
+    fig, ax = _subplots(figsize=(7.0, 4.4))
+    positive = True
+    for name, entry in summary["methods"].items():
+        curve = entry["curves"][metric]
+        mean = np.array([np.nan if v is None else v for v in curve["mean"]], dtype=float)
+        stderr = np.array([0.0 if v is None else v for v in curve["stderr"]], dtype=float)
+        failed = f" ({len(entry['failed'])} failed)" if entry["failed"] else ""
+        (line,) = ax.plot(grid, mean, lw=1.6, label=f"{name}{failed}")
+        ax.fill_between(grid, mean - stderr, mean + stderr, color=line.get_color(), alpha=0.2)
+        finite = mean[np.isfinite(mean)]
+        positive = positive and bool(np.all(finite > 0))
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

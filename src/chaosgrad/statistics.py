@@ -185,7 +185,9 @@ class Components(eqx.Module):
 
 
 def output_structure(statistic: AbstractStatistic, x, system):
-    """(k, unravel): the number of components of Phi(x) and the map back to its pytree."""
+    """(k, unravel): the number of components of Phi(x) and the map back to its pytree
+    (evaluated on sample 0's system: per-sample data such as a target has its own shape)."""
+    system = system.for_sample(0)
     out = jax.eval_shape(lambda y: statistic.evaluate(y, system), x)
     for leaf in jax.tree_util.tree_leaves(out):
         if not jnp.issubdtype(leaf.dtype, jnp.inexact):

@@ -28,6 +28,7 @@ from rich.table import Table
 from .. import lyapunov_spectrum
 from ..estimators import ESTIMATORS
 from ..plot import plot_spectrum
+from .benchmark import benchmark_app
 from .expressions import ExpressionError
 from .registry import SYSTEMS, build_system, settable_parameters
 from .report import write_json
@@ -501,6 +502,9 @@ def demo(
 
     with user_errors():
         run_demo(out, seed, console, QUICK if quick else FULL)
+
+
+app.add_typer(benchmark_app, name="benchmark")
 
 
 def main():

@@ -1,0 +1,108 @@
+"""``chaosgrad benchmark trainability``: the remedies and the seed methods side by side."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .report import write_html
+
+benchmark_app = typer.Typer(help="Benchmarks that train (results as JSON + PNG + report.html).")
+console = Console()
+error_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _runs_bar(total: int):
+    """A progress bar over the runs on a terminal, else a no-op."""
+    if not sys.stderr.isatty():
+        yield lambda description: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} runs"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=error_console, transient=True) as progress:
+        task = progress.add_task("trainability", total=total)
+        started = {"n": 0}
+
+        def advance(description: str) -> None:
+            if started["n"]:
+                progress.advance(task, 1)
+            started["n"] += 1
+            progress.update(task, description=description)
+
+        yield advance
+
+
+def _cell(value) -> str:
+    mean, stderr = value
+    if mean is None:
+        return "inf/nan"
+    if stderr is None or not math.isfinite(stderr):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {stderr:.2g}"
+
+
+@benchmark_app.command("trainability")
+def trainability(
+    out: Annotated[Path, typer.Option(help="directory for JSON, PNGs and report.html")],
+    task: Annotated[
+        list[str] | None, typer.Option("--task", help="T1, T2, T3 (repeatable; default all)")
+    ] = None,
+    budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,
+    seeds: Annotated[int, typer.Option(help="runs per method (mean ± SE)")] = 3,
+    method: Annotated[
+        list[str] | None, typer.Option("--method", help="only these methods (repeatable)")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="shortened task sizes")] = False,
+):
+    """Train every method of each task for the same wall-clock budget over several seeds."""
+    from ..experiments.trainability import expand_tasks, planned_runs, run_trainability, table_rows
+    from .main import UserError, user_errors
+
+    with user_errors():
+        if not budget > 0:
+            raise UserError(f"--budget must be a positive number of seconds, got {budget}")
+        if seeds < 1:
+            raise UserError(f"--seeds must be >= 1, got {seeds}")
+        tasks = expand_tasks(task or ["T1", "T2", "T3"])
+        out.mkdir(parents=True, exist_ok=True)
+        with _runs_bar(planned_runs(tasks, seeds, method)) as advance:
+            result = run_trainability(
+                tasks,
+                budget=budget,
+                seeds=seeds,
+                methods=method,
+                quick=quick,
+                out=out,
+                progress=advance,
+            )
+    rows = table_rows(result.summary)
+    table = Table(title=f"trainability: final metrics, mean ± SE over {seeds} seeds")
+    metrics = sorted({key for row in rows for key in row if isinstance(row[key], tuple)})
+    for column in ("task", "method", *metrics, "failed"):
+        table.add_column(column)
+    for row in rows:
+        cells = [_cell(row[m]) if m in row else "" for m in metrics]
+        table.add_row(row["task"], row["method"], *cells, str(row["failed"]))
+    console.print(table)
+    images = [name for name in result.files if name.endswith(".png")]
+    text = (
+        f"Every method trained for {budget:g} s per run, {seeds} seeds; curves are means "
+        "with 1-SE bands. Full results: trainability.json."
+    )
+    write_html(out / "report.html", "chaosgrad trainability", [("Trainability", text, images)])
+    console.print(
+        f"wrote {out / 'trainability.json'}, {out / 'report.html'} and {len(images)} PNGs"
+    )
