@@ -20,6 +20,8 @@ and on the sample's own target (data, ``system.targets`` after ``for_sample``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -46,7 +48,7 @@ class TanhCell(eqx.Module):
 class RecurrentModel(eqx.Module):
     """A cell, an optional LayerNorm on h, and the readout; ``hidden`` units."""
 
-    cell: eqx.Module
+    cell: Any
     norm: eqx.nn.LayerNorm | None
     out: eqx.nn.Linear
     hidden: int = eqx.field(static=True)
@@ -119,7 +121,7 @@ def recurrent_network(
     if cell == "tanh":
         recurrent = initial_matrix(cell_key, (hidden, hidden), init, sigma_w=gain)
         input_weights = jax.random.normal(input_key, (hidden, m), dtype=jnp.float64)
-        module: eqx.Module = TanhCell(recurrent, input_weights, jnp.zeros(hidden))
+        module: Any = TanhCell(recurrent, input_weights, jnp.zeros(hidden))
     elif cell == "gru":
         module = _float64(eqx.nn.GRUCell(m, hidden, key=cell_key))
     else:

@@ -91,11 +91,13 @@ def trainability(
     rows = table_rows(result.summary)
     table = Table(title=f"trainability: final metrics, mean ± SE over {seeds} seeds")
     metrics = sorted({key for row in rows for key in row if isinstance(row[key], tuple)})
-    for column in ("task", "method", *metrics, "failed"):
+    for column in ("task", "method", *metrics, "failed", "successes"):
         table.add_column(column)
     for row in rows:
         cells = [_cell(row[m]) if m in row else "" for m in metrics]
-        table.add_row(row["task"], row["method"], *cells, str(row["failed"]))
+        table.add_row(
+            row["task"], row["method"], *cells, str(row["failed"]), row.get("successes", "")
+        )
     console.print(table)
     images = [name for name in result.files if name.endswith(".png")]
     text = (

@@ -122,8 +122,15 @@ def run_trainability(
             for seed in range(int(seeds)):
                 if progress is not None:
                     progress(f"{name} {method} seed {seed}")
-                runs.append(task.run(method, seed, budget, eval_every=budget / 12))
+                every = budget / getattr(task, "evaluations", 12)
+                runs.append(task.run(method, seed, budget, eval_every=every))
         table = summarise(runs, list(task.metrics), budget)
+        for method, entry in table["methods"].items():
+            flags = [
+                r.extra["success"] for r in runs if r.method == method and "success" in r.extra
+            ]
+            if flags:
+                entry["successes"] = f"{sum(flags)}/{len(flags)}"
         summary["tasks"][name] = {
             "description": task.describe(),
             "metrics": list(task.metrics),
@@ -154,6 +161,8 @@ def table_rows(summary: dict) -> list[dict]:
             for metric, final in entry["final"].items():
                 row[metric] = (final["mean"], final["stderr"])
             row["failed"] = len(entry["failed"])
+            if "successes" in entry:
+                row["successes"] = entry["successes"]
             row["iterations"] = entry["iterations"]
             rows.append(row)
     return rows

@@ -107,7 +107,9 @@ class T1Task:
 
     def __init__(self, settings: T1Settings | None = None):
         self.settings = s = settings or T1Settings()
-        bias = s.teacher_bias * jax.random.normal(jax.random.key(10_000 + s.teacher_seed), s.hidden)
+        bias = s.teacher_bias * jax.random.normal(
+            jax.random.key(10_000 + s.teacher_seed), (s.hidden,)
+        )
         self.teacher = TanhRNN(n=s.hidden, g=s.gain, seed=s.teacher_seed, b=bias)
         self.target = orbit_statistics(self.teacher, s.teacher_steps, jax.random.key(1), s.readouts)
         self.scale = float(np.sum(self.target**2))
@@ -178,14 +180,15 @@ class T1Task:
         run = Run(method, seed)
         evaluations = Evaluations(run, self.evaluate, eval_every)
         evaluations.record(student)
-        regularizer = schedule = None
+        regularizer, schedule = None, None
         if method.startswith("flossing"):
             x0 = jnp.full(s.hidden, 0.1)
             k, steps = s.floss_exponents, s.floss_steps
 
-            def regularizer(system):
+            def penalty(system):
                 return lyapunov_penalty(system, k, steps, x0=x0, key=jax.random.key(7), burn_in=100)
 
+            regularizer = penalty
             schedule = flossing_schedule(s.floss_pre, s.floss_every, s.floss_length)
         result = fit(
             student,

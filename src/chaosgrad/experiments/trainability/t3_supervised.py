@@ -114,7 +114,7 @@ def _xor_data(settings: T3Settings, key, count: int):
 def expected_output_error(system, steps: int, copies: int, key):
     """(mean squared error, accuracy of sign) over every example x ``copies`` noise draws."""
     examples = system.inputs.shape[0]
-    x0 = jnp.zeros(system.dim)
+    x0 = jnp.zeros(_state_dim(system))
     indices = jnp.tile(jnp.arange(examples), copies)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(indices.shape[0]))
     return _errors(system, x0, indices, keys, steps)
@@ -243,16 +243,16 @@ class T3Task:
         s = self.settings
         estimator, optimizer = self.estimator_and_optimizer(method)
         model = self.model(method, seed)
-        x0 = jnp.zeros(model.dim)
+        x0 = jnp.zeros(_state_dim(model))
         run = Run(method, seed)
         evaluations = Evaluations(run, self.evaluate, eval_every)
         evaluations.record(model)
-        regularizer = schedule = None
+        regularizer, schedule = None, None
         if method.startswith("flossing"):
-            k, steps = min(s.floss_exponents, model.dim), min(s.floss_steps, self.steps)
-            starts = jnp.zeros((8, model.dim))
+            k, steps = min(s.floss_exponents, x0.shape[0]), min(s.floss_steps, self.steps)
+            starts = jnp.zeros((8, x0.shape[0]))
 
-            def regularizer(system):
+            def penalty(system):
                 return jnp.mean(
                     jax.vmap(
                         lambda i, x: lyapunov_penalty(
@@ -260,6 +260,8 @@ class T3Task:
                         )
                     )(jnp.arange(8), starts)
                 )
+
+            regularizer = penalty
 
             schedule = flossing_schedule(s.floss_pre, s.floss_every, s.floss_length)
         result = fit(
@@ -284,3 +286,10 @@ class T3Task:
         if self.name == "T3-rnn":
             run.extra["success"] = bool(run.metrics[-1].get("test_accuracy", 0.0) >= 0.9)
         return run
+
+
+def _state_dim(system) -> int:
+    dim = system.dim
+    if dim is None:
+        raise ValueError("the network has no dim")
+    return int(dim)
