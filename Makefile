@@ -40,6 +40,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/core.py
+	$(BIN)/python benchmarks/trainability.py
 
 clean:
 	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from ._system import simulate
 
 
 def _subplots(*args, figsize: tuple[float, float], **kwargs):
@@ -230,4 +233,31 @@ def plot_trainability(path: Path, summary: dict, metric: str, title: str) -> Pat
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_reconstruction(path: Path, fit, data) -> Path:
+    """A learned model against its data: attractor projections (first two coordinates, in
+    standardised units) and the metrics against training time."""
+    array = (np.asarray(data, dtype=float) - fit.mean) / fit.std
+    fig, axes = _subplots(1, 2, figsize=(10.0, 4.2))
+    axes[0].plot(array[:5000, 0], array[:5000, 1 % array.shape[1]], lw=0.4, label="data")
+    try:
+        path_model = np.asarray(
+            simulate(fit.system, x0=array[0], steps=5000, burn_in=500, key=jax.random.key(0))
+        )
+        axes[0].plot(path_model[:, 0], path_model[:, 1 % array.shape[1]], lw=0.4, label="model")
+    except FloatingPointError:
+        axes[0].set_title("model run diverged")
+    axes[0].legend(fontsize=8)
+    axes[0].set_xlabel("x_1 (standardised)")
+    axes[0].set_ylabel("x_2 (standardised)")
+    for name in ("d_stsp", "d_h", "mse_10"):
+        times = [e["seconds"] for e in fit.evaluations]
+        values = [e.get(name, np.nan) for e in fit.evaluations]
+        axes[1].plot(times, values, marker="o", label=name)
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("training time (s)")
+    axes[1].legend(fontsize=8)
+    axes[1].set_title(f"{fit.method}: metrics against training time")
     return _save(fig, path)

@@ -30,6 +30,7 @@ from ..estimators import ESTIMATORS
 from ..plot import plot_spectrum
 from .benchmark import benchmark_app
 from .expressions import ExpressionError
+from .learn import learn_command
 from .registry import SYSTEMS, build_system, settable_parameters
 from .report import write_json
 
@@ -505,6 +506,7 @@ def demo(
 
 
 app.add_typer(benchmark_app, name="benchmark")
+app.command("learn")(learn_command)
 
 
 def main():

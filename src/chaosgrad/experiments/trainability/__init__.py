@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from ...plot import plot_trainability
 from .._common import ExperimentResult, _jsonable
@@ -115,6 +116,8 @@ def run_trainability(
     }
     files: list[str] = []
     for name in expand_tasks(tasks):
+        if not any(methods is None or m in methods for m in task_methods(name)):
+            continue
         task = make_task(name, quick)
         chosen = [m for m in task.methods if methods is None or m in methods]
         runs: list[Run] = []
@@ -124,24 +127,11 @@ def run_trainability(
                     progress(f"{name} {method} seed {seed}")
                 every = budget / getattr(task, "evaluations", 12)
                 runs.append(task.run(method, seed, budget, eval_every=every))
-        table = summarise(runs, list(task.metrics), budget)
-        for method, entry in table["methods"].items():
-            flags = [
-                r.extra["success"] for r in runs if r.method == method and "success" in r.extra
-            ]
-            if flags:
-                entry["successes"] = f"{sum(flags)}/{len(flags)}"
-        summary["tasks"][name] = {
-            "description": task.describe(),
-            "metrics": list(task.metrics),
-            "summary": table,
-            "runs": [run.to_json() for run in runs],
-        }
+        summary["tasks"][name] = task_summary(
+            task.describe(), list(task.metrics), runs, budget, getattr(task, "relative", ())
+        )
         if out is not None:
-            for metric in task.metrics:
-                path = Path(out) / f"trainability_{name}_{metric}.png"
-                plot_trainability(path, table, metric, f"{name}: {metric} against training time")
-                files.append(path.name)
+            files += plot_task(summary["tasks"][name], name, Path(out))
     summary["seconds"] = time.perf_counter() - began
     result = ExperimentResult("trainability", summary, files)
     if out is not None:
@@ -150,6 +140,80 @@ def run_trainability(
         path.write_text(json.dumps(summary, indent=1, default=_jsonable) + "\n")
         files.append(path.name)
     return result
+
+
+def task_summary(description: dict, metrics: list, runs: list[Run], budget, relative=()) -> dict:
+    """A task's JSON section: its description, the runs, and their summary, with each
+    metric in ``relative`` also divided by its value at the run's start ("metric / start":
+    seeds start from different models, and the ratio removes that offset)."""
+    names = list(metrics)
+    for metric in relative:
+        for run in runs:
+            first = run.metrics[0].get(metric) if run.metrics else None
+            for entry in run.metrics:
+                value = entry.get(metric)
+                if first is None or value is None or first == 0:
+                    entry[f"{metric} / start"] = float("inf")
+                else:
+                    entry[f"{metric} / start"] = value / first
+        names.append(f"{metric} / start")
+    table = summarise(runs, names, budget)
+    for method, entry in table["methods"].items():
+        flags = [r.extra["success"] for r in runs if r.method == method and "success" in r.extra]
+        if flags:
+            entry["successes"] = f"{sum(flags)}/{len(flags)}"
+    return {
+        "description": description,
+        "metrics": names,
+        "summary": table,
+        "runs": [run.to_json() for run in runs],
+    }
+
+
+def plot_task(section: dict, name: str, out: Path) -> list[str]:
+    """One PNG per metric of a task section; returns the file names."""
+    files = []
+    for metric in section["metrics"]:
+        slug = metric.replace(" / ", "_over_")
+        path = out / f"trainability_{name}_{slug}.png"
+        plot_trainability(
+            path, section["summary"], metric, f"{name}: {metric} against training time"
+        )
+        files.append(path.name)
+    return files
+
+
+def rebuild(summary: dict, relative: dict, out: Path | None = None) -> dict:
+    """Recompute every task's summary (and plots) from the runs stored in ``summary``, with
+    ``relative[task]`` metrics added as ratios to their start (for JSON written before)."""
+    for name, section in summary["tasks"].items():
+        base = [m for m in section["metrics"] if " / start" not in m]
+        runs = [
+            Run(
+                r["method"],
+                r["seed"],
+                times=r["times"],
+                metrics=[
+                    {k: (float("inf") if v is None else v) for k, v in m.items()}
+                    for m in r["metrics"]
+                ],
+                status=r["status"],
+                iterations=r["iterations"],
+                seconds=r["seconds"],
+                extra=r["extra"],
+            )
+            for r in section["runs"]
+        ]
+        for run in runs:
+            for entry in run.metrics:
+                for key in [k for k in entry if " / start" in k]:
+                    del entry[key]
+        summary["tasks"][name] = task_summary(
+            section["description"], base, runs, summary["budget_seconds"], relative.get(name, ())
+        )
+        if out is not None:
+            plot_task(summary["tasks"][name], name, out)
+    return summary
 
 
 def table_rows(summary: dict) -> list[dict]:
@@ -168,4 +232,47 @@ def table_rows(summary: dict) -> list[dict]:
     return rows
 
 
-__all__ = ["TASKS", "expand_tasks", "make_task", "planned_runs", "run_trainability", "table_rows"]
+def _format(mean, stderr) -> str:
+    if mean is None:
+        return "inf"
+    if stderr is None:
+        return f"{mean:.3g}"
+    return f"{mean:.3g} ± {stderr:.2g}"
+
+
+def markdown_table(summary: dict) -> str:
+    """The final table (mean ± SE over seeds) as Markdown, one block per task."""
+    blocks = []
+    for task, content in summary["tasks"].items():
+        metrics = content["metrics"]
+        header = ["method", *metrics, "iterations (mean)", "failed"]
+        methods = content["summary"]["methods"]
+        if any("successes" in entry for entry in methods.values()):
+            header.append("success (acc ≥ 0.9)")
+        lines = [f"**{task}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        for method, entry in methods.items():
+            cells = [method]
+            cells += [
+                _format(entry["final"][m]["mean"], entry["final"][m]["stderr"]) for m in metrics
+            ]
+            cells.append(f"{np.mean(entry['iterations']):.0f}")
+            cells.append(str(len(entry["failed"])))
+            if "successes" in entry:
+                cells.append(entry["successes"])
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+__all__ = [
+    "markdown_table",
+    "rebuild",
+    "task_summary",
+    "TASKS",
+    "expand_tasks",
+    "make_task",
+    "planned_runs",
+    "run_trainability",
+    "table_rows",
+]

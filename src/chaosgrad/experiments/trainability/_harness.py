@@ -89,6 +89,15 @@ class Evaluations:
             self.record(system)
 
 
+def thinned(values: list, points: int = 200) -> list:
+    """At most ``points`` evenly spaced entries of ``values`` (first and last kept), with
+    non-finite numbers as None (strict JSON)."""
+    if len(values) > points:
+        index = np.unique(np.linspace(0, len(values) - 1, points).round().astype(int))
+        values = [values[i] for i in index]
+    return [_finite_or_none(v) if v is not None else None for v in values]
+
+
 def timed(function: Callable, *args, **kwargs):
     """(result, seconds)."""
     began = time.perf_counter()

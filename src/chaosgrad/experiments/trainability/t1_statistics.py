@@ -35,7 +35,7 @@ from ...lyapunov import flossing_schedule, lyapunov_penalty, lyapunov_spectrum
 from ...statistics import TimeAverage
 from ...systems import TanhRNN
 from ...train import fit
-from ._harness import Evaluations, Run
+from ._harness import Evaluations, Run, thinned
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class T1Task:
 
     name = "T1"
     metrics = ("loss",)
+    relative = ("loss",)
     methods = METHODS
 
     def __init__(self, settings: T1Settings | None = None):
@@ -173,7 +174,14 @@ class T1Task:
             raise ValueError(f"unknown T1 method {method!r}; choose from {METHODS}")
         return table[method]
 
-    def run(self, method: str, seed: int, budget: float, eval_every: float) -> Run:
+    def run(
+        self,
+        method: str,
+        seed: int,
+        budget: float | None,
+        eval_every: float,
+        iterations: int | None = None,
+    ) -> Run:
         s = self.settings
         estimator, optimizer = self.estimator_and_optimizer(method)
         student = self.student(seed)
@@ -196,7 +204,7 @@ class T1Task:
             self.statistic,
             estimator,
             optimizer,
-            iterations=10**9,
+            iterations=iterations or 10**9,
             key=jax.random.key(1000 + seed),
             budget=budget,
             regularizer=regularizer,
@@ -206,5 +214,6 @@ class T1Task:
         if result.failed or run.times[-1] < evaluations.clock.elapsed:
             evaluations.record(result.system)
         run.status, run.iterations = result.status, result.iterations
+        run.extra["training_loss"] = thinned(result.history["loss"])
         run.seconds = evaluations.clock.elapsed
         return run

@@ -20,7 +20,7 @@ import numpy as np
 from ..._system import simulate
 from ...reconstruct import attractor_metrics, fit_trajectory, neural_vector_field
 from ...systems import Lorenz63
-from ._harness import Run
+from ._harness import Run, thinned
 
 LORENZ_LAMBDA_1 = 0.9056  # per unit time (references.md)
 
@@ -91,13 +91,21 @@ class T2Task:
             exponent_steps=s.exponent_steps,
         )
 
-    def run(self, method: str, seed: int, budget: float, eval_every: float) -> Run:
+    def run(
+        self,
+        method: str,
+        seed: int,
+        budget: float | None,
+        eval_every: float,
+        iterations: int | None = None,
+    ) -> Run:
         s = self.settings
         fit = fit_trajectory(
             self.data,
             dt=s.dt,
             key=jax.random.key(seed),
             budget=budget,
+            iterations=iterations,
             batch=s.batch,
             learning_rate=s.learning_rate,
             clip=s.clip,
@@ -113,7 +121,7 @@ class T2Task:
             run.times.append(elapsed)
             run.metrics.append(self.evaluate(fit))
         run.iterations, run.seconds = len(fit.history["loss"]), elapsed
-        run.extra["final_training_loss"] = fit.history["loss"][-1] if fit.history["loss"] else None
+        run.extra["training_loss"] = thinned(fit.history["loss"])
         if fit.history.get("alpha"):
             run.extra["final_alpha"] = fit.history["alpha"][-1]
         return run

@@ -36,7 +36,7 @@ from ...lyapunov import flossing_schedule, lyapunov_penalty
 from ...networks import deep_network, readout, recurrent_network, squared_error, trainable
 from ...statistics import Terminal
 from ...train import fit
-from ._harness import Evaluations, Run
+from ._harness import Evaluations, Run, thinned
 
 DEEP_METHODS = (
     "kernel",
@@ -145,6 +145,7 @@ class T3Task:
         deep = name == "T3-deep"
         self.methods = DEEP_METHODS if deep else RNN_METHODS
         self.metrics = ("test_loss",) if deep else ("test_loss", "test_accuracy")
+        self.relative = ("test_loss",)
         data = _deep_data if deep else _xor_data
         count = settings.train_examples if deep else settings.rnn_train
         self.train = data(settings, jax.random.key(1), count)
@@ -239,7 +240,14 @@ class T3Task:
             raise ValueError(f"unknown {self.name} method {method!r}; choose from {self.methods}")
         return est.Backprop(samples=examples, diagnostics=False), clipped
 
-    def run(self, method: str, seed: int, budget: float, eval_every: float) -> Run:
+    def run(
+        self,
+        method: str,
+        seed: int,
+        budget: float | None,
+        eval_every: float,
+        iterations: int | None = None,
+    ) -> Run:
         s = self.settings
         estimator, optimizer = self.estimator_and_optimizer(method)
         model = self.model(method, seed)
@@ -270,7 +278,7 @@ class T3Task:
             self.statistic,
             estimator,
             optimizer,
-            iterations=10**9,
+            iterations=iterations or 10**9,
             wrt=trainable,
             x0=x0,
             key=jax.random.key(1000 + seed),
@@ -282,6 +290,7 @@ class T3Task:
         if result.failed or run.times[-1] < evaluations.clock.elapsed:
             evaluations.record(result.system)
         run.status, run.iterations = result.status, result.iterations
+        run.extra["training_loss"] = thinned(result.history["loss"])
         run.seconds = evaluations.clock.elapsed
         if self.name == "T3-rnn":
             run.extra["success"] = bool(run.metrics[-1].get("test_accuracy", 0.0) >= 0.9)

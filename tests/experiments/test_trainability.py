@@ -1,0 +1,111 @@
+"""The trainability benchmark: harness arithmetic, and every method of every task lowers
+its training loss in a few iterations (fixed keys, tiny sizes)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from chaosgrad.experiments.trainability import expand_tasks, planned_runs
+from chaosgrad.experiments.trainability._harness import Run, mean_and_stderr, on_grid, summarise
+from chaosgrad.experiments.trainability.t1_statistics import METHODS as T1_METHODS
+from chaosgrad.experiments.trainability.t1_statistics import T1Settings, T1Task
+from chaosgrad.experiments.trainability.t2_lorenz import METHODS as T2_METHODS
+from chaosgrad.experiments.trainability.t2_lorenz import T2Settings, T2Task
+from chaosgrad.experiments.trainability.t3_supervised import (
+    DEEP_METHODS,
+    RNN_METHODS,
+    T3Settings,
+    T3Task,
+)
+
+
+def test_runs_on_a_common_grid_and_mean_with_standard_error():
+    a = Run("m", 0, times=[0.0, 1.0, 2.0], metrics=[{"loss": 3.0}, {"loss": 2.0}, {"loss": 1.0}])
+    b = Run("m", 1, times=[0.0, 1.5], metrics=[{"loss": 5.0}, {"loss": 1.0}])
+    grid = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+    np.testing.assert_array_equal(on_grid(a, "loss", grid), [3, 3, 2, 2, 1, 1])
+    np.testing.assert_array_equal(on_grid(b, "loss", grid), [5, 5, 5, 1, 1, 1])
+    mean, se = mean_and_stderr(np.array([1.0, 3.0]))
+    assert mean == 2.0 and se == pytest.approx(np.sqrt(2.0) / np.sqrt(2.0))
+    summary = summarise([a, b], ["loss"], budget=2.0, points=3)
+    final = summary["methods"]["m"]["final"]["loss"]
+    assert final["mean"] == 1.0 and final["stderr"] == 0.0 and final["per_seed"] == [1.0, 1.0]
+    assert summary["methods"]["m"]["curves"]["loss"]["mean"] == [4.0, 2.0, 1.0]
+
+
+def test_task_names_and_planned_runs():
+    assert expand_tasks(["T3", "T1"]) == ["T3-deep", "T3-rnn", "T1"]
+    assert planned_runs(["T1"], 3) == 3 * len(T1_METHODS)
+    with pytest.raises(ValueError, match="unknown task"):
+        expand_tasks(["T4"])
+
+
+def tiny(name):
+    if name == "T1":
+        settings = T1Settings(
+            hidden=12,
+            gain=6.0,
+            readouts=3,
+            unstable_dim=2,
+            segments=20,
+            backprop_steps=30,
+            truncated_steps=60,
+            samples=2,
+            learning_rate=1e-2,
+            floss_exponents=3,
+            floss_steps=20,
+            floss_pre=2,
+            floss_every=6,
+            floss_length=2,
+            teacher_steps=5000,
+            eval_steps=2000,
+            spectrum_steps=2000,
+        )
+        return T1Task(settings)
+    if name == "T2":
+        return T2Task(replace(T2Settings.quick(), steps=3000, batch=4, learning_rate=1e-2))
+    settings = T3Settings(
+        depth=6,
+        width=8,
+        outputs=3,
+        train_examples=8,
+        test_examples=16,
+        hidden=8,
+        delay=2,
+        rnn_train=8,
+        learning_rate=1e-2,
+        floss_exponents=3,
+        floss_steps=6,
+        floss_pre=2,
+        floss_every=6,
+        floss_length=2,
+    )
+    return T3Task(name, settings)
+
+
+def lowers_its_loss(task, method, iterations=16):
+    run = task.run(method, 0, budget=None, eval_every=1e9, iterations=iterations)
+    assert run.status == "ok", run.status
+    losses = [v for v in run.extra["training_loss"] if v is not None]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), (method, losses)
+
+
+FAST = [("T1", "shadowing"), ("T2", "gtf"), ("T3-deep", "path-kernel(alpha=2)")]
+ALL = (
+    [("T1", m) for m in T1_METHODS]
+    + [("T2", m) for m in T2_METHODS]
+    + [("T3-deep", m) for m in DEEP_METHODS]
+    + [("T3-rnn", m) for m in RNN_METHODS]
+)
+
+
+@pytest.mark.parametrize(("task", "method"), FAST)
+def test_a_method_of_each_kind_lowers_its_training_loss(task, method):
+    lowers_its_loss(tiny(task), method)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "method"), [c for c in ALL if c not in FAST])
+def test_every_method_of_every_task_lowers_its_training_loss(task, method):
+    lowers_its_loss(tiny(task), method)
