@@ -31,7 +31,7 @@ def test_runs_on_a_common_grid_and_mean_with_standard_error():
     summary = summarise([a, b], ["loss"], budget=2.0, points=3)
     final = summary["methods"]["m"]["final"]["loss"]
     assert final["mean"] == 1.0 and final["stderr"] == 0.0 and final["per_seed"] == [1.0, 1.0]
-    assert summary["methods"]["m"]["curves"]["loss"]["mean"] == [4.0, 2.0, 1.0]
+    assert summary["methods"]["m"]["curves"]["loss"]["mean"] == [4.0, 3.5, 1.0]  # b: 5 until 1.5
 
 
 def test_task_names_and_planned_runs():
@@ -109,3 +109,19 @@ def test_a_method_of_each_kind_lowers_its_training_loss(task, method):
 @pytest.mark.parametrize(("task", "method"), [c for c in ALL if c not in FAST])
 def test_every_method_of_every_task_lowers_its_training_loss(task, method):
     lowers_its_loss(tiny(task), method)
+
+
+def test_ratio_to_start_and_rebuild_from_stored_runs():
+    from chaosgrad.experiments.trainability import markdown_table, rebuild, task_summary
+
+    runs = [
+        Run("m", 0, times=[0.0, 1.0], metrics=[{"loss": 2.0}, {"loss": 1.0}]),
+        Run("m", 1, times=[0.0, 1.0], metrics=[{"loss": 4.0}, {"loss": 1.0}]),
+    ]
+    section = task_summary({}, ["loss"], runs, 1.0, relative=("loss",))
+    final = section["summary"]["methods"]["m"]["final"]["loss / start"]
+    assert final["per_seed"] == [0.5, 0.25] and final["mean"] == 0.375
+    stored = {"budget_seconds": 1.0, "tasks": {"T1": section}}
+    rebuilt = rebuild(stored, {"T1": ("loss",)})
+    assert rebuilt["tasks"]["T1"]["metrics"] == ["loss", "loss / start"]
+    assert "| m | 1 ± 0 | 0.375 ± 0.12 |" in markdown_table(rebuilt)  # SE = 0.1768 / sqrt 2

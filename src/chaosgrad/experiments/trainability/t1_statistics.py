@@ -17,7 +17,9 @@ every evaluation: common random numbers, so a curve's wiggles are changes of the
 Methods: Shadowing (alone and with clipping) and FastAdjointResponse (clipped; its unstable
 contribution is e^{lambda_1 W}-large on this net), the seed methods with the teacher's
 measured unstable dimension; Backprop over a horizon with and without clipping, truncated BPTT
-(clipped), and gradient flossing (preflossing + interleaved episodes) + BPTT + clipping.
+(clipped), clipping by value (each entry at 0.1) and a cosine learning-rate schedule (from 3x
+the rate down to 1 % over 2000 iterations), and gradient flossing (preflossing + interleaved
+episodes) + BPTT + clipping.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ METHODS = (
     "fast-response+clip",
     "bptt",
     "bptt+clip",
+    "bptt+clip-value",
+    "bptt+clip+cosine-schedule",
     "truncated-bptt+clip",
     "flossing+bptt+clip",
 )
@@ -159,6 +163,14 @@ class T1Task:
             ),
             "bptt": (backprop, adam),
             "bptt+clip": (backprop, clipped),
+            "bptt+clip-value": (backprop, optax.chain(optax.clip(s.clip / 10), adam)),
+            "bptt+clip+cosine-schedule": (
+                backprop,
+                optax.chain(
+                    optax.clip_by_global_norm(s.clip),
+                    optax.adam(optax.cosine_decay_schedule(3 * s.learning_rate, 2000, 0.01)),
+                ),
+            ),
             "truncated-bptt+clip": (
                 est.TruncatedBackprop(
                     samples=s.samples,
