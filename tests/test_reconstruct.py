@@ -29,7 +29,15 @@ def lorenz_data():
     return np.asarray(cg.simulate(cg.Lorenz63(dt=0.01), steps=3000, burn_in=500, key=KEY))
 
 
-@pytest.mark.parametrize("method", ["bptt", "gtf", "flossing", "statistics"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param("bptt", marks=pytest.mark.slow),
+        "gtf",
+        pytest.param("flossing", marks=pytest.mark.slow),
+        "statistics",
+    ],
+)
 def test_every_method_lowers_its_objective(lorenz_data, method):
     """Before and after 30 iterations: the 10-step rollout error on 64 fixed training windows
     (the per-iteration losses are of random windows, too noisy to compare); for

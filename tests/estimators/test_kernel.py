@@ -92,6 +92,7 @@ def test_nine_neuron_network_kernel_and_the_backprop_explosion(gamma, reference,
     assert float(backprop.info.per_sample_std) > 1e5
 
 
+@pytest.mark.slow  # 36 s; the nine-neuron and layered-net kernel tests stay in the default suite
 def test_all_weights_of_a_noisy_deep_net_against_finite_differences():
     """Every weight at once by Kernel and by PathKernel; a few random ones checked against
     central differences with common random numbers (FD's own error included)."""

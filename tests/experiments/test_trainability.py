@@ -91,7 +91,9 @@ def lowers_its_loss(task, method, iterations=16):
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), (method, losses)
 
 
-FAST = [("T1", "shadowing"), ("T2", "gtf"), ("T3-deep", "path-kernel(alpha=2)")]
+# the default suite runs the seed method of T1; T2's gradients are tested in
+# test_reconstruct.py and T3's networks in test_networks.py (all combinations: slow suite)
+FAST = [("T1", "shadowing")]
 ALL = (
     [("T1", m) for m in T1_METHODS]
     + [("T2", m) for m in T2_METHODS]
@@ -101,7 +103,7 @@ ALL = (
 
 
 @pytest.mark.parametrize(("task", "method"), FAST)
-def test_a_method_of_each_kind_lowers_its_training_loss(task, method):
+def test_the_seed_method_of_t1_lowers_its_training_loss(task, method):
     lowers_its_loss(tiny(task), method)
 
 
