@@ -110,7 +110,7 @@ def test_kernel_agrees_with_backprop_on_a_noisy_gru():
     def wrt(system):
         return system.args.out.bias
 
-    kernel = linear_response(net, statistic, Kernel(samples=8 * 1000), wrt=wrt, x0=x0, key=KEY)
+    kernel = linear_response(net, statistic, Kernel(samples=8 * 500), wrt=wrt, x0=x0, key=KEY)
     backprop = linear_response(
         net, statistic, Backprop(samples=8 * 100, diagnostics=False), wrt=wrt, x0=x0, key=KEY
     )

@@ -35,7 +35,7 @@ def lorenz_data():
         pytest.param("bptt", marks=pytest.mark.slow),
         "gtf",
         pytest.param("flossing", marks=pytest.mark.slow),
-        "statistics",
+        pytest.param("statistics", marks=pytest.mark.slow),
     ],
 )
 def test_every_method_lowers_its_objective(lorenz_data, method):
@@ -123,10 +123,12 @@ def test_bad_input_is_refused(data, options, message):
 
 
 def test_learn_command_writes_strict_json(tmp_path, lorenz_data):
-    np.save(tmp_path / "data.npy", lorenz_data)
+    np.save(tmp_path / "data.npy", lorenz_data[:1200])
     out = tmp_path / "out"
     arguments = ["learn", "--data", str(tmp_path / "data.npy"), "--dt", "0.01", "--out", str(out)]
-    result = CliRunner().invoke(app, [*arguments, "--budget", "2", "--method", "bptt"])
+    result = CliRunner().invoke(
+        app, [*arguments, "--budget", "1", "--method", "bptt", "--window", "10"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "learn.json").read_text())
     assert payload["method"] == "bptt" and set(payload["final"]) >= {"d_stsp", "d_h", "mse_10"}
