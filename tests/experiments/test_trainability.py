@@ -87,6 +87,13 @@ def tiny(name):
 def lowers_its_loss(task, method, iterations=16):
     run = task.run(method, 0, budget=None, eval_every=1e9, iterations=iterations)
     assert run.status == "ok", run.status
+    if task.name == "T2":
+        # T2's per-iteration losses are of random windows (too noisy to compare): the
+        # evaluator's held-out 10-step error for the MSE methods, the spectrum distance
+        # for the statistics method (its gradient is dominated by the moment term)
+        metric = "d_h" if method.startswith("statistics") else "mse_10"
+        assert run.metrics[-1][metric] < run.metrics[0][metric], (method, run.metrics)
+        return
     losses = [v for v in run.extra["training_loss"] if v is not None]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]), (method, losses)
 
