@@ -191,3 +191,223 @@ def test_budget_stops_the_run_and_bad_budget_is_refused():
     assert sum(result.history["seconds"]) >= 0.5
     with pytest.raises(ValueError, match="budget must be a positive"):
         cg.fit(ar1(), budget=0.0, **settings)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def quick(**changes):
+    """fit settings for ar1() that run in milliseconds once compiled."""
+    settings = dict(
+        loss=lambda s: (s - 3.0) ** 2,
+        statistic=TimeAverage(lambda x: x[0]),
+        estimator=Backprop(steps=20, burn_in=5),
+        optimizer=optax.sgd(0.05),
+        wrt=lambda s: s.args,
+        key=KEY,
+    )
+    settings.update(changes)
+    return settings
+
+
+def same_run(a, b):
+    for name in ("loss", "statistic", "grad_norm", "stderr_norm", "parameters"):
+        np.testing.assert_equal(a.history[name], b.history[name], err_msg=name)  # not time
+    assert float(a.system.args) == float(b.system.args)
+    assert a.status == b.status and a.iterations == b.iterations
+
+
+def test_checkpoint_is_one_self_checking_file(tmp_path):
+    from chaosgrad import _checkpoint
+
+    result = cg.fit(ar1(), iterations=4, checkpoint=tmp_path, **quick())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.eqx"]  # no temp left
+    stored = _checkpoint.read(tmp_path)
+    assert (stored.iteration, stored.status) == (4, "ok")
+    assert stored.history["loss"] == result.history["loss"]
+    assert set(stored.fingerprint) >= {"key", "estimator", "statistic", "wrt", "optimizer"}
+    assert stored.fingerprint["wrt"].startswith(".args:float64[]")
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The second save dies after its temporary file is written: the first checkpoint is
+    intact, no temporary file is left, and resuming from it is bit-identical."""
+    import os
+
+    straight = cg.fit(ar1(), iterations=10, **quick())
+    real_replace, calls = os.replace, []
+
+    def crashing_replace(source, target):
+        calls.append(source)
+        if len(calls) == 2:
+            assert os.path.getsize(source) > 0  # the new checkpoint was written in full
+            raise OSError("simulated crash")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", crashing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        cg.fit(ar1(), iterations=10, checkpoint=tmp_path, checkpoint_every=5, **quick())
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.eqx"]
+    resumed = cg.fit(ar1(), iterations=10, resume=tmp_path, **quick())
+    same_run(resumed, straight)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_corrupt_checkpoint_is_refused(tmp_path, damage):
+    cg.fit(ar1(), iterations=2, checkpoint=tmp_path, **quick())
+    path = tmp_path / "checkpoint.eqx"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    elif damage == "garbage":
+        data = bytearray(b"not a checkpoint at all, but long enough to be read as one" * 3)
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"^checkpoint {tmp_path} is corrupt: "):
+        cg.fit(ar1(), iterations=4, resume=tmp_path, **quick())
+
+
+@pytest.mark.parametrize(
+    "setting, change",
+    [
+        ("key", dict(key=jax.random.key(1))),
+        ("estimator", dict(estimator=Backprop(steps=21, burn_in=5))),
+        ("wrt", dict(wrt=lambda s: s.noise_level)),  # same shape, another parameter
+        ("statistic", dict(statistic=cg.statistics.WindowAverage(lambda x: x[0], 20))),
+        ("optimizer", dict(optimizer=optax.adam(0.05))),
+    ],
+)
+def test_resume_refuses_different_settings_naming_them(tmp_path, setting, change):
+    cg.fit(ar1(), iterations=2, checkpoint=tmp_path, **quick())
+    with pytest.raises(ValueError, match=f"different {setting} ") as info:
+        cg.fit(ar1(), iterations=4, resume=tmp_path, **quick(**change))
+    assert "\n" not in str(info.value)
+
+
+def test_resume_accepts_a_changed_learning_rate(tmp_path):
+    """Documented limit: the optimizer's state structure is compared, not its rate."""
+    cg.fit(ar1(), iterations=2, checkpoint=tmp_path, **quick())
+    result = cg.fit(ar1(), iterations=4, resume=tmp_path, **quick(optimizer=optax.sgd(0.01)))
+    assert result.status == "ok" and result.iterations == 4
+
+
+def test_old_two_file_checkpoint_is_read_and_replaced_by_one_file(tmp_path):
+    import json
+
+    import equinox as eqx
+
+    from chaosgrad import _checkpoint
+
+    straight = cg.fit(ar1(), iterations=6, **quick())
+    first = cg.fit(ar1(), iterations=3, checkpoint=tmp_path, **quick())
+    stored = _checkpoint.read(tmp_path)
+    values = first.system.args
+    opt_state = _checkpoint.deserialise(stored.opt_state, optax.sgd(0.05).init(values))
+    (tmp_path / "checkpoint.eqx").unlink()
+    eqx.tree_serialise_leaves(tmp_path / "state.eqx", (values, opt_state))
+    meta = {"iteration": 3, "status": "ok", "history": stored.history}
+    (tmp_path / "history.json").write_text(json.dumps(meta))
+    resumed = cg.fit(ar1(), iterations=6, resume=tmp_path, checkpoint=tmp_path, **quick())
+    same_run(resumed, straight)
+    assert _checkpoint.read(tmp_path).fingerprint is not None  # the new file, read first
+    (tmp_path / "history.json").unlink()  # half of an old pair (an interrupted old save)
+    (tmp_path / "checkpoint.eqx").unlink()
+    with pytest.raises(ValueError, match="is corrupt: state.eqx without history.json"):
+        cg.fit(ar1(), iterations=6, resume=tmp_path, **quick())
+
+
+def guarded_loss(s):
+    """(s - 3)^2, NaN once |s - 3| > 10 (a model that breaks far from its optimum)."""
+    return (s - 3.0) ** 2 + 0.0 * jnp.sqrt(100.0 - (s - 3.0) ** 2)
+
+
+def test_diverged_run_keeps_last_good_parameters_and_resumes_only_when_changed(tmp_path):
+    """sgd(0.3) overshoots ever more (error x -1.39 per step) until the loss is NaN at
+    iteration 5, at the parameters iteration 4 produced: the last good parameters are those
+    iteration 4 started from (after iteration 3). Resuming with the same settings is
+    refused; with sgd(0.05) it redoes iteration 4 from there and converges."""
+    settings = quick(loss=guarded_loss, optimizer=optax.sgd(0.3))
+    failed = cg.fit(ar1(), iterations=20, checkpoint=tmp_path, **settings)
+    assert failed.status == "diverged at iteration 5: non-finite loss or gradient"
+    assert len(failed.history["loss"]) == 6 and np.isnan(failed.history["loss"][5])
+    good = cg.fit(ar1(), iterations=4, **settings)  # the same run, stopped after iteration 3
+    assert good.status == "ok"
+    assert np.isfinite(float(failed.system.args))
+    assert float(failed.system.args) == float(good.system.args) != 0.0
+    assert failed.history["parameters"][4] == [float(good.system.args)]
+
+    with pytest.raises(
+        ValueError, match="ended with 'diverged at iteration 5: .*'; resuming"
+    ) as info:
+        cg.fit(ar1(), iterations=20, resume=tmp_path, **settings)
+    assert str(info.value).endswith(
+        "resuming with the same settings would repeat it: change the optimizer or estimator "
+        "(e.g. a smaller learning rate)"
+    )
+
+    gentle = dict(settings, optimizer=optax.sgd(0.05))
+    resumed = cg.fit(ar1(), iterations=40, resume=tmp_path, checkpoint=tmp_path, **gentle)
+    assert resumed.status == "ok" and resumed.iterations == 40
+    for name in ("loss", "parameters"):
+        assert resumed.history[name][:4] == good.history[name]
+    assert resumed.history["parameters"][4] == [float(good.system.args)]
+    assert resumed.history["loss"][-1] < 1e-4 < 1.0 < resumed.history["loss"][4]
+
+
+def test_non_finite_update_at_the_first_iteration_keeps_the_start(tmp_path):
+    """sgd(1e308) sends the parameter to inf at once: the checkpoint keeps the start and a
+    smaller learning rate then runs exactly as if it had been the choice from the start."""
+    failed = cg.fit(ar1(), iterations=6, checkpoint=tmp_path, **quick(optimizer=optax.sgd(1e308)))
+    assert failed.status == "diverged at iteration 0: parameters became non-finite"
+    assert float(failed.system.args) == 0.0
+    resumed = cg.fit(ar1(), iterations=6, resume=tmp_path, **quick())
+    same_run(resumed, cg.fit(ar1(), iterations=6, **quick()))
+
+
+def test_estimator_failure_resumes_with_changed_estimator_settings(tmp_path, monkeypatch):
+    """An estimator raising FloatingPointError (a NaN orbit) at iteration 3, at the parameters
+    iteration 2 produced: the same settings are refused, other estimator settings redo
+    iteration 2 from the parameters it started from."""
+    import chaosgrad.train as train
+
+    real, calls = train.loss_estimate, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise FloatingPointError("NaN in the orbit at step 17")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "loss_estimate", failing)
+    failed = cg.fit(ar1(), iterations=8, checkpoint=tmp_path, **quick())
+    monkeypatch.setattr(train, "loss_estimate", real)
+    assert failed.status == "failed at iteration 3: NaN in the orbit at step 17"
+    assert failed.iterations == 3
+    assert float(failed.system.args) == float(cg.fit(ar1(), iterations=2, **quick()).system.args)
+    with pytest.raises(ValueError, match="would repeat it"):
+        cg.fit(ar1(), iterations=8, resume=tmp_path, **quick())
+    other = quick(estimator=Backprop(steps=25, burn_in=5))
+    resumed = cg.fit(ar1(), iterations=8, resume=tmp_path, **other)
+    assert resumed.status == "ok" and resumed.iterations == 8
+    assert resumed.history["loss"][:2] == failed.history["loss"][:2]
+    assert resumed.history["loss"][2] != failed.history["loss"][2]  # redone, other settings
+
+
+def test_log_every_prints_rate_limited_progress_on_stderr(capsys):
+    cg.fit(ar1(), iterations=3, **quick())
+    assert capsys.readouterr().err == ""  # silent by default
+    cg.fit(ar1(), iterations=3, log_every=0, **quick())
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("fit: iteration 1/3, loss ")
+    assert " it/s, eta " in lines[0]
+    assert lines[-1].startswith("fit: ended at iteration 3/3 after ") and "status ok" in lines[-1]
+    cg.fit(ar1(), iterations=3, log_every=3600.0, **quick())
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fit: ended")
+    with pytest.raises(ValueError, match="log_every"):
+        cg.fit(ar1(), iterations=3, log_every=-1.0, **quick())
