@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHECKED := src tests benchmarks
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format bench docs clean
 
 # pyright's PyPI wrapper fetches the pyright npm package on first use: do it here, once.
 $(STAMP): pyproject.toml
@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(CHECKED)
 	$(BIN)/ruff format --check $(CHECKED)
 	$(BIN)/pyright
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 	$(BIN)/python -m pytest -n 2
 
 test-slow: $(STAMP)
@@ -41,6 +42,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/trainability.py
+
+# The documentation site (mkdocs.yml, docs/), built offline into site/.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache
