@@ -9,6 +9,7 @@ jax.config.update("jax_enable_x64", True)
 
 from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate  # noqa: E402
 from .estimators import (  # noqa: E402
+    Auto,
     Backprop,
     Estimate,
     FastAdjointResponse,
@@ -29,6 +30,7 @@ from .lyapunov import (  # noqa: E402
     critical_sigma_w,
     finite_time_exponents,
     ftle,
+    hyperbolicity,
     kaplan_yorke_dimension,
     lyapunov_penalty,
     lyapunov_spectrum,
@@ -57,6 +59,8 @@ from .train import FitResult, fit  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "Auto",
+    "hyperbolicity",
     "Backprop",
     "Estimate",
     "FastAdjointResponse",

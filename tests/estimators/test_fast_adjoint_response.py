@@ -110,3 +110,15 @@ def test_errors():
             FastAdjointResponse(unstable_dim=4, segment_steps=10),
             key=KEY,
         )
+
+
+def test_unstable_dim_zero_on_a_chaotic_map_is_named():
+    result = linear_response(
+        cg.Henon(),
+        TimeAverage(lambda x: x[0]),
+        FastAdjointResponse(unstable_dim=0, segment_steps=20, segments=100, orbits=2),
+        key=KEY,
+    )
+    assert "exponent 1 is positive" in result.info.warning
+    assert result.info.next_exponent == pytest.approx(0.42, abs=0.05)
+    assert result.info.stderr_method == "spread of 2 independent orbits"

@@ -179,3 +179,69 @@ def test_nilsas_least_squares_unit_case():
     np.testing.assert_allclose(
         shadowing_coefficients(b, m, least_squares)[..., 0], [[-1.0, -1.0], [0.0, -1.0]], atol=1e-12
     )
+
+
+def test_orbits_average_independent_orbits_and_report_their_spread():
+    """orbits=R: the mean of R single-orbit estimates (keys split R ways) and sd / sqrt(R)."""
+    statistic, wrt = TimeAverage(lambda x: x[0]), lambda s: s.a
+    single = Shadowing(unstable_dim=1, segment_steps=10, segments=40, burn_in=100)
+    ensemble = Shadowing(unstable_dim=1, segment_steps=10, segments=40, burn_in=100, orbits=3)
+    result = linear_response(cg.Henon(), statistic, ensemble, wrt=wrt, key=KEY)
+    parts = [
+        linear_response(cg.Henon(), statistic, single, wrt=wrt, key=k)
+        for k in jax.random.split(KEY, 3)
+    ]
+    grads = np.array([float(p.grad) for p in parts])
+    assert float(result.grad) == pytest.approx(grads.mean(), rel=1e-12)
+    assert float(result.stderr) == pytest.approx(grads.std(ddof=1) / np.sqrt(3), rel=1e-10)
+    assert float(result.value) == pytest.approx(np.mean([float(p.value) for p in parts]))
+    assert result.info.orbits == 3
+    assert result.info.stderr_method == "spread of 3 independent orbits"
+    assert "batch means" in parts[0].info.stderr_method
+    # one start per orbit, given explicitly
+    starts = jnp.array([[0.1, 0.0], [0.0, 0.1], [-0.1, 0.05]])
+    given = linear_response(cg.Henon(), statistic, ensemble, wrt=wrt, x0=starts, key=KEY)
+    assert np.isfinite(float(given.grad))
+
+
+def test_orbit_starts_that_would_not_be_independent_are_refused():
+    statistic = TimeAverage(lambda x: x[0])
+    ensemble = Shadowing(unstable_dim=1, segment_steps=10, segments=4, burn_in=10, orbits=3)
+    with pytest.raises(ValueError, match="would repeat one orbit"):
+        linear_response(cg.Henon(), statistic, ensemble, x0=jnp.array([0.1, 0.0]), key=KEY)
+    with pytest.raises(ValueError, match="x0 has 2 rows but orbits=3"):
+        linear_response(cg.Henon(), statistic, ensemble, x0=jnp.zeros((2, 2)), key=KEY)
+    with pytest.raises(ValueError, match="orbits must be positive"):
+        Shadowing(unstable_dim=1, segment_steps=10, segments=4, orbits=0)
+
+
+def test_a_fixed_orbit_says_its_error_is_not_a_spread_over_keys():
+    """A deterministic system from a given x0: every key gives the same orbit."""
+    result = linear_response(
+        cg.Henon(),
+        TimeAverage(lambda x: x[0]),
+        Shadowing(unstable_dim=1, segment_steps=10, segments=40, burn_in=100),
+        x0=jnp.array([0.1, 0.0]),
+        key=KEY,
+    )
+    assert "not a spread over keys" in result.info.stderr_method
+
+
+@pytest.mark.parametrize("unstable_dim, problem", [(1, "exponent 2 is not negative"), (2, None)])
+def test_unstable_dim_contradicting_the_orbit_is_named(unstable_dim, problem):
+    """Lorenz-63 has exponents (0.9, 0, -14.6): u must count the neutral one. The (u+1)-th
+    exponent is measured alongside, so u = 1 is caught (0.1 ran to -63.9 +- 62.7)."""
+    result = linear_response(
+        cg.Lorenz63(dt=1e-3, method="euler"),
+        TimeAverage(lambda x: x[2]),
+        Shadowing(unstable_dim=unstable_dim, segment_steps=200, segments=50, burn_in=2000),
+        wrt=lambda s: s.rho,
+        key=KEY,
+    )
+    assert len(result.info.lyapunov_exponents) == unstable_dim
+    if problem is None:
+        assert result.info.warning is None
+        assert result.info.next_exponent == pytest.approx(-14.6, abs=1.0)
+    else:
+        assert problem in result.info.warning
+        assert "use unstable_dim=2" in result.info.warning

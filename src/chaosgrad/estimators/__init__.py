@@ -12,6 +12,8 @@ from ._base import (
     linear_response,
     value_and_grad,
 )
+from ._pilot import AutoReport, Pilot
+from .auto import Auto
 from .backprop import Backprop, BackpropInfo, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
 from .finite_difference import FiniteDifference, FiniteDifferenceInfo
@@ -27,12 +29,15 @@ ESTIMATORS: dict[str, type[AbstractEstimator]] = {
     "far": FastAdjointResponse,
     "kernel": Kernel,
     "path-kernel": PathKernel,
+    "auto": Auto,
 }
 
 __all__ = [
     "ESTIMATORS",
     "AbstractEstimator",
     "AbstractInfo",
+    "Auto",
+    "AutoReport",
     "Backprop",
     "BackpropInfo",
     "Estimate",
@@ -43,6 +48,7 @@ __all__ = [
     "Kernel",
     "KernelInfo",
     "Parameters",
+    "Pilot",
     "PathKernel",
     "PathKernelInfo",
     "Shadowing",

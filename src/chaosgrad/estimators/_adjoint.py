@@ -300,8 +300,12 @@ def orbit_values(system, components, states):
     return values.reshape(states.shape[:-1] + values.shape[-1:])
 
 
-def prepare_orbit(system, x0, key, unstable_dim, burn_in):
-    """Burned-in state and u aligned tangent vectors (QR during the burn-in)."""
+def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
+    """Burned-in state and u aligned tangent vectors (QR during the burn-in).
+
+    ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
+    ``unstable_dim`` (QR keeps the first u columns those of the u alone).
+    """
     start_key, vector_key = jax.random.split(key)
     x0, noise_key = resolve_start(system, x0, start_key)
     dim = x0.shape[0]
@@ -310,7 +314,7 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in):
             f"unstable_dim={unstable_dim} must be smaller than the dimension "
             f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
         )
-    q = random_orthonormal(vector_key, dim, unstable_dim)
+    q = random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim))
     x, t = x0, 0
     if burn_in:
         x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
@@ -340,7 +344,179 @@ def blocked_mean(contributions, segment_steps, blocks):
     return treedef.unflatten(means), treedef.unflatten(errors)
 
 
-def orbit_exponents(rs, segment_steps, time_step) -> list[float]:
-    """The exponents seen on the orbit: mean log diag R per segment, per unit time."""
-    logs = np.log(np.abs(np.diagonal(np.asarray(rs), axis1=1, axis2=2))).mean(0)
-    return (logs / (segment_steps * (time_step or 1.0))).tolist()
+def ensemble_mean(per_orbit, segment_steps, blocks):
+    """Mean per step over R orbits of per-segment sums (a list of R pytrees), and its error.
+
+    R >= 2: the standard error is the spread of the R orbit means, sd / sqrt(R): the orbits
+    are independent, so this holds whatever the correlation inside an orbit. R = 1: batch
+    means over ``blocks`` blocks of segments (see :func:`stderr_method`).
+    """
+    if len(per_orbit) == 1:
+        return blocked_mean(per_orbit[0], segment_steps, blocks)
+    orbit_means = [
+        jax.tree_util.tree_map(lambda leaf: np.asarray(leaf).mean(axis=0) / segment_steps, tree)
+        for tree in per_orbit
+    ]
+    stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *orbit_means)
+    mean = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf.mean(axis=0)), stacked)
+    error = jax.tree_util.tree_map(lambda leaf: jnp.asarray(batch_means(leaf)), stacked)
+    return mean, error
+
+
+def largest_orbit_deviation(per_orbit) -> float | None:
+    """max over parameters of max_r |g_r - median| / (1.4826 MAD): how far the most outlying
+    of R >= 8 orbit estimates g_r lies, in robust standard deviations (None for R < 8).
+
+    The per-orbit estimates of a non-uniformly hyperbolic system are heavy-tailed (Lorenz-63,
+    T = 200: kurtosis 76, one orbit in 160 at 10 sd): a near-tangency makes one orbit's
+    estimate an outlier that then dominates the mean and the spread.
+    """
+    if len(per_orbit) < 8:
+        return None
+    flat = np.stack(
+        [
+            np.concatenate(
+                [np.ravel(np.asarray(leaf).mean(axis=0)) for leaf in jax.tree_util.tree_leaves(t)]
+            )
+            for t in per_orbit
+        ]
+    )
+    centre = np.median(flat, axis=0)
+    scale = 1.4826 * np.median(np.abs(flat - centre), axis=0)
+    usable = scale > 1e-12 * (1.0 + np.abs(centre))
+    if not usable.any():
+        return 0.0
+    return float(np.max(np.abs(flat - centre)[:, usable] / scale[usable]))
+
+
+def outlier_warning(deviation: float | None, orbits: int) -> str | None:
+    """A sentence when one orbit lies beyond 6 robust sd (rare for R <= 100 normal orbits)."""
+    if deviation is None or deviation <= 6.0:
+        return None
+    return (
+        f"one of the {orbits} orbit estimates lies {deviation:.1f} robust standard deviations "
+        "from their median (a near-tangency: the per-orbit estimates are heavy-tailed); the "
+        "mean and its standard error are dominated by it"
+    )
+
+
+def join_warnings(*sentences: str | None) -> str | None:
+    """The given sentences joined, or None when there are none."""
+    present = [s for s in sentences if s]
+    return "; ".join(present) if present else None
+
+
+def stderr_method(orbits: int, segments: int, blocks: int, fixed_orbit: bool = False) -> str:
+    """What the reported standard error of an orbit estimator is (goes into ``info``).
+
+    ``fixed_orbit``: a deterministic system from a given x0, whose orbit no key changes.
+    """
+    if orbits >= 2:
+        return f"spread of {orbits} independent orbits"
+    if fixed_orbit:
+        return (
+            f"batch means over {min(blocks, segments)} blocks of the one orbit fixed by x0 "
+            "(a deterministic system: every key gives this orbit); it estimates the distance "
+            "of this orbit's average from the ergodic one, not a spread over keys"
+        )
+    return (
+        f"batch means over {min(blocks, segments)} blocks of one orbit; it overstates the "
+        "error when the per-segment sums carry boundary terms (Lorenz-63: 3.5x): use "
+        "orbits >= 8 for a calibrated one"
+    )
+
+
+def orbit_starts(system, x0, key, orbits: int):
+    """[(x0_r, key_r)] for R orbits: (x0, key) itself for one orbit; otherwise keys split R
+    ways and x0 None (drawn per orbit), shape (R, dim) (one row each), or one shared start
+    of a noisy system (the noise makes the orbits independent)."""
+    if orbits == 1:
+        if x0 is not None and jnp.ndim(x0) == 2:
+            if x0.shape[0] != 1:
+                raise ValueError(
+                    f"x0 has {x0.shape[0]} rows but orbits=1: give one start of shape (dim,) "
+                    f"or set orbits={x0.shape[0]}"
+                )
+            x0 = x0[0]
+        return [(x0, key)]
+    keys = jax.random.split(key, orbits)
+    if x0 is None:
+        return [(None, k) for k in keys]
+    if jnp.ndim(x0) == 2:
+        if x0.shape[0] != orbits:
+            raise ValueError(
+                f"x0 has {x0.shape[0]} rows but orbits={orbits}: give one start per orbit, "
+                "shape (orbits, dim), or x0=None"
+            )
+        return list(zip(x0, keys, strict=True))
+    if not system.stochastic:
+        raise ValueError(
+            f"orbits={orbits} from one x0 of a deterministic system would repeat one orbit: "
+            "give x0 of shape (orbits, dim) or leave x0=None (drawn per orbit)"
+        )
+    return [(x0, k) for k in keys]
+
+
+_TINY = np.finfo(np.float64).tiny
+
+
+class OrbitExponents(NamedTuple):
+    """Exponents seen on the orbit(s) (per unit time for a flow) and their standard errors.
+
+    ``values``/``stderr`` hold the u exponents the estimator uses and one more, the
+    (u+1)-th, measured only to check ``unstable_dim``.
+    """
+
+    values: np.ndarray
+    stderr: np.ndarray
+
+
+def orbit_exponents(rs_per_orbit, segment_steps, time_step, blocks: int = 20) -> OrbitExponents:
+    """Mean log diag R per segment, per unit time; errors over orbits or blocks of segments."""
+    per_segment = [
+        # a direction the map annihilates (R_ii = 0) reads as the most negative float's log
+        np.log(np.maximum(np.abs(np.diagonal(np.asarray(rs), axis1=1, axis2=2)), _TINY))
+        / (segment_steps * (time_step or 1.0))
+        for rs in rs_per_orbit
+    ]
+    if len(per_segment) > 1:
+        means = np.stack([logs.mean(axis=0) for logs in per_segment])
+        return OrbitExponents(means.mean(axis=0), batch_means(means))
+    logs = per_segment[0]
+    count = min(blocks, logs.shape[0])
+    usable = (logs.shape[0] // count) * count
+    block_means = logs[:usable].reshape(count, -1, logs.shape[1]).mean(axis=1)
+    return OrbitExponents(logs.mean(axis=0), batch_means(block_means))
+
+
+def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) -> str | None:
+    """A sentence when the exponents seen on the orbit contradict ``unstable_dim``.
+
+    u must count the exponents >= 0: the positive ones, plus a flow's neutral one. An
+    exponent is taken as nonzero when it is more than 3 standard errors + 0.02 from 0. The
+    u-th exponent must not be clearly negative; the (u+1)-th must be clearly negative (a
+    flow) or not clearly positive (a map).
+    """
+    values, errors = seen.values, np.nan_to_num(seen.stderr, nan=0.0)
+    margin = 3 * errors + 0.02
+    unit = "per unit time" if flow else "per step"
+    counted = int(np.sum(values > -margin)) if flow else int(np.sum(values > margin))
+    shown = ", ".join(f"{v:.3g} ± {e:.2g}" for v, e in zip(values, errors, strict=True))
+    if unstable_dim and values[unstable_dim - 1] < -margin[unstable_dim - 1]:
+        problem = f"exponent {unstable_dim} is negative; unstable_dim={counted} fits them"
+    elif unstable_dim < len(values) and (
+        values[unstable_dim] > -margin[unstable_dim]
+        if flow
+        else values[unstable_dim] > margin[unstable_dim]
+    ):
+        kind = "not negative (a flow's neutral direction counts)" if flow else "positive"
+        problem = (
+            f"exponent {unstable_dim + 1} is {kind}; use unstable_dim={unstable_dim + 1} or "
+            "more (only one exponent beyond u is measured)"
+        )
+    else:
+        return None
+    return (
+        f"unstable_dim={unstable_dim} contradicts the exponents seen on the orbit "
+        f"({shown} {unit}): {problem}"
+    )

@@ -306,7 +306,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     if x0 is not None:
         x0 = jnp.asarray(x0)
         check_float64(x0, "x0")
-        probe = x0
+        probe = x0[0] if x0.ndim == 2 else x0  # (orbits, dim): one start per orbit
     else:
         probe = jax.eval_shape(system.initial_state, key)
         probe = jnp.zeros(probe.shape, probe.dtype)

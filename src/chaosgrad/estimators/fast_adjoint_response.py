@@ -20,39 +20,53 @@ the time-dilation treatment of Shadowing.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int
 from .._system import _run, check_horizon
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
-    blocked_mean,
     check_orbit,
+    ensemble_mean,
     forward_segments,
     is_flow,
+    join_warnings,
+    largest_orbit_deviation,
     orbit_exponents,
+    orbit_starts,
     orbit_values,
+    outlier_warning,
     prepare_orbit,
     segment_contributions,
     shadowing_coefficients,
+    stderr_method,
+    unstable_dim_warning,
 )
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
+from ._pilot import AutoReport, resolve_orbit_settings
 from ._rollout import window_sums
-from .shadowing import check_segments, orbit_layout
+from .shadowing import check_auto, check_segments, orbit_layout
 
 
 class FastResponseInfo(AbstractInfo):
     """Diagnostics of FastAdjointResponse.
 
     Args:
-        steps, segments, window: the orbit, its segments and the half-width W.
+        steps, segments, window: one orbit, its segments and the half-width W.
+        orbits: the number of independent orbits averaged.
+        stderr_method: what ``stderr`` is, and its caveat (see ``Shadowing``).
+        largest_orbit_deviation: the most outlying orbit estimate's distance from the
+            median, in robust standard deviations (R >= 8; see ``Shadowing``).
         shadowing_contribution, unstable_contribution: SC and UC (shaped like grad) and
             their standard errors.
         lyapunov_exponents: the u exponents seen on the orbit (should all be > 0).
+        next_exponent: the (u+1)-th, measured to check ``unstable_dim`` (should be <= 0).
+        auto: what ``"auto"`` settings (or ``Auto``) chose and why, else None.
     """
 
     per_parameter = (
@@ -64,11 +78,16 @@ class FastResponseInfo(AbstractInfo):
     steps: int
     segments: int
     window: int
+    orbits: int
+    stderr_method: str
+    largest_orbit_deviation: float | None
     shadowing_contribution: object
     shadowing_contribution_stderr: object
     unstable_contribution: object
     unstable_contribution_stderr: object
     lyapunov_exponents: list
+    next_exponent: float | None
+    auto: AutoReport | None = None
 
 
 def centred_window_sums(phis, window: int, count: int):
@@ -84,29 +103,37 @@ def centred_window_sums(phis, window: int, count: int):
 class FastAdjointResponse(AbstractEstimator):
     """SC - UC for a chaotic map; ``info`` has SC, UC and the exponents seen on the orbit.
 
-    Supports: TimeAverage (maps). The standard error is batch means over blocks of segments:
-    the sampling error, not the window bias (exponential in W) nor a hyperbolicity failure.
+    Supports: TimeAverage (maps). The standard error is the spread of ``orbits``
+    independent orbits (R >= 2, calibrated) or batch means over blocks of segments of one
+    orbit (which can overstate it: see ``Shadowing``). It covers the sampling error, not
+    the window bias (exponential in W), the finite-orbit bias, nor a hyperbolicity failure.
 
     Args:
-        unstable_dim: u, the number of positive Lyapunov exponents (< dimension).
-        segment_steps: steps per segment.
+        unstable_dim: u, the number of positive Lyapunov exponents (< dimension), or
+            ``"auto"`` (from a pilot run; see ``Shadowing``).
+        segment_steps: steps per segment, or ``"auto"`` (see ``Shadowing``).
         segments: K; the orbit has K * segment_steps steps after ``burn_in``.
-        window: W, the decorrelation window: psi sums Phi over n-W..n+W.
+        window: W, the decorrelation window: psi sums Phi over n-W..n+W. ``"auto"``: the
+            observable's decorrelation time in a pilot run (autocorrelation below 0.05),
+            within [2, 50].
         burn_in: steps run before the orbit (default 1000).
-        blocks: batch-means blocks of segments for the standard error.
+        blocks: batch-means blocks of segments for the standard error of one orbit.
+        orbits: R independent orbits averaged (x0 None or of shape (R, dim)); R >= 2 gives
+            the calibrated standard error.
     """
 
     statistics = (TimeAverage,)
-    unstable_dim: int
-    segment_steps: int
+    unstable_dim: int | str
+    segment_steps: int | str
     segments: int | None = None
-    window: int = 10
+    window: int | str = 10
     burn_in: int | None = None
     blocks: int = 20
+    orbits: int = 1
 
     def __check_init__(self):
         check_segments(self)
-        check_positive_int(self.window, "window", allow_zero=True)
+        check_auto(self.window, "window", allow_zero=True)
 
     def check_statistic(self, statistic, system):
         super().check_statistic(statistic, system)
@@ -116,30 +143,93 @@ class FastAdjointResponse(AbstractEstimator):
             )
 
     def estimate(self, system, components, params, x0, key, cotangent):
+        resolved, report = resolve_orbit_settings(self, system, components, x0, key)
+        if report is not None:
+            raw = resolved.estimate(system, components, params, x0, key, cotangent)
+            info = dataclasses.replace(raw.info, auto=report)
+            return Estimate(raw.value, raw.grad, raw.stderr, info)
+        assert isinstance(self.window, int) and isinstance(self.segment_steps, int)
         segments, burn_in = orbit_layout(self, components.statistic)
         window, steps = self.window, segments * self.segment_steps
         check_horizon(system, burn_in + steps + 2 * window + 1)
-        x, q, noise_key, t = prepare_orbit(system, x0, key, self.unstable_dim, burn_in)
+        runs = [
+            self._orbit(system, components, start_r, key_r, segments, burn_in)
+            for start_r, key_r in orbit_starts(system, x0, key, self.orbits)
+        ]
+        value = np.mean([raw[window : window + steps].mean(axis=0) for *_, raw in runs], axis=0)
+        components = project(components, cotangent, value)  # the same orbits' value
+        responses, shadowings, unstables = [], [], []
+        for states, qs, rs, noise_key, start, raw_values in runs:
+            phis = raw_values @ components.projection
+            psi = centred_window_sums(phis, window, steps).reshape(segments, self.segment_steps, -1)
+            u = self.unstable_dim
+            terms = adjoint_sweep(
+                system,
+                components,
+                params,
+                states,
+                qs,
+                noise_key,
+                start,
+                False,
+                psi=psi,
+                rs=rs[:, :u, :u],
+            )
+            shadowing, unstable = self._contributions(terms)
+            shadowings.append(shadowing)
+            unstables.append(unstable)
+            responses.append(jax.tree_util.tree_map(jnp.subtract, shadowing, unstable))
+        grad, stderr = ensemble_mean(responses, self.segment_steps, self.blocks)
+        deviation = largest_orbit_deviation(responses)
+        sc, sc_se = ensemble_mean(shadowings, self.segment_steps, self.blocks)
+        uc, uc_se = ensemble_mean(unstables, self.segment_steps, self.blocks)
+        seen = orbit_exponents([run[2] for run in runs], self.segment_steps, None)
+        u = int(self.unstable_dim)
+        info = FastResponseInfo(
+            method="FastAdjointResponse",
+            seconds=0.0,
+            warning=join_warnings(
+                unstable_dim_warning(seen, u, False), outlier_warning(deviation, self.orbits)
+            ),
+            largest_orbit_deviation=deviation,
+            steps=steps,
+            segments=segments,
+            window=window,
+            orbits=self.orbits,
+            stderr_method=stderr_method(
+                self.orbits, segments, self.blocks, x0 is not None and not system.stochastic
+            ),
+            shadowing_contribution=sc,
+            shadowing_contribution_stderr=sc_se,
+            unstable_contribution=uc,
+            unstable_contribution_stderr=uc_se,
+            lyapunov_exponents=seen.values[:u].tolist(),
+            next_exponent=float(seen.values[u]) if len(seen.values) > u else None,
+        )
+        return Estimate(np.asarray(value), grad, stderr, info)
+
+    def _orbit(self, system, components, x0, key, segments, burn_in):
+        """One orbit: states, bases (u columns), R factors (u + 1), noise key, start, and
+        the raw observable components from n = -W to n = steps + W."""
+        window, u, segment_steps = int(self.window), int(self.unstable_dim), int(self.segment_steps)
+        x, q, noise_key, t = prepare_orbit(system, x0, key, u, burn_in, probe=1)
         _, before = _run(system, x, noise_key, jnp.asarray(t), window)
         before = jnp.concatenate([x[None], before])[:window]
         if window:
             x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, t, window, 1, 1)
         start = jnp.asarray(t)
         states, qs, rs, x_end = forward_segments(
-            system, x, q, noise_key, start, segments, self.segment_steps
+            system, x, q, noise_key, start, segments, segment_steps
         )
         check_orbit(states, t)
-        _, after = _run(system, x_end, noise_key, start + steps, window)
+        _, after = _run(system, x_end, noise_key, start + segments * segment_steps, window)
         orbit = jnp.concatenate([before, states.reshape(-1, states.shape[-1]), x_end[None], after])
         raw_values = orbit_values(system, components, orbit)
-        value = jnp.mean(raw_values[window : window + steps], axis=0)
-        components = project(components, cotangent, value)  # same orbit's value
-        phis = raw_values @ components.projection
-        psi = centred_window_sums(phis, window, steps).reshape(segments, self.segment_steps, -1)
+        return states, qs[..., :u], rs, noise_key, start, raw_values
 
-        terms = adjoint_sweep(
-            system, components, params, states, qs, noise_key, start, False, psi=psi, rs=rs
-        )
+    @staticmethod
+    def _contributions(terms):
+        """Per-segment shadowing (SC) and unstable (UC) sums of one orbit's sweep."""
         a = shadowing_coefficients(terms.b, terms.M, None)
         assert terms.b_unstable is not None and terms.sums.unstable is not None
         a_unstable = shadowing_coefficients(terms.b_unstable[..., None], terms.M, None)[..., 0]
@@ -153,21 +243,4 @@ class FastAdjointResponse(AbstractEstimator):
             parts.eps,
             parts.trace,
         )
-        response = jax.tree_util.tree_map(jnp.subtract, shadowing, unstable)
-        grad, stderr = blocked_mean(response, self.segment_steps, self.blocks)
-        sc, sc_se = blocked_mean(shadowing, self.segment_steps, self.blocks)
-        uc, uc_se = blocked_mean(unstable, self.segment_steps, self.blocks)
-        info = FastResponseInfo(
-            method="FastAdjointResponse",
-            seconds=0.0,
-            warning=None,
-            steps=steps,
-            segments=segments,
-            window=window,
-            shadowing_contribution=sc,
-            shadowing_contribution_stderr=sc_se,
-            unstable_contribution=uc,
-            unstable_contribution_stderr=uc_se,
-            lyapunov_exponents=orbit_exponents(rs, self.segment_steps, None),
-        )
-        return Estimate(np.asarray(value), grad, stderr, info)
+        return shadowing, unstable

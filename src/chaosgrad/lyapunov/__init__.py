@@ -2,6 +2,7 @@
 
 from .covariant import CovariantResult, adjoint_vectors, covariant_vectors
 from .ftle import ftle
+from .hyperbolicity import HyperbolicityResult, hyperbolicity
 from .mean_field import MeanField, critical_sigma_w, mean_field
 from .penalty import finite_time_exponents, flossing_schedule, lyapunov_penalty
 from .spectrum import LyapunovResult, kaplan_yorke_dimension, lyapunov_spectrum
@@ -10,6 +11,8 @@ __all__ = [
     "CovariantResult",
     "adjoint_vectors",
     "covariant_vectors",
+    "HyperbolicityResult",
+    "hyperbolicity",
     "finite_time_exponents",
     "flossing_schedule",
     "ftle",

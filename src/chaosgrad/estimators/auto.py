@@ -1,0 +1,232 @@
+"""Auto: choose the estimator and its settings from a pilot run, and say why.
+
+The choice follows the decision chart of the documentation (design.md, "Choosing a method"),
+first match wins, from the pilot's exponents lambda_i (with standard errors), u (the count
+of clearly positive exponents, plus a flow's neutral one), the noise, map or flow, and the
+statistic:
+
+1. no positive exponent (u = 0, or only a flow's neutral one): nothing explodes.
+   Terminal / WindowAverage: ``Backprop``; TimeAverage: ``Shadowing`` with that u (the plain
+   adjoint of the long-time average, plus the time dilation of a flow).
+2. noise: the kernel family, which needs no hyperbolicity. Terminal and TimeAverage:
+   ``PathKernel`` with alpha chosen by pilot variance among (1.5, 3, 6) lambda_1 (all above
+   lambda_1, so the damped adjoint stays bounded), the window from the decorrelation time.
+   WindowAverage (no kernel form): ``FiniteDifference`` for at most 8 parameter elements,
+   else ``TruncatedBackprop`` (biased; said so).
+3. deterministic chaos, TimeAverage / WindowAverage: the shadowing family after the
+   hyperbolicity check (angles between E^u and E^s from covariant vectors). A map with a
+   TimeAverage: ``FastAdjointResponse`` (the full response); otherwise ``Shadowing``.
+   ``orbits`` independent orbits give a calibrated standard error. A failed check keeps the
+   estimator but warns: there the estimate may be heavy-tailed or biased.
+4. deterministic chaos, Terminal: ``Backprop`` while lambda_1 T <= 5 (growth e^5 at most);
+   beyond, ``FiniteDifference`` (at most 8 parameter elements) or ``TruncatedBackprop``
+   over one Lyapunov time, each with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from .._errors import check_positive_int
+from ..lyapunov.hyperbolicity import hyperbolicity
+from ..statistics import Terminal, TimeAverage, WindowAverage
+from ._adjoint import join_warnings
+from ._base import AbstractEstimator, Estimate, check_sizes
+from ._pilot import AutoReport, Pilot, describe_exponents, run_pilot, segment_steps_for
+from .backprop import Backprop, TruncatedBackprop
+from .fast_adjoint_response import FastAdjointResponse
+from .finite_difference import FiniteDifference
+from .path_kernel import PathKernel
+from .shadowing import Shadowing
+
+FEW_PARAMETERS = 8
+GROWTH_LIMIT = 5.0  # lambda_1 T beyond which backprop's e^{lambda_1 T} is called exploding
+
+
+class Auto(AbstractEstimator):
+    """Choose and configure an estimator from a pilot run (module doc); report every choice.
+
+    Supports: TimeAverage, WindowAverage, Terminal. The returned ``info`` is the chosen
+    estimator's, with ``info.auto`` (an ``AutoReport``: the estimator with all its settings,
+    one sentence per choice, the pilot's exponents and decorrelation time, and the
+    hyperbolicity check) and a ``warning`` when a check failed. The standard error is the
+    chosen estimator's (see its docstring).
+
+    Args:
+        steps: for a TimeAverage, the orbit steps spent in total (over all orbits, after
+            their burn-ins) by an orbit estimator; default 400 000. Each orbit gets at least
+            40 Lyapunov times when the budget allows (the finite-orbit bias falls like 1/T).
+        samples: samples of a sample estimator (default 10 000; Backprop 1 000).
+        orbits: at most this many independent orbits of an orbit estimator (default 16;
+            at least 8).
+        pilot_steps: steps of the pilot run (default 20 000; a network: its depth).
+        burn_in: burn-in of the pilot and of the chosen estimator (default 2 000 for the
+            pilot, the estimator's own default after).
+    """
+
+    statistics = (TimeAverage, WindowAverage, Terminal)
+    steps: int = 400_000
+    samples: int | None = None
+    orbits: int = 16
+    pilot_steps: int = 20_000
+    burn_in: int | None = None
+
+    def __check_init__(self):
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.orbits, "orbits")
+        check_positive_int(self.pilot_steps, "pilot_steps")
+        check_sizes(self, "samples", "burn_in")
+
+    def estimate(self, system, components, params, x0, key, cotangent):
+        pilot_key, run_key = jax.random.split(key)
+        pilot = run_pilot(
+            system, components, x0, pilot_key, steps=self.pilot_steps, burn_in=self.burn_in
+        )
+        chosen, reasons, check = self.choose(system, components.statistic, params, pilot, x0)
+        chosen.check_statistic(components.statistic, system)
+        raw = chosen.estimate(system, components, params, x0, run_key, cotangent)
+        assert raw is not None
+        warning = None
+        if check is not None and not check.hyperbolic:
+            warning = (
+                f"not hyperbolic: the angle between the unstable and stable subspaces reaches "
+                f"{check.min_angle:.2g} degrees (median {check.median_angle:.2g}); "
+                f"{type(chosen).__name__} may be heavy-tailed or biased here"
+            )
+        report = AutoReport(
+            estimator=repr(chosen), reasons=tuple(reasons), pilot=pilot, hyperbolicity=check
+        )
+        info = dataclasses.replace(
+            raw.info, warning=join_warnings(raw.info.warning, warning), auto=report
+        )
+        return Estimate(raw.value, raw.grad, raw.stderr, info)
+
+    def choose(self, system, statistic, params, pilot: Pilot, x0):
+        """(estimator, reasons, hyperbolicity check or None) for the pilot's measurements."""
+        u, rate = pilot.unstable_dim, pilot.leading_per_step
+        reasons = [describe_exponents(pilot)]
+        neutral = int(pilot.flow)  # a flow's neutral direction is not an instability
+        finite = not isinstance(statistic, TimeAverage)
+        few = params.size() <= FEW_PARAMETERS
+        samples = self.samples
+        if u <= neutral:
+            reasons.append(
+                f"no positive exponent (u = {u}{' with the neutral direction' if u else ''}): "
+                "nothing explodes"
+            )
+            if finite:
+                return Backprop(samples=samples or 1000), reasons, None
+            reasons.append("TimeAverage: the plain adjoint of the long-time average")
+            return self._shadowing(u, pilot, reasons, x0, system), reasons, None
+        if pilot.noisy:
+            reasons.append(f"noisy, lambda_1 = {pilot.exponents[0]:.3g} > 0: the kernel family")
+            if isinstance(statistic, WindowAverage):
+                return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
+            return self._path_kernel(system, statistic, pilot, reasons), reasons, None
+        if finite and isinstance(statistic, Terminal):
+            growth = rate * statistic.steps
+            if growth <= GROWTH_LIMIT:
+                reasons.append(
+                    f"Terminal at T = {statistic.steps}: lambda_1 T = {growth:.2g} <= "
+                    f"{GROWTH_LIMIT:g}, backprop grows by at most e^{growth:.2g}"
+                )
+                return Backprop(samples=samples or 1000), reasons, None
+            return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
+        check = hyperbolicity(
+            system,
+            u,
+            steps=min(5_000, pilot.steps),
+            burn_in=0 if system.horizon is not None else 2_000,
+            burn_out=min(2_000, pilot.steps),
+            x0=None if x0 is None else (x0[0] if np.ndim(x0) == 2 else x0),
+            key=jax.random.fold_in(jax.random.key(0), 1),
+        )
+        reasons.append(
+            f"deterministic chaos with u = {u}: the shadowing family; smallest angle between "
+            f"the unstable and stable subspaces {check.min_angle:.2g} degrees "
+            f"({'hyperbolic' if check.hyperbolic else 'a near-tangency: not hyperbolic'})"
+        )
+        if isinstance(statistic, TimeAverage) and not pilot.flow:
+            estimator = self._far(u, pilot, reasons)
+        else:
+            estimator = self._shadowing(u, pilot, reasons, x0, system)
+        return estimator, reasons, check
+
+    def _orbit_layout(self, pilot: Pilot, reasons):
+        """Segments of lambda_1 m = 0.2; orbits of at least 40 Lyapunov times each (the
+        finite-orbit bias falls like 1/T), at least 8 of them (a calibrated spread)."""
+        segment_steps = segment_steps_for(pilot)
+        rate = max(pilot.leading_per_step, 1e-12)
+        per_orbit = max(int(40 / rate), 10 * segment_steps)
+        orbits = int(np.clip(self.steps // per_orbit, min(8, self.orbits), self.orbits))
+        segments = max(2, self.steps // (orbits * segment_steps))
+        reasons.append(
+            f"segment_steps = {segment_steps} (lambda_1 x segment = 0.2, growth e^0.2); "
+            f"{orbits} independent orbits of {segments} segments "
+            f"({orbits * segments * segment_steps} steps in all) for a calibrated standard "
+            "error"
+        )
+        return segment_steps, segments, orbits
+
+    def _shadowing(self, u, pilot, reasons, x0, system):
+        segment_steps, segments, orbits = self._orbit_layout(pilot, reasons)
+        if x0 is not None and np.ndim(x0) == 1 and not system.stochastic:
+            orbits = 1  # one given start of a deterministic system: one orbit
+            segments = max(2, self.steps // segment_steps)
+            reasons.append("one x0 given for a deterministic system: one orbit")
+        return Shadowing(
+            unstable_dim=u,
+            segment_steps=segment_steps,
+            segments=segments,
+            burn_in=self.burn_in,
+            orbits=orbits,
+        )
+
+    def _far(self, u, pilot, reasons):
+        segment_steps, segments, orbits = self._orbit_layout(pilot, reasons)
+        window = int(np.clip(pilot.decorrelation_steps, 2, 50))
+        reasons.append(
+            f"a map with a TimeAverage: FastAdjointResponse (the full response); window = "
+            f"{window} from the observable's decorrelation time "
+            f"({pilot.decorrelation_steps} steps)"
+        )
+        return FastAdjointResponse(
+            unstable_dim=u,
+            segment_steps=segment_steps,
+            segments=segments,
+            window=window,
+            burn_in=self.burn_in,
+            orbits=orbits,
+        )
+
+    def _path_kernel(self, system, statistic, pilot, reasons):
+        lead = max(float(pilot.exponents[0]), 0.0)
+        samples = self.samples or 10_000
+        window = None
+        if isinstance(statistic, TimeAverage):
+            window = int(np.clip(pilot.decorrelation_steps, 2, 1000))
+            reasons.append(f"window = {window} steps from the observable's decorrelation time")
+        candidates = [1.5 * lead, 3 * lead, 6 * lead]
+        reasons.append(
+            "alpha from the pilot's variance among "
+            + ", ".join(f"{a:.3g}" for a in candidates)
+            + f" (all above lambda_1 = {lead:.3g})"
+        )
+        return PathKernel(samples=samples, alpha=candidates[1], window=window)
+
+    def _unbounded(self, statistic, few, rate, samples, reasons):
+        if few:
+            reasons.append(
+                "no bounded adjoint applies (backprop would grow like e^{lambda_1 T}): "
+                "FiniteDifference with common random numbers, for a few parameters"
+            )
+            return FiniteDifference(eps=1e-3, samples=samples or 100)
+        truncation = max(1, int(round(1.0 / rate)))
+        reasons.append(
+            f"no bounded adjoint applies and there are many parameters: TruncatedBackprop over "
+            f"one Lyapunov time ({truncation} steps), biased"
+        )
+        return TruncatedBackprop(samples=samples or 1000, truncation=truncation)

@@ -1,0 +1,98 @@
+"""Auto and the "auto" settings: the pilot's measurements, the choices and their report."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import chaosgrad as cg
+from chaosgrad.estimators import Auto, FastAdjointResponse, Shadowing, linear_response
+from chaosgrad.estimators._pilot import count_unstable, decorrelation_steps, divisor_near
+from chaosgrad.statistics import TimeAverage, WindowAverage
+
+KEY = jax.random.key(0)
+
+
+def test_unstable_dims_are_counted_with_their_errors():
+    # a map counts clearly positive exponents; a flow also its neutral one
+    assert count_unstable([0.9, 0.01, -14.0], [0.05, 0.05, 0.1], flow=False) == 1
+    assert count_unstable([0.9, 0.01, -14.0], [0.05, 0.05, 0.1], flow=True) == 2
+    assert count_unstable([-0.2], [0.01], flow=False) == 0
+
+
+def test_decorrelation_time_of_an_ar1_series():
+    """rho(k) = a^k: below 0.05 first at k = ceil(ln 0.05 / ln a) = 14 for a = 0.8."""
+    rng = np.random.default_rng(0)
+    a, n = 0.8, 200_000
+    noise = rng.normal(size=n)
+    x = np.zeros(n)
+    for t in range(1, n):
+        x[t] = a * x[t - 1] + noise[t]
+    assert abs(decorrelation_steps(x[:, None], 100) - 14) <= 1
+
+
+def test_divisor_near_tiles_a_window():
+    assert divisor_near(1000, 226) == 250
+    assert 1000 % divisor_near(1000, 7) == 0
+
+
+def test_auto_settings_of_shadowing_are_the_pilots_and_reported():
+    """u and m from the pilot; the estimate is the hand-configured run with those values."""
+    system, statistic = cg.Lorenz63(dt=1e-3, method="euler"), TimeAverage(lambda x: x[2])
+    auto = Shadowing(unstable_dim="auto", segment_steps="auto", segments=40, burn_in=2000)
+    result = linear_response(system, statistic, auto, wrt=lambda s: s.rho, key=KEY)
+    report = result.info.auto
+    assert report.pilot.unstable_dim == 2
+    m = int(report.estimator.split("segment_steps=")[1].split(",")[0])
+    assert 150 <= m <= 400  # lambda_1 m dt = 0.2 with lambda_1 = 0.9
+    assert any("unstable_dim = 2" in reason for reason in report.reasons)
+    by_hand = Shadowing(unstable_dim=2, segment_steps=m, segments=40, burn_in=2000)
+    expected = linear_response(system, statistic, by_hand, wrt=lambda s: s.rho, key=KEY)
+    assert float(result.grad) == float(expected.grad)
+    assert result.info.warning is None
+
+
+def test_auto_setting_must_say_auto():
+    with pytest.raises(ValueError, match="unstable_dim must be an integer or 'auto'"):
+        Shadowing(unstable_dim="three", segment_steps=10, segments=4)
+    with pytest.raises(ValueError, match="window must be an integer or 'auto'"):
+        FastAdjointResponse(unstable_dim=1, segment_steps=10, segments=4, window="wide")
+
+
+def test_auto_on_a_stable_map_is_the_plain_adjoint_with_the_closed_form():
+    """x' = a x + b: <x> = b / (1 - a), d<x>/db = 1 / (1 - a) = 2 for a = 0.5; the adjoint
+    starts at 0 at each orbit's end, which leaves out O(1/N) of an N-step orbit (model
+    error 3/N, relative)."""
+    system = cg.Map(lambda t, x, p: p[0] * x + p[1], args=jnp.array([0.5, 1.0]), dim=1)
+    result = linear_response(
+        system, TimeAverage(lambda x: x[0]), Auto(steps=20_000, pilot_steps=2000), key=KEY
+    )
+    assert result.info.auto.pilot.unstable_dim == 0
+    assert "Shadowing(unstable_dim=0" in result.info.auto.estimator
+    steps = result.info.steps
+    np.testing.assert_allclose(np.asarray(result.grad.args), [2.0 * 2.0, 2.0], rtol=3 / steps)
+
+
+def test_auto_on_henon_chooses_far_and_says_it_is_not_hyperbolic():
+    """Henon has homoclinic tangencies: the angle check must find them."""
+    result = linear_response(
+        cg.Henon(),
+        TimeAverage(lambda x: x[0]),
+        Auto(steps=40_000, pilot_steps=5000),
+        wrt=lambda s: s.a,
+        key=KEY,
+    )
+    report = result.info.auto
+    assert report.estimator.startswith("FastAdjointResponse(")
+    assert report.pilot.unstable_dim == 1
+    assert report.hyperbolicity is not None and not report.hyperbolicity.hyperbolic
+    assert "not hyperbolic" in result.info.warning
+    assert result.info.orbits >= 8
+
+
+def test_auto_window_average_segments_tile_the_window():
+    statistic = WindowAverage(lambda x: x[2], 1000, burn_in=2000)
+    auto = Shadowing(unstable_dim=2, segment_steps="auto", orbits=2)
+    result = linear_response(cg.Lorenz63(dt=1e-3, method="euler"), statistic, auto, key=KEY)
+    m = int(result.info.auto.estimator.split("segment_steps=")[1].split(",")[0])
+    assert 1000 % m == 0
