@@ -42,12 +42,15 @@ class AbstractInfo(eqx.Module):
         method: the estimator's class name.
         seconds: wall time of the estimate, compilation included.
         warning: a sentence when the estimate should not be trusted, else None.
+        auto: for ``Auto`` or ``"auto"`` settings, an ``AutoReport``: the settings chosen,
+            why, and the pilot run's measurements; else None.
     """
 
     per_parameter: ClassVar[tuple[str, ...]] = ()
     method: str
     seconds: float
     warning: str | None
+    auto: Any = eqx.field(default=None, kw_only=True)
 
 
 class Estimate(eqx.Module):

@@ -48,7 +48,7 @@ from ._adjoint import (
     unstable_dim_warning,
 )
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
-from ._pilot import AutoReport, resolve_orbit_settings
+from ._pilot import resolve_orbit_settings
 from ._rollout import window_sums
 from .shadowing import check_auto, check_segments, orbit_layout
 
@@ -66,7 +66,6 @@ class FastResponseInfo(AbstractInfo):
             their standard errors.
         lyapunov_exponents: the u exponents seen on the orbit (should all be > 0).
         next_exponent: the (u+1)-th, measured to check ``unstable_dim`` (should be <= 0).
-        auto: what ``"auto"`` settings (or ``Auto``) chose and why, else None.
     """
 
     per_parameter = (
@@ -87,7 +86,6 @@ class FastResponseInfo(AbstractInfo):
     unstable_contribution_stderr: object
     lyapunov_exponents: list
     next_exponent: float | None
-    auto: AutoReport | None = None
 
 
 def centred_window_sums(phis, window: int, count: int):

@@ -42,7 +42,7 @@ from ._adjoint import (
     unstable_dim_warning,
 )
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
-from ._pilot import AutoReport, resolve_orbit_settings
+from ._pilot import resolve_orbit_settings
 
 
 class ShadowingInfo(AbstractInfo):
@@ -61,7 +61,6 @@ class ShadowingInfo(AbstractInfo):
         next_exponent: the (u+1)-th exponent, measured to check ``unstable_dim`` (it
             should be < 0); ``warning`` says when the exponents contradict u.
         max_coefficient: the largest |a_k| (large values: a near-tangency or a wrong u).
-        auto: what ``"auto"`` settings (or ``Auto``) chose and why, else None.
     """
 
     steps: int
@@ -72,7 +71,6 @@ class ShadowingInfo(AbstractInfo):
     lyapunov_exponents: list
     next_exponent: float | None
     max_coefficient: float
-    auto: AutoReport | None = None
 
 
 def orbit_layout(estimator, statistic) -> tuple[int, int]:
