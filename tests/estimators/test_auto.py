@@ -96,3 +96,102 @@ def test_auto_window_average_segments_tile_the_window():
     result = linear_response(cg.Lorenz63(dt=1e-3, method="euler"), statistic, auto, key=KEY)
     m = int(result.info.auto.estimator.split("segment_steps=")[1].split(",")[0])
     assert 1000 % m == 0
+
+
+def _lorenz63():
+    return cg.Lorenz63(dt=1e-3, method="euler")
+
+
+# (name, system, statistic, wrt, the hand-configured estimator the references use)
+BUILTINS = [
+    (
+        "lorenz63",
+        _lorenz63,
+        TimeAverage(lambda x: x[2]),
+        lambda s: s.rho,
+        Shadowing(unstable_dim=2, segment_steps=200, segments=250, burn_in=5000, orbits=8),
+    ),
+    (
+        "lorenz96",
+        lambda: cg.Lorenz96(n=10),
+        TimeAverage(lambda x: jnp.mean(x**2)),
+        lambda s: s.forcing,
+        Shadowing(unstable_dim=4, segment_steps=20, segments=1000, burn_in=2000, orbits=8),
+    ),
+    (
+        "henon",
+        cg.Henon,
+        TimeAverage(lambda x: x[0]),
+        lambda s: s.a,
+        FastAdjointResponse(unstable_dim=1, segment_steps=20, segments=500, window=10, orbits=8),
+    ),
+    (
+        "logistic",
+        lambda: cg.Logistic(r=3.9),
+        TimeAverage(lambda x: x[0]),
+        lambda s: s.r,
+        FastAdjointResponse(unstable_dim=1, segment_steps=20, segments=500, window=10, orbits=8),
+    ),
+    (
+        "tent",
+        cg.Tent,
+        TimeAverage(lambda x: x[0] ** 2),
+        lambda s: s.slope,
+        FastAdjointResponse(unstable_dim=1, segment_steps=20, segments=500, window=10, orbits=8),
+    ),
+    (
+        "modified_solenoid",
+        cg.ModifiedSolenoid,
+        TimeAverage(cg.ModifiedSolenoid.observable),
+        lambda s: s.gamma1,
+        FastAdjointResponse(unstable_dim=4, segment_steps=20, segments=500, window=10, orbits=8),
+    ),
+    (
+        "nine_neuron_net",
+        lambda: cg.NineNeuronNet(gamma=0.556, noise=0.5),
+        cg.Terminal(jnp.sum, 50),
+        lambda s: s.gamma,
+        cg.PathKernel(samples=40_000, alpha=1.0),
+    ),
+    (
+        "noisy_lorenz96",
+        lambda: cg.NoisyLorenz96(n=10),
+        TimeAverage(lambda x: jnp.mean(x**2)),
+        lambda s: s.gamma0,
+        cg.PathKernel(samples=10, alpha=5.0, steps=50_000, window=1000, burn_in=2500),
+    ),
+    (
+        "deep_tanh_net",
+        lambda: cg.DeepTanhNet(depth=20, width=16, sigma_w=2.0, noise=0.2),
+        cg.Terminal(lambda x: jnp.mean(jnp.tanh(x) ** 2), 20),
+        lambda s: s.b,
+        cg.Kernel(samples=40_000),
+    ),
+    (
+        "tanh_rnn",
+        lambda: cg.TanhRNN(n=32, g=2.0),
+        TimeAverage(lambda x: jnp.mean(jnp.tanh(x) ** 2)),
+        lambda s: s.b,
+        Shadowing(unstable_dim=4, segment_steps=10, segments=2000, burn_in=2000, orbits=8),
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, build, statistic, wrt, by_hand", BUILTINS, ids=[b[0] for b in BUILTINS]
+)
+def test_auto_agrees_with_the_hand_configured_estimator_on_every_builtin(
+    name, build, statistic, wrt, by_hand
+):
+    """|auto - by hand| <= 3 sqrt(SE_auto^2 + SE_hand^2) for every parameter element; the
+    report names the estimator and the pilot's exponents."""
+    system = build()
+    auto = linear_response(system, statistic, Auto(), wrt=wrt, key=jax.random.key(1))
+    hand = linear_response(system, statistic, by_hand, wrt=wrt, key=jax.random.key(2))
+    grads = np.ravel(np.asarray(auto.grad)), np.ravel(np.asarray(hand.grad))
+    errors = np.ravel(np.asarray(auto.stderr)), np.ravel(np.asarray(hand.stderr))
+    bound = 3 * np.hypot(*errors)
+    print(name, auto.info.auto.estimator, grads, errors, auto.info.warning)
+    assert np.all(np.abs(grads[0] - grads[1]) <= bound), (name, auto.info.auto.reasons)
+    assert auto.info.auto.reasons[0].startswith("pilot exponents")

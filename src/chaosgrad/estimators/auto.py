@@ -5,14 +5,17 @@ first match wins, from the pilot's exponents lambda_i (with standard errors), u 
 of clearly positive exponents, plus a flow's neutral one), the noise, map or flow, and the
 statistic:
 
-1. no positive exponent (u = 0, or only a flow's neutral one): nothing explodes.
+1. noise, Terminal or TimeAverage: the kernel family, which needs no hyperbolicity:
+   ``PathKernel`` with alpha chosen by pilot variance among (1.5, 3, 6, 12) max(lambda_1, 0.1)
+   (all above lambda_1, so the damped adjoint stays bounded), the window from the
+   decorrelation time. Even with lambda_1 < 0 (the typical growth) the per-sample backprop
+   gradient of a noisy network can be heavy-tailed (the nine-neuron net: lambda_1 = -0.14
+   per layer, yet backprop's per-sample spread passes 1e5), so noise always means kernels.
+2. no positive exponent (u = 0, or only a flow's neutral one): nothing explodes.
    Terminal / WindowAverage: ``Backprop``; TimeAverage: ``Shadowing`` with that u (the plain
-   adjoint of the long-time average, plus the time dilation of a flow).
-2. noise: the kernel family, which needs no hyperbolicity. Terminal and TimeAverage:
-   ``PathKernel`` with alpha chosen by pilot variance among (1.5, 3, 6) lambda_1 (all above
-   lambda_1, so the damped adjoint stays bounded), the window from the decorrelation time.
-   WindowAverage (no kernel form): ``FiniteDifference`` for at most 8 parameter elements,
-   else ``TruncatedBackprop`` (biased; said so).
+   adjoint of the long-time average, plus the time dilation of a flow). A noisy
+   WindowAverage with u > 0 (no kernel form): ``FiniteDifference`` for at most 8 parameter
+   elements, else ``TruncatedBackprop`` (biased; said so).
 3. deterministic chaos, TimeAverage / WindowAverage: the shadowing family after the
    hyperbolicity check (angles between E^u and E^s from covariant vectors). A map with a
    TimeAverage: ``FastAdjointResponse`` (the full response); otherwise ``Shadowing``.
@@ -34,7 +37,7 @@ from .._errors import check_positive_int
 from ..lyapunov.hyperbolicity import hyperbolicity
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._adjoint import join_warnings
-from ._base import AbstractEstimator, Estimate, check_sizes
+from ._base import AbstractEstimator, Estimate, check_sizes, tree_norm
 from ._pilot import AutoReport, Pilot, describe_exponents, run_pilot, segment_steps_for
 from .backprop import Backprop, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse
@@ -85,7 +88,7 @@ class Auto(AbstractEstimator):
         pilot = run_pilot(
             system, components, x0, pilot_key, steps=self.pilot_steps, burn_in=self.burn_in
         )
-        chosen, reasons, check = self.choose(system, components.statistic, params, pilot, x0)
+        chosen, reasons, check = self.choose(system, components, params, pilot, x0, pilot_key)
         chosen.check_statistic(components.statistic, system)
         raw = chosen.estimate(system, components, params, x0, run_key, cotangent)
         assert raw is not None
@@ -104,14 +107,25 @@ class Auto(AbstractEstimator):
         )
         return Estimate(raw.value, raw.grad, raw.stderr, info)
 
-    def choose(self, system, statistic, params, pilot: Pilot, x0):
+    def choose(self, system, components, params, pilot: Pilot, x0, key):
         """(estimator, reasons, hyperbolicity check or None) for the pilot's measurements."""
+        statistic = components.statistic
         u, rate = pilot.unstable_dim, pilot.leading_per_step
         reasons = [describe_exponents(pilot)]
         neutral = int(pilot.flow)  # a flow's neutral direction is not an instability
         finite = not isinstance(statistic, TimeAverage)
         few = params.size() <= FEW_PARAMETERS
         samples = self.samples
+        if pilot.noisy and not isinstance(statistic, WindowAverage):
+            reasons.append(
+                "noisy: the kernel family (a negative lambda_1 is a typical growth only; the "
+                "per-sample backprop gradient can still be heavy-tailed)"
+            )
+            chosen = self._path_kernel(system, components, params, pilot, x0, key, reasons)
+            return chosen, reasons, None
+        if pilot.noisy and u > neutral:
+            reasons.append("noisy WindowAverage: no kernel form")
+            return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
         if u <= neutral:
             reasons.append(
                 f"no positive exponent (u = {u}{' with the neutral direction' if u else ''}): "
@@ -121,11 +135,6 @@ class Auto(AbstractEstimator):
                 return Backprop(samples=samples or 1000), reasons, None
             reasons.append("TimeAverage: the plain adjoint of the long-time average")
             return self._shadowing(u, pilot, reasons, x0, system), reasons, None
-        if pilot.noisy:
-            reasons.append(f"noisy, lambda_1 = {pilot.exponents[0]:.3g} > 0: the kernel family")
-            if isinstance(statistic, WindowAverage):
-                return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
-            return self._path_kernel(system, statistic, pilot, reasons), reasons, None
         if finite and isinstance(statistic, Terminal):
             growth = rate * statistic.steps
             if growth <= GROWTH_LIMIT:
@@ -142,7 +151,7 @@ class Auto(AbstractEstimator):
             burn_in=0 if system.horizon is not None else 2_000,
             burn_out=min(2_000, pilot.steps),
             x0=None if x0 is None else (x0[0] if np.ndim(x0) == 2 else x0),
-            key=jax.random.fold_in(jax.random.key(0), 1),
+            key=jax.random.fold_in(key, 2),
         )
         reasons.append(
             f"deterministic chaos with u = {u}: the shadowing family; smallest angle between "
@@ -202,20 +211,46 @@ class Auto(AbstractEstimator):
             orbits=orbits,
         )
 
-    def _path_kernel(self, system, statistic, pilot, reasons):
-        lead = max(float(pilot.exponents[0]), 0.0)
-        samples = self.samples or 10_000
-        window = None
-        if isinstance(statistic, TimeAverage):
+    def _path_kernel(self, system, components, params, pilot, x0, key, reasons):
+        """alpha by pilot variance among (1.5, 3, 6, 12) s, s = max(lambda_1, 0.1): the smallest
+        standard error of a 256-sample (or shortened-orbit) run that did not explode."""
+        lead = max(float(pilot.exponents[0]), 0.1)
+        settings = {"samples": self.samples or 10_000}
+        if isinstance(components.statistic, TimeAverage):
             window = int(np.clip(pilot.decorrelation_steps, 2, 1000))
-            reasons.append(f"window = {window} steps from the observable's decorrelation time")
-        candidates = [1.5 * lead, 3 * lead, 6 * lead]
-        reasons.append(
-            "alpha from the pilot's variance among "
-            + ", ".join(f"{a:.3g}" for a in candidates)
-            + f" (all above lambda_1 = {lead:.3g})"
-        )
-        return PathKernel(samples=samples, alpha=candidates[1], window=window)
+            settings = {
+                "samples": self.orbits,
+                "steps": max(10 * window, self.steps // self.orbits),
+                "window": window,
+                "burn_in": self.burn_in,
+            }
+            reasons.append(
+                f"window = {window} steps from the observable's decorrelation time; "
+                f"{self.orbits} independent orbits of {settings['steps']} steps"
+            )
+        trial = dict(settings, samples=256) if "steps" not in settings else dict(settings)
+        if "steps" in trial:
+            trial["steps"] = max(10 * trial["window"], trial["steps"] // 8)
+        scores = {}
+        for i, alpha in enumerate((1.5 * lead, 3 * lead, 6 * lead, 12 * lead)):
+            probe = PathKernel(alpha=alpha, **trial)
+            raw = probe.estimate(
+                system, components, params, x0, jax.random.fold_in(key, 10 + i), None
+            )
+            assert raw is not None
+            if not getattr(raw.info, "exploding", False):
+                scores[alpha] = float(tree_norm(raw.stderr))
+        if not scores:
+            alpha = 12 * lead
+            reasons.append(f"alpha = {alpha:.3g}: every pilot alpha exploded, the largest kept")
+        else:
+            alpha = min(scores, key=lambda a: scores[a])
+            tried = ", ".join(f"{a:.3g}: {score:.3g}" for a, score in scores.items())
+            reasons.append(
+                f"alpha = {alpha:.3g} (above lambda_1 = {pilot.exponents[0]:.3g}): the "
+                f"smallest pilot standard error ({tried})"
+            )
+        return PathKernel(alpha=alpha, **settings)
 
     def _unbounded(self, statistic, few, rate, samples, reasons):
         if few:

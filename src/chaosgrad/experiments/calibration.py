@@ -115,7 +115,8 @@ def _solenoid():
 
 
 def _solenoid_observable(x):
-    return x[0] ** 2
+    """Phi = x1^3 + 0.005 sum_{i>=2} (x_i - pi)^2 (references.md §2: d<Phi>/dgamma = 0.0627)."""
+    return x[0] ** 3 + 0.005 * jnp.sum((x[1:] - jnp.pi) ** 2)
 
 
 CASES: dict[str, CalibrationCase] = {
