@@ -130,14 +130,14 @@ BUILTINS = [
         lambda: cg.Logistic(r=3.9),
         TimeAverage(lambda x: x[0]),
         lambda s: s.r,
-        FastAdjointResponse(unstable_dim=1, segment_steps=20, segments=500, window=10, orbits=8),
+        cg.FiniteDifference(eps=0.039, samples=16, steps=25_000),
     ),
     (
         "tent",
         cg.Tent,
         TimeAverage(lambda x: x[0] ** 2),
         lambda s: s.slope,
-        FastAdjointResponse(unstable_dim=1, segment_steps=20, segments=500, window=10, orbits=8),
+        cg.FiniteDifference(eps=0.0199, samples=16, steps=25_000),
     ),
     (
         "modified_solenoid",
@@ -164,17 +164,23 @@ BUILTINS = [
         "deep_tanh_net",
         lambda: cg.DeepTanhNet(depth=20, width=16, sigma_w=2.0, noise=0.2),
         cg.Terminal(lambda x: jnp.mean(jnp.tanh(x) ** 2), 20),
-        lambda s: s.b,
+        lambda s: s.biases,
         cg.Kernel(samples=40_000),
     ),
     (
         "tanh_rnn",
-        lambda: cg.TanhRNN(n=32, g=2.0),
+        lambda: cg.TanhRNN(n=64, g=2.0),
         TimeAverage(lambda x: jnp.mean(jnp.tanh(x) ** 2)),
         lambda s: s.b,
-        Shadowing(unstable_dim=4, segment_steps=10, segments=2000, burn_in=2000, orbits=8),
+        Shadowing(unstable_dim=6, segment_steps=20, segments=2500, burn_in=2000, orbits=8),
     ),
 ]
+
+
+NOT_HYPERBOLIC = {"lorenz96", "henon", "tanh_rnn"}
+"""Built-ins whose splitting comes near a tangency (measured angles 0.02-0.1 degrees):
+there the shadowing family's estimates are heavy-tailed or meaningless (the tanh RNN:
+1e68 by hand and by Auto alike), and what Auto must do is say so."""
 
 
 @pytest.mark.slow
@@ -185,13 +191,16 @@ def test_auto_agrees_with_the_hand_configured_estimator_on_every_builtin(
     name, build, statistic, wrt, by_hand
 ):
     """|auto - by hand| <= 3 sqrt(SE_auto^2 + SE_hand^2) for every parameter element; the
-    report names the estimator and the pilot's exponents."""
+    report names the estimator and the pilot's exponents. Where the system is not
+    hyperbolic, Auto must warn instead."""
     system = build()
     auto = linear_response(system, statistic, Auto(), wrt=wrt, key=jax.random.key(1))
+    assert auto.info.auto.reasons[0].startswith("pilot exponents")
+    if name in NOT_HYPERBOLIC:
+        assert "not hyperbolic" in auto.info.warning
+        return
     hand = linear_response(system, statistic, by_hand, wrt=wrt, key=jax.random.key(2))
     grads = np.ravel(np.asarray(auto.grad)), np.ravel(np.asarray(hand.grad))
     errors = np.ravel(np.asarray(auto.stderr)), np.ravel(np.asarray(hand.stderr))
     bound = 3 * np.hypot(*errors)
-    print(name, auto.info.auto.estimator, grads, errors, auto.info.warning)
     assert np.all(np.abs(grads[0] - grads[1]) <= bound), (name, auto.info.auto.reasons)
-    assert auto.info.auto.reasons[0].startswith("pilot exponents")

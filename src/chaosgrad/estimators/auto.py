@@ -125,7 +125,7 @@ class Auto(AbstractEstimator):
             return chosen, reasons, None
         if pilot.noisy and u > neutral:
             reasons.append("noisy WindowAverage: no kernel form")
-            return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
+            return self._unbounded(statistic, few, rate, samples, reasons, params), reasons, None
         if u <= neutral:
             reasons.append(
                 f"no positive exponent (u = {u}{' with the neutral direction' if u else ''}): "
@@ -143,7 +143,14 @@ class Auto(AbstractEstimator):
                     f"{GROWTH_LIMIT:g}, backprop grows by at most e^{growth:.2g}"
                 )
                 return Backprop(samples=samples or 1000), reasons, None
-            return self._unbounded(statistic, few, rate, samples, reasons), reasons, None
+            return self._unbounded(statistic, few, rate, samples, reasons, params), reasons, None
+        dim = int(jax.eval_shape(system.initial_state, key).shape[0])
+        if u >= dim:
+            reasons.append(
+                f"every direction expands (u = {u} = the dimension): the shadowing family "
+                "needs a stable direction"
+            )
+            return self._unbounded(statistic, few, rate, samples, reasons, params), reasons, None
         check = hyperbolicity(
             system,
             u,
@@ -252,16 +259,26 @@ class Auto(AbstractEstimator):
             )
         return PathKernel(alpha=alpha, **settings)
 
-    def _unbounded(self, statistic, few, rate, samples, reasons):
+    def _unbounded(self, statistic, few, rate, samples, reasons, params):
+        """FiniteDifference for a few parameters (eps 1 % of their scale), else
+        TruncatedBackprop over one Lyapunov time (biased)."""
+        timed = isinstance(statistic, TimeAverage)
         if few:
+            values = np.concatenate([np.ravel(v) for v in jax.tree_util.tree_leaves(params.values)])
+            eps = 0.01 * max(1.0, float(np.sqrt(np.mean(values**2))))
+            count = samples or (16 if timed else 1000)
+            steps = max(1000, self.steps // count) if timed else None
             reasons.append(
                 "no bounded adjoint applies (backprop would grow like e^{lambda_1 T}): "
-                "FiniteDifference with common random numbers, for a few parameters"
+                f"FiniteDifference with common random numbers, eps = {eps:.3g} (1 % of the "
+                "parameters' scale), for a few parameters"
             )
-            return FiniteDifference(eps=1e-3, samples=samples or 100)
+            return FiniteDifference(eps=eps, samples=count, steps=steps)
         truncation = max(1, int(round(1.0 / rate)))
+        count = samples or (16 if timed else 1000)
+        steps = max(10 * truncation, self.steps // count) if timed else None
         reasons.append(
             f"no bounded adjoint applies and there are many parameters: TruncatedBackprop over "
             f"one Lyapunov time ({truncation} steps), biased"
         )
-        return TruncatedBackprop(samples=samples or 1000, truncation=truncation)
+        return TruncatedBackprop(samples=count, truncation=truncation, steps=steps)

@@ -60,7 +60,7 @@ def hyperbolicity(
     steps: int = 5_000,
     burn_in: int = 2_000,
     burn_out: int = 2_000,
-    record_every: int = 10,
+    record_every: int = 1,
     x0=None,
     key=None,
 ) -> HyperbolicityResult:
