@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import _run, check_horizon
-from ..lyapunov.spectrum import run_tangent_blocks
+from .._system import check_horizon
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
-    check_orbit,
     ensemble_mean,
-    forward_segments,
     is_flow,
     join_warnings,
     largest_orbit_deviation,
@@ -41,13 +39,13 @@ from ._adjoint import (
     orbit_starts,
     orbit_values,
     outlier_warning,
-    prepare_orbit,
     segment_contributions,
     shadowing_coefficients,
     stderr_method,
     unstable_dim_warning,
 )
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
+from ._ensemble import per_orbit, run_orbits
 from ._pilot import resolve_orbit_settings
 from ._rollout import window_sums
 from .shadowing import check_auto, check_segments, orbit_layout
@@ -150,39 +148,29 @@ class FastAdjointResponse(AbstractEstimator):
         segments, burn_in = orbit_layout(self, components.statistic)
         window, steps = self.window, segments * self.segment_steps
         check_horizon(system, burn_in + steps + 2 * window + 1)
-        runs = [
-            self._orbit(system, components, start_r, key_r, segments, burn_in)
-            for start_r, key_r in orbit_starts(system, x0, key, self.orbits)
-        ]
-        value = np.mean([raw[window : window + steps].mean(axis=0) for *_, raw in runs], axis=0)
+        u = int(self.unstable_dim)
+        starts = orbit_starts(system, x0, key, self.orbits)
+        orbits = run_orbits(
+            system, starts, u, burn_in, segments, int(self.segment_steps), window=window
+        )
+        assert orbits.padded is not None
+        raw_values = orbit_values(system, components, orbits.padded)  # (R, N + 2W + 1, k)
+        value = np.asarray(jnp.mean(raw_values[:, window : window + steps], axis=(0, 1)))
         components = project(components, cotangent, value)  # the same orbits' value
-        responses, shadowings, unstables = [], [], []
-        for states, qs, rs, noise_key, start, raw_values in runs:
-            phis = raw_values @ components.projection
-            psi = centred_window_sums(phis, window, steps).reshape(segments, self.segment_steps, -1)
-            u = self.unstable_dim
-            terms = adjoint_sweep(
-                system,
-                components,
-                params,
-                states,
-                qs,
-                noise_key,
-                start,
-                False,
-                psi=psi,
-                rs=rs[:, :u, :u],
-            )
-            shadowing, unstable = self._contributions(terms)
-            shadowings.append(shadowing)
-            unstables.append(unstable)
-            responses.append(jax.tree_util.tree_map(jnp.subtract, shadowing, unstable))
+        shadowing_stack, unstable_stack = _contributions(
+            system, components, params, orbits, raw_values, u, window, steps
+        )
+        shadowings = per_orbit(shadowing_stack, self.orbits)
+        unstables = per_orbit(unstable_stack, self.orbits)
+        responses = [
+            jax.tree_util.tree_map(jnp.subtract, sc, uc)
+            for sc, uc in zip(shadowings, unstables, strict=True)
+        ]
         grad, stderr = ensemble_mean(responses, self.segment_steps, self.blocks)
         deviation = largest_orbit_deviation(responses)
         sc, sc_se = ensemble_mean(shadowings, self.segment_steps, self.blocks)
         uc, uc_se = ensemble_mean(unstables, self.segment_steps, self.blocks)
-        seen = orbit_exponents([run[2] for run in runs], self.segment_steps, None)
-        u = int(self.unstable_dim)
+        seen = orbit_exponents(list(orbits.rs), self.segment_steps, None)
         info = FastResponseInfo(
             method="FastAdjointResponse",
             seconds=0.0,
@@ -206,28 +194,27 @@ class FastAdjointResponse(AbstractEstimator):
         )
         return Estimate(np.asarray(value), grad, stderr, info)
 
-    def _orbit(self, system, components, x0, key, segments, burn_in):
-        """One orbit: states, bases (u columns), R factors (u + 1), noise key, start, and
-        the raw observable components from n = -W to n = steps + W."""
-        window, u, segment_steps = int(self.window), int(self.unstable_dim), int(self.segment_steps)
-        x, q, noise_key, t = prepare_orbit(system, x0, key, u, burn_in, probe=1)
-        _, before = _run(system, x, noise_key, jnp.asarray(t), window)
-        before = jnp.concatenate([x[None], before])[:window]
-        if window:
-            x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, t, window, 1, 1)
-        start = jnp.asarray(t)
-        states, qs, rs, x_end = forward_segments(
-            system, x, q, noise_key, start, segments, segment_steps
-        )
-        check_orbit(states, t)
-        _, after = _run(system, x_end, noise_key, start + segments * segment_steps, window)
-        orbit = jnp.concatenate([before, states.reshape(-1, states.shape[-1]), x_end[None], after])
-        raw_values = orbit_values(system, components, orbit)
-        return states, qs[..., :u], rs, noise_key, start, raw_values
 
-    @staticmethod
-    def _contributions(terms):
-        """Per-segment shadowing (SC) and unstable (UC) sums of one orbit's sweep."""
+@eqx.filter_jit
+def _contributions(system, components, params, orbits, raw_values, u, window, steps):
+    """Per-orbit, per-segment shadowing (SC) and unstable (UC) sums (leading axis: orbit)."""
+    segments, segment_steps = orbits.states.shape[1:3]
+
+    def one(states, qs, rs, key, values):
+        phis = values @ components.projection
+        psi = centred_window_sums(phis, window, steps).reshape(segments, segment_steps, -1)
+        terms = adjoint_sweep(
+            system,
+            components,
+            params,
+            states,
+            qs[..., :u],
+            key,
+            jnp.asarray(orbits.start),
+            False,
+            psi=psi,
+            rs=rs[:, :u, :u],
+        )
         a = shadowing_coefficients(terms.b, terms.M, None)
         assert terms.b_unstable is not None and terms.sums.unstable is not None
         a_unstable = shadowing_coefficients(terms.b_unstable[..., None], terms.M, None)[..., 0]
@@ -242,3 +229,5 @@ class FastAdjointResponse(AbstractEstimator):
             parts.trace,
         )
         return shadowing, unstable
+
+    return jax.vmap(one)(orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)

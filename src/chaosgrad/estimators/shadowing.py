@@ -24,10 +24,7 @@ from .._errors import check_positive_int
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
 from ._adjoint import (
-    adjoint_sweep,
-    check_orbit,
     ensemble_mean,
-    forward_segments,
     is_flow,
     join_warnings,
     largest_orbit_deviation,
@@ -35,13 +32,11 @@ from ._adjoint import (
     orbit_starts,
     orbit_values,
     outlier_warning,
-    prepare_orbit,
-    segment_contributions,
-    shadowing_coefficients,
     stderr_method,
     unstable_dim_warning,
 )
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
+from ._ensemble import per_orbit, run_orbits, shadowing_contributions
 from ._pilot import resolve_orbit_settings
 
 
@@ -181,30 +176,19 @@ class Shadowing(AbstractEstimator):
         segments, burn_in = orbit_layout(self, components.statistic)
         check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim
-        runs = []
-        for start_r, key_r in orbit_starts(system, x0, key, self.orbits):
-            x, q, noise_key, t = prepare_orbit(system, start_r, key_r, u, burn_in, probe=1)
-            start = jnp.asarray(t)
-            states, qs, rs, _ = forward_segments(
-                system, x, q, noise_key, start, segments, self.segment_steps
-            )
-            check_orbit(states, t)
-            runs.append((states, qs[..., :u], rs, noise_key, start))
-        value = np.mean(
-            [jnp.mean(orbit_values(system, components, run[0]), axis=(0, 1)) for run in runs],
-            axis=0,
+        starts = orbit_starts(system, x0, key, self.orbits)
+        orbits = run_orbits(system, starts, u, burn_in, segments, self.segment_steps)
+        value = np.asarray(
+            jnp.mean(orbit_values(system, components, orbits.states), axis=(0, 1, 2))
         )
         components = project(components, cotangent, value)  # the same orbits' value
         flow = is_flow(system)
-        per_orbit, largest = [], 0.0
-        for states, qs, _, noise_key, start in runs:
-            terms = adjoint_sweep(system, components, params, states, qs, noise_key, start, flow)
-            coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
-            per_orbit.append(segment_contributions(terms.sums.nu, terms.sums.eps, coefficients))
-            largest = max(largest, float(jnp.max(jnp.abs(coefficients), initial=0.0)))
-        grad, stderr = ensemble_mean(per_orbit, self.segment_steps, self.blocks)
-        deviation = largest_orbit_deviation(per_orbit)
-        seen = orbit_exponents([run[2] for run in runs], self.segment_steps, system.time_step)
+        stacked, coefficients = shadowing_contributions(system, components, params, orbits, u, flow)
+        contributions = per_orbit(stacked, self.orbits)
+        grad, stderr = ensemble_mean(contributions, self.segment_steps, self.blocks)
+        deviation = largest_orbit_deviation(contributions)
+        largest = float(jnp.max(jnp.abs(coefficients), initial=0.0))
+        seen = orbit_exponents(list(orbits.rs), self.segment_steps, system.time_step)
         info = ShadowingInfo(
             method="Shadowing",
             seconds=0.0,

@@ -1,0 +1,165 @@
+"""Independent orbits run together: vmapped over an orbit axis, sharded over the devices.
+
+R orbits of Shadowing and FastAdjointResponse do the same steps on different states, so one
+``lax.scan`` carries all of them (``jax.vmap`` over the orbit axis): each step does R times
+the work for one step's overhead. When the process sees several devices (``jax.devices()``,
+e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on a CPU) and R is a multiple of
+their number, the orbit axis is laid on a 1-D mesh (``jax.sharding``) and XLA runs each
+device's orbits there. Every orbit's arithmetic is the same whatever the layout, so the
+estimate does not depend on it (to rounding).
+
+The hot loop carries no NaN check: a non-finite orbit is found after the run and replayed
+alone by the single-orbit path, which names the step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .._system import _run as _run_states
+from .._system import resolve_start
+from .._tangent import random_orthonormal
+from ..lyapunov.spectrum import _spectrum_block
+from ._adjoint import (
+    adjoint_sweep,
+    check_orbit,
+    forward_segments,
+    prepare_orbit,
+    segment_contributions,
+    shadowing_coefficients,
+)
+
+
+class Orbits(NamedTuple):
+    """R orbits after their burn-ins (leading axis: orbit).
+
+    states (R, K, m, dim); qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k);
+    keys (R,) noise keys; x_end (R, dim); start: the step index where the segments begin;
+    padded (R, N + 2W + 1, dim): x_{-W} .. x_{N+W} for FastAdjointResponse, else None.
+    """
+
+    states: jax.Array
+    qs: jax.Array
+    rs: jax.Array
+    keys: jax.Array
+    x_end: jax.Array
+    start: int
+    padded: jax.Array | None = None
+
+
+def orbit_sharding(count: int) -> NamedSharding | None:
+    """A 1-D mesh over every device for an orbit axis of ``count``, or None (one device,
+    or ``count`` not a multiple of the device count)."""
+    devices = jax.devices()
+    if len(devices) < 2 or count % len(devices):
+        return None
+    return NamedSharding(Mesh(np.array(devices), ("orbits",)), PartitionSpec("orbits"))
+
+
+def shard(tree, sharding: NamedSharding | None):
+    """Lay every array of ``tree`` with a leading orbit axis on the mesh (no-op for None)."""
+    if sharding is None:
+        return tree
+    return jax.tree_util.tree_map(lambda leaf: jax.device_put(leaf, sharding), tree)
+
+
+@eqx.filter_jit
+def _forward(system, xs, qs, keys, burn_in: int, window: int | None, segments, segment_steps):
+    """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
+    states before and after the segments (the tangents aligned through the first W), as
+    one padded orbit x_{-W} .. x_{N+W} per orbit."""
+
+    def one(x, q, key):
+        if burn_in:
+            x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(0), burn_in, 1)
+        start = burn_in
+        before = None
+        if window is not None:
+            _, path = _run_states(system, x, key, jnp.asarray(start), window)
+            before = jnp.concatenate([x[None], path])[:window]
+            if window:
+                x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(start), window, 1)
+            start += window
+        states, bases, rs, x_end = forward_segments(
+            system, x, q, key, jnp.asarray(start), segments, segment_steps
+        )
+        padded = None
+        if window is not None:
+            assert before is not None
+            end = jnp.asarray(start + segments * segment_steps)
+            _, after = _run_states(system, x_end, key, end, window)
+            flat = states.reshape(-1, states.shape[-1])
+            padded = jnp.concatenate([before, flat, x_end[None], after])
+        return states, bases, rs, x_end, padded
+
+    return jax.vmap(one)(xs, qs, keys)
+
+
+def run_orbits(
+    system, starts, unstable_dim, burn_in, segments, segment_steps, probe=1, window=None
+) -> Orbits:
+    """Burn in and record R orbits: ``starts`` is [(x0 or None, key)] per orbit (as from
+    ``orbit_starts``); u + ``probe`` tangent vectors, the first u those of u alone. With
+    ``window`` (FAR) the segments start W steps later and ``Orbits.padded`` holds
+    x_{-W} .. x_{N+W}."""
+    xs, qs, keys = [], [], []
+    for x0, key in starts:
+        start_key, vector_key = jax.random.split(key)
+        x, noise_key = resolve_start(system, x0, start_key)
+        dim = x.shape[0]
+        if unstable_dim >= dim:
+            raise ValueError(
+                f"unstable_dim={unstable_dim} must be smaller than the dimension "
+                f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
+            )
+        xs.append(x)
+        qs.append(random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim)))
+        keys.append(noise_key)
+    sharding = orbit_sharding(len(starts))
+    xs, qs, keys = shard((jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)), sharding)
+    states, bases, rs, x_end, padded = _forward(
+        system, xs, qs, keys, burn_in, window, segments, segment_steps
+    )
+    finite = np.asarray(jnp.all(jnp.isfinite(states), axis=(1, 2, 3)))
+    if not finite.all():
+        x0, key = starts[int(np.argmin(finite))]  # replay that orbit alone: names the step
+        x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
+        t += window or 0
+        replay, *_ = forward_segments(
+            system, x, q, noise_key, jnp.asarray(t), segments, segment_steps
+        )
+        check_orbit(replay, t)
+        raise FloatingPointError("an orbit became NaN/inf")
+    return Orbits(states, bases, rs, keys, x_end, burn_in + (window or 0), padded)
+
+
+@eqx.filter_jit
+def shadowing_contributions(system, components, params, orbits: Orbits, unstable_dim, flow):
+    """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)) and coefficients."""
+
+    def one(states, qs, key):
+        terms = adjoint_sweep(
+            system,
+            components,
+            params,
+            states,
+            qs[..., :unstable_dim],
+            key,
+            jnp.asarray(orbits.start),
+            flow,
+        )
+        coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
+        return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
+
+    return jax.vmap(one)(orbits.states, orbits.qs, orbits.keys)
+
+
+def per_orbit(tree, count: int) -> list:
+    """A stacked pytree (leading axis: orbit) as a list of ``count`` pytrees."""
+    return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], tree) for r in range(count)]
