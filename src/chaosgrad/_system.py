@@ -26,7 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._errors import check_float64, check_positive_int, first_nonfinite_step
+from ._errors import (
+    as_state,
+    check_finite_array,
+    check_float64,
+    check_key,
+    check_positive_int,
+    check_real,
+    first_line,
+    first_nonfinite_step,
+    is_traced,
+    traceable,
+)
 
 __all__ = [
     "System",
@@ -40,12 +51,44 @@ __all__ = [
     "check_horizon",
     "check_noise_setting",
     "resolve_start",
+    "check_step",
 ]
 
 
-def param(value) -> Array:
-    """A parameter as a float64 array (what every built-in stores its parameters as)."""
-    return jnp.asarray(value, dtype=jnp.float64)
+def param(value, name: str | None = None) -> Array:
+    """A parameter as a float64 array (what every built-in stores its parameters as).
+
+    With ``name``, NaN or inf is refused (a concrete value; traced ones pass unchecked).
+    """
+    array = jnp.asarray(value, dtype=jnp.float64)
+    if name is not None:
+        check_finite_array(array, name)
+    return array
+
+
+def check_time_step(dt) -> float:
+    """``dt`` as a float: a positive, finite time step."""
+    return float(check_real(dt, "dt", positive=True))
+
+
+def check_dim(dim) -> int | None:
+    """A user model's ``dim``: None (taken from x0) or a positive integer."""
+    return None if dim is None else check_positive_int(dim, "dim")
+
+
+def parameter_args(args):
+    """``args`` with every Python float made a float64 array, so that it is a parameter.
+
+    A plain float is not an array, so ``Parameters.of`` (as ``eqx.filter_grad``) would leave
+    it out and its derivative would silently be missing. Equinox modules inside ``args``
+    are left as they are (their float fields are settings, e.g. a dropout rate); ints too
+    (counts).
+    """
+    return jax.tree_util.tree_map(
+        lambda leaf: param(leaf, "args") if isinstance(leaf, float) else leaf,
+        args,
+        is_leaf=lambda node: isinstance(node, eqx.Module),
+    )
 
 
 class System(eqx.Module):
@@ -201,7 +244,10 @@ def _user_noise(noise) -> tuple[bool, Any]:
     """(stochastic, amplitude) for a user model's ``noise``: a number or a function."""
     if callable(noise):
         return True, noise
-    return float(noise) != 0.0, param(noise)
+    amplitude = param(noise, "noise")
+    if is_traced(amplitude):
+        raise TypeError("noise must be a concrete number (it decides whether the model is noisy)")
+    return bool(np.any(np.asarray(amplitude) != 0.0)), amplitude
 
 
 def _evaluate_noise(amplitude, t, x, args):
@@ -218,6 +264,8 @@ def _initial_state_of_user_model(model, key):
 class Flow(AbstractFlow):
     """A user's ODE/SDE: ``vector_field(t, x, args)`` as in diffrax; ``args`` holds parameters.
 
+    ``args`` is any pytree; its float arrays are the parameters, and plain Python floats in
+    it are made float64 arrays (so ``args=28.0`` is a parameter too).
     ``noise`` is the SDE amplitude s: a number (additive noise, a differentiable parameter)
     or a function ``noise(t, x, args)``. Noise requires ``method="euler"`` (Euler-Maruyama).
     ``dim`` is needed only to draw an initial state (``initial_state``); otherwise the
@@ -244,15 +292,13 @@ class Flow(AbstractFlow):
     ):
         if not callable(vector_field):
             raise TypeError("vector_field must be a function vector_field(t, x, args)")
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
         self.field = vector_field
-        self.dt = float(dt)
-        self.args = args
+        self.dt = check_time_step(dt)
+        self.args = parameter_args(args)
         self._stochastic, self.noise_level = _user_noise(noise)
         _check_method(method, self._stochastic)
         self.method = method
-        self.dim = dim
+        self.dim = check_dim(dim)
 
     @property
     def stochastic(self) -> bool:
@@ -269,7 +315,12 @@ class Flow(AbstractFlow):
 
 
 class Map(System):
-    """A user's map ``x' = function(t, x, args) + noise * xi`` (``noise``: number or function)."""
+    """A user's map ``x' = function(t, x, args) + noise * xi`` (``noise``: number or function).
+
+    ``function`` must return the next state, of the state's shape. ``args`` is any pytree;
+    its float arrays are the parameters, and plain Python floats in it are made float64
+    arrays (so ``args=3.9`` is a parameter too).
+    """
 
     function: Callable = eqx.field(static=True)
     args: Any
@@ -281,9 +332,9 @@ class Map(System):
         if not callable(function):
             raise TypeError("function must be a function function(t, x, args)")
         self.function = function
-        self.args = args
+        self.args = parameter_args(args)
         self._stochastic, self.noise_level = _user_noise(noise)
-        self.dim = dim
+        self.dim = check_dim(dim)
 
     @property
     def stochastic(self) -> bool:
@@ -343,7 +394,7 @@ class InputDriven(System):
             )
         check_float64(inputs, "inputs")
         self.function = function
-        self.args = args
+        self.args = parameter_args(args)
         self.inputs = inputs
         self.per_sample = inputs.ndim == 3 if per_sample is None else bool(per_sample)
         if targets is not None:
@@ -356,7 +407,7 @@ class InputDriven(System):
                 )
         self.targets = targets
         self._stochastic, self.noise_level = _user_noise(noise)
-        self.dim = dim
+        self.dim = check_dim(dim)
 
     @property
     def stochastic(self) -> bool:
@@ -424,23 +475,88 @@ def check_horizon(system: System, steps: int) -> None:
 
 
 def resolve_start(system: System, x0, key) -> tuple[Array, PRNGKeyArray]:
-    """(x0, key for the noise): x0 drawn from ``system.initial_state`` when not given."""
+    """(x0, key for the noise): x0 drawn from ``system.initial_state`` when not given.
+
+    Also checks, once and without running it, that the system's step maps a state to a
+    state of the same shape (:func:`check_step`)."""
     if key is None:
         if x0 is None or system.stochastic:
             raise ValueError("key is required (jax.random.key(seed)) to draw x0 or the noise")
         key = jax.random.key(0)
+    check_key(key)
     init_key, noise_key = jax.random.split(key)
     if x0 is None:
         x0 = system.initial_state(init_key)
-    check_float64(x0, "x0")
+    x0 = as_state(x0, "x0")
     check_float64(system, "system parameters")
-    x0 = jnp.asarray(x0)
     if x0.ndim != 1:
         raise ValueError(f"x0 must be a vector of shape (dim,), got shape {x0.shape}")
     dim = getattr(system, "dim", None)
     if dim is not None and x0.shape[0] != dim:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
+    check_step(system, x0)
     return x0, noise_key
+
+
+def _step_owner(system: System) -> str:
+    """How messages name the function that makes a step: the user's, for Map and Flow."""
+    name = type(system).__name__
+    if isinstance(system, Flow):
+        return "the Flow's vector_field"
+    if isinstance(system, (Map, InputDriven)):
+        return f"the {name}'s function"
+    return f"{name}.drift"
+
+
+@eqx.filter_jit
+def _field_shape(system: AbstractFlow, t, x):
+    return system.vector_field(t * system.dt, x)
+
+
+@eqx.filter_jit
+def _step_shape(system: System, t, x, xi):
+    return system.step(t, x, xi)
+
+
+def check_step(system: System, x) -> None:
+    """Refuse a step that does not return a state of ``x``'s shape, naming the expected one.
+
+    Evaluated abstractly (``eqx.filter_eval_shape``: nothing runs, and the trace is cached),
+    so a wrong-shaped ``Map``/``Flow`` function is one clear error before any computation,
+    not a ``scan`` carry mismatch from inside JAX. A flow's field is checked before the
+    integrator step that uses it.
+    """
+    one = system.for_sample(0)
+    owner = _step_owner(system)
+    t = jax.ShapeDtypeStruct((), jnp.int64)
+    state = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    xi = state if one.stochastic else None
+    probes = [lambda: eqx.filter_eval_shape(_step_shape, one, t, state, xi)]
+    if isinstance(one, AbstractFlow):
+        probes.insert(0, lambda: eqx.filter_eval_shape(_field_shape, one, t, state))
+    for probe in probes:
+        try:
+            with traceable(owner):
+                out = probe()
+        except (TypeError, ValueError, IndexError) as exc:
+            if str(exc).startswith(owner):
+                raise
+            raise ValueError(
+                f"{owner} failed on a state of shape {x.shape} ({first_line(exc).rstrip('.')}): "
+                f"it must map a state to an array of the same shape {x.shape}"
+            ) from exc
+        shape = getattr(out, "shape", None)
+        if shape != x.shape:
+            got = f"shape {shape}" if shape is not None else f"a {type(out).__name__}"
+            raise ValueError(
+                f"{owner} returned {got} for a state of shape {x.shape}: it must return an "
+                f"array of the state's shape {x.shape}"
+            )
+        if out.dtype != x.dtype:
+            raise TypeError(
+                f"{owner} returned dtype {out.dtype} for a state of dtype {x.dtype}: "
+                "compute in float64 (jnp operations on float64 arrays)"
+            )
 
 
 @eqx.filter_jit

@@ -40,7 +40,7 @@ def test_grad_json_shadowing_lorenz():
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert set(payload) == {"value", "grad", "stderr", "method", "seconds"}
+    assert set(payload) == {"value", "grad", "stderr", "method", "seconds", "warnings"}
     assert payload["method"] == "shadowing"
     assert abs(payload["grad"]["rho"] - 1.03) < 0.05 + 3 * payload["stderr"]["rho"]
     assert set(payload["stderr"]) == {"rho", "sigma"}
@@ -164,7 +164,7 @@ def test_compare_writes_table_and_chart(tmp_path):
         ),
         (
             ["grad", "lorenz63", "--wrt", "rho", "--method", "far", "--unstable-dim", "-1"],
-            "unstable_dim",
+            "--unstable-dim",
         ),
     ],
 )

@@ -69,7 +69,7 @@ def test_noisy_lorenz96_small_alpha_is_reported_as_exploding():
     result = linear_response(
         system,
         TimeAverage(lambda x: jnp.mean(x**2)),
-        PathKernel(steps=30_000, samples=1, alpha=1.0, window=2, burn_in=2_500),
+        PathKernel(steps=25_000, samples=2, alpha=1.0, window=2, burn_in=2_500),
         key=KEY,
     )
     assert result.info.exploding and "too small" in result.info.warning

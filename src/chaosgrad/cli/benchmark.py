@@ -70,14 +70,17 @@ def trainability(
     """Train every method of each task for the same wall-clock budget over several seeds."""
     from ..experiments.trainability import expand_tasks, planned_runs, run_trainability, table_rows
     from .main import UserError, user_errors
+    from .options import check_numbers
+    from .report import prepare_out
 
     with user_errors():
         if not budget > 0:
             raise UserError(f"--budget must be a positive number of seconds, got {budget}")
         if seeds < 1:
             raise UserError(f"--seeds must be >= 1, got {seeds}")
+        check_numbers({"budget": budget})  # and finite
         tasks = expand_tasks(task or ["T1", "T2", "T3"])
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_out(out)
         with _runs_bar(planned_runs(tasks, seeds, method)) as advance:
             result = run_trainability(
                 tasks,

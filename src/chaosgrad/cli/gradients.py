@@ -26,6 +26,7 @@ import numpy as np
 from ..estimators import ESTIMATORS, linear_response
 from ..statistics import AbstractStatistic, Terminal, TimeAverage, WindowAverage
 from .expressions import parse_observable
+from .options import flag
 
 STATISTICS = ("time-average", "window", "terminal")
 OLD_STATISTICS = {"average": "time-average"}  # version 1's name, still accepted
@@ -70,11 +71,6 @@ REQUIRED_HINTS = {
     "unstable_dim": "the number of positive Lyapunov exponents (plus one for a flow); "
     "`chaosgrad lyapunov` tells",
 }
-
-
-def flag(name: str) -> str:
-    """``segment_steps`` -> ``--segment-steps``."""
-    return "--" + name.replace("_", "-")
 
 
 def method_names() -> str:
@@ -211,6 +207,9 @@ def resolve_wrt(system, names: str):
         if isinstance(getattr(system, f.name), jax.Array)
         and jnp.issubdtype(getattr(system, f.name).dtype, jnp.floating)
     ]
+    repeated = sorted({name for name in chosen if chosen.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--wrt names {repeated[0]!r} twice: name each parameter once")
     for name in chosen:
         if name not in fields:
             raise ValueError(

@@ -49,13 +49,21 @@ def learn_command(
     from ..plot import plot_reconstruction
     from ..reconstruct import attractor_metrics, fit_trajectory
     from .main import user_errors
+    from .options import check_numbers
+    from .report import prepare_out
 
     with user_errors():
+        check_numbers(
+            {
+                "dt": dt,
+                "budget": budget,
+                "window": window,
+                "learning_rate": learning_rate,
+                "seed": seed,
+            }
+        )
         array = load_trajectory(data)
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        prepare_out(out)
         fit = fit_trajectory(
             array,
             dt=dt,

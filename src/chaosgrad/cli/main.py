@@ -11,38 +11,71 @@ leaves JAX's configuration alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import jax
 import numpy as np
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .. import lyapunov_spectrum
+from .._errors import first_line
 from ..estimators import ESTIMATORS
 from ..plot import plot_spectrum
 from .benchmark import benchmark_app
 from .expressions import ExpressionError
 from .learn import learn_command
+from .options import check_numbers
 from .registry import SYSTEMS, build_system, settable_parameters
-from .report import write_json
+from .report import dumps, json_ready, prepare_out, write_json
 
 jax.config.update("jax_enable_x64", True)
 
+console = Console()
+error_console = Console(stderr=True, soft_wrap=True)
+
+
+# Typer carries its own copy of click: its usage errors derive from this class
+ClickException: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """The command group: usage errors (an unknown option, ``--samples abc``, a missing
+    ``--wrt``) in one line with exit code 2, like every other bad input."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # the help is already printed
+                context = getattr(exc, "ctx", None)
+                where = f" (see {context.command_path} --help)" if context is not None else ""
+                message = " ".join(str(exc.format_message()).split())
+                error_console.print(
+                    f"[bold red]error:[/] {escape(message + where)}", highlight=False
+                )
+            code = exc.exit_code
+        except typer.Abort:
+            error_console.print("aborted", highlight=False)
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     help="Non-exploding gradients and Lyapunov analysis for chaotic systems.",
 )
-console = Console()
-error_console = Console(stderr=True, soft_wrap=True)
 
 
 _ENTRY_POINT = {"active": False}  # set by main(): the cache is the command's, not a library's
@@ -95,19 +128,36 @@ class UserError(Exception):
 
 
 def fail(message: str, code: int = 2):
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    """One line on stderr (the first line of ``message``) and the exit code."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    error_console.print(
+        f"[bold red]error:[/] {escape(lines[0] if lines else message)}", highlight=False
+    )
     raise typer.Exit(code)
 
 
 @contextlib.contextmanager
 def user_errors():
-    """Turn the library's input errors into one-line messages with exit code 2."""
+    """Turn the library's input errors into one-line messages with exit code 2.
+
+    NaN or inf (a FloatingPointError: a statistic or trajectory that is not finite) comes
+    from the parameters or the observable given, so it is a bad input too (exit code 2).
+    Failing to write a result (OSError) and running out of memory are exit code 1.
+    """
     try:
         yield
-    except (ValueError, TypeError, UserError, ExpressionError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        UserError,
+        ExpressionError,
+        FloatingPointError,
+    ) as exc:
         fail(str(exc))
-    except FloatingPointError as exc:
-        fail(str(exc), code=1)
+    except OSError as exc:  # e.g. a disk that filled up while writing the results
+        where = f"{exc.filename}: " if exc.filename else ""
+        fail(f"{where}{exc.strerror or first_line(exc)}", code=1)
     except jax.errors.JaxRuntimeError as exc:
         if "RESOURCE_EXHAUSTED" in str(exc):
             fail("out of memory: reduce --samples or --steps", code=1)
@@ -174,7 +224,11 @@ def lyapunov(
 ):
     """Lyapunov spectrum with standard errors and the Kaplan-Yorke dimension."""
     with user_errors():
+        check_numbers(
+            {"k": k, "steps": steps, "burn_in": burn_in, "renorm_every": renorm_every, "seed": seed}
+        )
         model, params = build_system(system, param)
+        prepare_out(out)  # before computing: a bad path must not cost the result
         horizon = model.horizon
         steps = (horizon if horizon else 100_000) if steps is None else steps
         burn_in = (0 if horizon else 10_000) if burn_in is None else burn_in
@@ -190,27 +244,30 @@ def lyapunov(
                 progress=advance,
             )
     unit = "per unit time" if result.time_step else "per step"
-    payload = {
-        "system": system,
-        "params": {k_: jsonable(v) for k_, v in params.items()},
-        "exponents": jsonable(result.exponents),
-        "stderr": jsonable(result.stderr),
-        "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
-        "steps": result.steps,
-        "seconds": result.seconds,
-        "unit": unit,
-    }
+    payload = json_ready(
+        {
+            "system": system,
+            "params": {k_: jsonable(v) for k_, v in params.items()},
+            "exponents": jsonable(result.exponents),
+            "stderr": jsonable(result.stderr),
+            "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
+            "steps": result.steps,
+            "seconds": result.seconds,
+            "unit": unit,
+        }
+    )
     if out is not None:
-        write_json(out / "spectrum.json", payload)
-        plot_spectrum(
-            out / "spectrum.png",
-            result.exponents,
-            result.stderr,
-            f"{system}: Lyapunov spectrum",
-            unit,
-        )
+        with user_errors():
+            write_json(out / "spectrum.json", payload)
+            plot_spectrum(
+                out / "spectrum.png",
+                result.exponents,
+                result.stderr,
+                f"{system}: Lyapunov spectrum",
+                unit,
+            )
     if as_json:
-        print(json.dumps(payload))
+        print(dumps(payload))
         return
     table = Table(title=f"{system} Lyapunov exponents ({unit}, ± standard error)")
     table.add_column("i", justify="right")
@@ -274,7 +331,13 @@ Statistic = Annotated[
         "time-average otherwise)"
     ),
 ]
-Observable = Annotated[str | None, typer.Option(help="e.g. z, x[0]**3, mean(x**2)")]
+Observable = Annotated[
+    str | None,
+    typer.Option(
+        help="e.g. z, state[0]**3, mean(state**2): 'state' is the state vector (also 'x' "
+        "where no component is named x)"
+    ),
+]
 Param = Annotated[list[str], typer.Option("-p", "--param", help="name=value")]
 Seed = Annotated[int, typer.Option(help="PRNG seed")]
 Json = Annotated[bool, typer.Option("--json", help="print one JSON object")]
@@ -318,12 +381,14 @@ def grad(
     arguments = locals()
     settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     with user_errors():
+        check_numbers({**settings, "seed": seed})
         estimator_class(method)
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
         selector, names = resolve_wrt(model, wrt)
         chosen = build_statistic(model, phi, statistic, settings)
         check_settings([method], chosen, settings)
+        prepare_out(out)  # before computing: a bad path must not cost the result
         with progress_bar(1, f"{system}: {method}", not as_json):
             row = run_gradient(model, chosen, method, settings, selector, names, seed)
     row.update(
@@ -332,10 +397,13 @@ def grad(
         statistic=_statistic_label(chosen, expression),
         params={k: jsonable(v) for k, v in params.items()},
     )
+    warnings = [row["info"]["warning"]] if row["info"].get("warning") else []
     if out is not None:
-        write_json(out / "grad.json", row)
+        with user_errors():
+            write_json(out / "grad.json", json_ready(row, warnings))
     if as_json:
-        print(json.dumps({k: row[k] for k in ("value", "grad", "stderr", "method", "seconds")}))
+        brief = {k: row[k] for k in ("value", "grad", "stderr", "method", "seconds")}
+        print(dumps(json_ready(brief, warnings)))
         return
     table = Table(title=escape(f"{system}: d{row['statistic']}/d({wrt}) by {method}"))
     for column in ("parameter", "estimate", "± SE"):
@@ -404,10 +472,13 @@ def compare(
     settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
+        check_numbers({**settings, "seed": seed})
         if not chosen:
             raise UserError("--methods needs at least one method")
         for method in chosen:
             estimator_class(method)
+        if len(set(chosen)) != len(chosen):
+            raise UserError(f"--methods {methods}: name each method once")
         model, params = build_system(system, param)
         phi, expression = resolve_observable(model, observable)
         selector, names = resolve_wrt(model, wrt)
@@ -415,6 +486,7 @@ def compare(
             raise UserError("compare takes one --wrt parameter")
         statistic_ = build_statistic(model, phi, statistic, settings)
         check_settings(chosen, statistic_, settings)
+        prepare_out(out)  # before computing: a bad path must not cost the result
         rows = []
         with progress_bar(len(chosen), f"{system}: compare", not as_json) as advance:
             for method in chosen:
@@ -424,6 +496,7 @@ def compare(
                 if advance:
                     advance(1)
     label = _statistic_label(statistic_, expression)
+    warnings = [f"{r['method']}: {r['info']['warning']}" for r in rows if r["info"].get("warning")]
     payload = {
         "system": system,
         "observable": expression,
@@ -433,10 +506,11 @@ def compare(
         "results": rows,
     }
     if out is not None:
-        write_json(out / "compare.json", payload)
-        plot_compare(out / "compare.png", rows, names[0], f"{system}: d{label}/d{names[0]}")
+        with user_errors():
+            write_json(out / "compare.json", json_ready(payload, warnings))
+            plot_compare(out / "compare.png", rows, names[0], f"{system}: d{label}/d{names[0]}")
     if as_json:
-        print(json.dumps(payload))
+        print(dumps(json_ready(payload, warnings)))
         return
     table = Table(title=escape(f"{system}: d{label}/d{names[0]}"))
     for column in ("method", "estimate", "± SE", "seconds"):
@@ -445,6 +519,8 @@ def compare(
         g, se = np.ravel(row["grad"][names[0]])[0], np.ravel(row["stderr"][names[0]])[0]
         table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", f"{row['seconds']:.2f}")
     console.print(table)
+    for warning in warnings:
+        console.print(f"[yellow]{escape(warning)}[/]")
     if out is not None:
         console.print(f"wrote {out / 'compare.png'} and {out / 'compare.json'}")
 
@@ -464,6 +540,8 @@ def experiment(
     with user_errors():
         if name not in EXPERIMENTS:
             raise UserError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
+        check_numbers({"iterations": iterations, "seed": seed})
+        prepare_out(out)
         options = {"seed": seed, "out": out}
         if iterations is not None:
             if name == "explosion":
@@ -502,6 +580,8 @@ def demo(
     from .demo import FULL, QUICK, run_demo
 
     with user_errors():
+        check_numbers({"seed": seed})
+        prepare_out(out)
         run_demo(out, seed, console, QUICK if quick else FULL)
 
 

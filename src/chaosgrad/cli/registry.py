@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from typing import Any
 
@@ -31,26 +32,65 @@ def settable_parameters(cls) -> dict[str, Any]:
     }
 
 
-def _parse_value(text: str):
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for convert in (int, float):
+TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def shown(text: str) -> str:
+    """``text`` as typed, or quoted when it holds line breaks or other unprintables."""
+    return text if text.isprintable() else repr(text)
+
+
+def parse_value(name: str, text: str, default: Any):
+    """``text`` as a value of ``default``'s type, or a one-line error naming ``-p name``.
+
+    An integer parameter takes integers only (``-p n=3.7`` is refused, never truncated); a
+    real one takes finite numbers only (NaN and inf are refused); a flag takes true/false.
+    """
+    given = text.strip()
+    spelled = f"-p {shown(f'{name}={text}')}"
+    if isinstance(default, bool):
+        if given.lower() in TRUE + FALSE:
+            return given.lower() in TRUE
+        raise ValueError(f"{spelled}: {name} is true or false")
+    if isinstance(default, int):
         try:
-            return convert(text)
+            return int(given)
         except ValueError:
-            pass
-    return text
+            raise ValueError(
+                f"{spelled}: {name} must be an integer, e.g. -p {name}={default}"
+            ) from None
+    if isinstance(default, float):
+        try:
+            value = float(given)
+        except ValueError:
+            raise ValueError(
+                f"{spelled}: {name} must be a number, e.g. -p {name}={default}"
+            ) from None
+        if not math.isfinite(value):
+            raise ValueError(f"{spelled}: {name} must be a finite number, e.g. -p {name}={default}")
+        return value
+    if not given:
+        raise ValueError(f"{spelled}: {name} needs a value, e.g. -p {name}={default}")
+    return given
 
 
-def parse_assignments(assignments: list[str]) -> dict[str, Any]:
-    """``["rho=30", "method=euler"]`` -> ``{"rho": 30, "method": "euler"}``."""
-    values = {}
+def parse_assignments(assignments: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``["rho=30", "method=euler"]`` -> ``{"rho": 30.0, "method": "euler"}``, each value of
+    its default's type (:func:`parse_value`); unknown or repeated names are refused."""
+    values: dict[str, Any] = {}
     for item in assignments:
         name, sep, text = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise ValueError(f"-p expects name=value, got {item!r}")
-        values[name.strip()] = _parse_value(text)
+        if name not in defaults:
+            raise ValueError(
+                f"-p {shown(item)}: no parameter {name!r}; its parameters are: "
+                + ", ".join(defaults)
+            )
+        if name in values:
+            raise ValueError(f"-p {name} is given twice: give each parameter once")
+        values[name] = parse_value(name, text, defaults[name])
     return values
 
 
@@ -60,11 +100,12 @@ def build_system(name: str, assignments: list[str]):
     if cls is None:
         raise ValueError(f"unknown system {name!r}; choose one of: {', '.join(SYSTEMS)}")
     defaults = settable_parameters(cls)
-    overrides = parse_assignments(assignments)
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(
-            f"{name} has no parameter {unknown[0]!r}; its parameters are: {', '.join(defaults)}"
-        )
+    try:
+        overrides = parse_assignments(assignments, defaults)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     params = {**defaults, **overrides}
-    return cls(**params), params
+    try:
+        return cls(**params), params
+    except (TypeError, ValueError) as exc:  # the constructor's check names the parameter
+        raise ValueError(f"{name}: {exc}") from None

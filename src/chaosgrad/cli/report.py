@@ -4,12 +4,58 @@ from __future__ import annotations
 
 import html
 import json
+import math
+import tempfile
 from pathlib import Path
 
 
+def prepare_out(out: Path | None, option: str = "--out") -> Path | None:
+    """Make sure ``out`` is a directory we can write, before any computation (so that a
+    bad path never costs the result): created if missing; a one-line ValueError otherwise."""
+    if out is None:
+        return None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {out} is a file, not a directory: choose a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"{option} {out} cannot be written ({reason.lower()}): choose a writable directory"
+        ) from None
+    return out
+
+
+def json_ready(payload: dict, warnings: list[str] | None = None) -> dict:
+    """``payload`` for strict JSON: NaN and inf become null, each noted in a ``warnings``
+    list (with ``warnings`` given, e.g. an estimate's ``info.warning``)."""
+    notes = list(warnings or [])
+
+    def clean(value, where: str):
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} is {value} (written as null)")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = {k: clean(v, k) for k, v in payload.items() if k != "warnings"}
+    return {**cleaned, "warnings": list(payload.get("warnings", [])) + notes}
+
+
+def dumps(payload: dict, **options) -> str:
+    """Strict JSON (never a bare NaN or Infinity): the payload went through json_ready."""
+    return json.dumps(payload, allow_nan=False, **options)
+
+
 def write_json(path: Path, payload: dict) -> Path:
+    """``payload`` as strict JSON (:func:`json_ready`) in ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(dumps(json_ready(payload), indent=2) + "\n")
     return path
 
 

@@ -26,7 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._errors import check_float64, check_positive_int
+from .._errors import (
+    as_state,
+    check_float64,
+    check_key,
+    check_positive_int,
+    is_traced,
+    traceable,
+)
 from .._functions import StaticFunction, static
 from .._system import System, check_noise_setting
 from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
@@ -271,10 +278,58 @@ def _jacobian_tree(flat_tree, out_structure, count: int):
     return jax.tree_util.tree_unflatten(out_def, pieces)
 
 
+def describe_statistic(statistic: AbstractStatistic) -> str:
+    """``TimeAverage(z)``: the statistic and its observable's name (when it has one)."""
+    function = getattr(statistic.observable, "function", statistic.observable)
+    name = getattr(function, "__name__", None)
+    inner = " ".join(name.split()) if name and name != "<lambda>" else "observable"
+    return f"{type(statistic).__name__}({inner})"
+
+
+def _nonfinite(tree) -> int | None:
+    """How many entries of a concrete pytree are NaN or inf (None when traced)."""
+    count = 0
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if is_traced(leaf):
+            return None
+        values = np.asarray(leaf)
+        if np.issubdtype(values.dtype, np.inexact):
+            count += int(np.sum(~np.isfinite(values)))
+    return count
+
+
+def check_estimate_finite(raw: Estimate, statistic: AbstractStatistic, info):
+    """Refuse a NaN/inf statistic (FloatingPointError naming it); a NaN/inf gradient with a
+    finite statistic (an overflowing explosion) is returned with a warning in ``info``."""
+    bad = _nonfinite(raw.value)
+    if bad:
+        shown = np.asarray(raw.value).ravel()
+        sample = ", ".join(f"{v:g}" for v in shown[:3]) + (", ..." if shown.size > 3 else "")
+        raise FloatingPointError(
+            f"the statistic {describe_statistic(statistic)} is not finite ({sample}): the "
+            "observable is NaN or inf on the trajectory (log or sqrt of a negative number, a "
+            "division by zero, an overflow); change the observable or the parameters"
+        )
+    bad = _nonfinite(raw.grad)
+    if bad:
+        note = (
+            f"{bad} gradient entries are NaN or inf although the statistic "
+            f"{describe_statistic(statistic)} is finite: the derivative overflowed or the "
+            "observable is not differentiable on the trajectory"
+        )
+        warning = note if info.warning is None else f"{info.warning}; {note}"
+        info = dataclasses.replace(info, warning=warning)
+    return info
+
+
 def _finish(
-    raw: Estimate, layout: Callable, value_unravel: Callable | None, began: float
+    raw: Estimate,
+    layout: Callable,
+    value_unravel: Callable | None,
+    began: float,
+    statistic: AbstractStatistic,
 ) -> Estimate:
-    info = raw.info
+    info = check_estimate_finite(raw, statistic, raw.info)
     updates = {
         name: layout(getattr(info, name))
         for name in info.per_parameter
@@ -297,6 +352,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         raise TypeError(f"estimator must be a chaosgrad estimator, got {estimator!r}")
     if key is None:
         raise ValueError("key is required: linear_response(..., key=jax.random.key(0))")
+    check_key(key)
     check_noise_setting(system)
     # strong float64 everywhere: a weak-typed scalar (jnp.asarray(28.0)) would key a new
     # compilation although the values are all that changed
@@ -307,13 +363,13 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     estimator.check_statistic(statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
-        x0 = jnp.asarray(x0)
-        check_float64(x0, "x0")
+        x0 = as_state(x0, "x0")
         probe = x0[0] if x0.ndim == 2 else x0  # (orbits, dim): one start per orbit
     else:
         probe = jax.eval_shape(system.initial_state, key)
         probe = jnp.zeros(probe.shape, probe.dtype)
-    count, unravel, out = output_structure(statistic, probe, system)
+    with traceable("the observable"):
+        count, unravel, out = output_structure(statistic, probe, system)
     components = Components(statistic, jnp.eye(count, dtype=jnp.float64))
     return system, params, x0, count, unravel, out, components
 
@@ -346,8 +402,9 @@ def linear_response(
     system, params, x0, count, unravel, out, components = _prepare(
         system, statistic, estimator, wrt, x0, key
     )
-    raw = estimator.estimate(system, components, params, x0, key, None)
-    return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began)
+    with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
+        raw = estimator.estimate(system, components, params, x0, key, None)
+    return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began, statistic)
 
 
 @eqx.filter_jit
@@ -388,9 +445,14 @@ def loss_estimate(
     def cotangent(flat_value):
         return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
 
-    raw = estimator.estimate(system, components, params, x0, key, cotangent)
+    with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
+        raw = estimator.estimate(system, components, params, x0, key, cotangent)
     estimate = _finish(
-        raw, lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree), unravel, began
+        raw,
+        lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree),
+        unravel,
+        began,
+        statistic,
     )
     return _loss_and_cotangent(loss_function, out, jnp.asarray(raw.value))[0], estimate
 

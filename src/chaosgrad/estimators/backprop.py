@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._errors import check_positive_int
+from .._errors import check_positive_int, check_samples
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import (
     AbstractEstimator,
@@ -228,7 +228,8 @@ class Backprop(AbstractEstimator):
     the gradients themselves.
 
     Args:
-        samples: independent samples (rollouts), each with its own initial state and noise.
+        samples: independent samples (rollouts), each with its own initial state and noise;
+            at least 2 (the standard error is their spread).
         steps: for a TimeAverage only, the window each sample backpropagates through.
         burn_in: for a TimeAverage only, steps run before the window (default 1000).
         diagnostics: measure the per-sample gradient growth against the horizon (one extra
@@ -236,13 +237,13 @@ class Backprop(AbstractEstimator):
     """
 
     statistics = (Terminal, WindowAverage, TimeAverage)
-    samples: int = 1
+    samples: int = 2
     steps: int | None = None
     burn_in: int | None = None
     diagnostics: bool = True
 
     def __check_init__(self):
-        check_positive_int(self.samples, "samples")
+        check_samples(self.samples)
         check_sizes(self, "steps", "burn_in")
 
     def estimate(self, system, components, params, x0, key, cotangent):
@@ -263,14 +264,14 @@ class TruncatedBackprop(AbstractEstimator):
 
     statistics = (Terminal, WindowAverage, TimeAverage)
     truncation: int
-    samples: int = 1
+    samples: int = 2
     steps: int | None = None
     burn_in: int | None = None
     diagnostics: bool = False
 
     def __check_init__(self):
         check_positive_int(self.truncation, "truncation")
-        check_positive_int(self.samples, "samples")
+        check_samples(self.samples)
         check_sizes(self, "steps", "burn_in")
 
     def estimate(self, system, components, params, x0, key, cotangent):

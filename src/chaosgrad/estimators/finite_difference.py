@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._errors import check_positive_int
+from .._errors import check_real, check_samples
 from .._system import _run, check_horizon
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import AbstractEstimator, AbstractInfo, Estimate, check_sizes, resolve_horizon
@@ -73,7 +73,7 @@ class FiniteDifference(AbstractEstimator):
     Args:
         eps: the finite-difference step, in the units of each parameter.
         samples: independent samples, each with its own initial state and noise, both sides
-            of the difference sharing them.
+            of the difference sharing them; at least 2 (the standard error is their spread).
         steps: for a TimeAverage only, the window each run averages over.
         burn_in: for a TimeAverage only, steps run before the window (default 1000), with
             the perturbed parameters.
@@ -81,15 +81,14 @@ class FiniteDifference(AbstractEstimator):
 
     statistics = (Terminal, WindowAverage, TimeAverage)
     eps: float = 1e-2
-    samples: int = 1
+    samples: int = 2
     steps: int | None = None
     burn_in: int | None = None
 
     def __check_init__(self):
-        check_positive_int(self.samples, "samples")
+        check_samples(self.samples)
         check_sizes(self, "steps", "burn_in")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be positive, got {self.eps}")
+        check_real(self.eps, "eps", positive=True)
 
     def estimate(self, system, components, params, x0, key, cotangent):
         horizon = resolve_horizon(components.statistic, self)

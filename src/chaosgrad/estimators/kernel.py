@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import check_samples
 from .._system import check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
@@ -157,7 +158,8 @@ class Kernel(AbstractKernelEstimator):
     does not cover the window bias of the stationary form (correlations beyond W steps).
 
     Args:
-        samples: Terminal: independent samples; TimeAverage: independent orbits.
+        samples: Terminal: independent samples; TimeAverage: independent orbits; at least
+            2 (the standard error is their spread).
         steps: for a TimeAverage only, each orbit's length after the burn-in.
         window: for a TimeAverage only, W, the decorrelation window (default 10).
         burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
@@ -170,6 +172,9 @@ class Kernel(AbstractKernelEstimator):
     window: int | None = None
     burn_in: int | None = None
     batch: int = 4096
+
+    def __check_init__(self):
+        check_samples(self.samples)
 
     def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps

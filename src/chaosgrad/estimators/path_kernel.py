@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._errors import check_real, check_samples
 from .._system import _run, check_horizon
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
@@ -215,7 +216,8 @@ class PathKernel(AbstractKernelEstimator):
     bias of the stationary form, and is meaningless when ``info.exploding`` is set.
 
     Args:
-        samples: Terminal: independent samples; TimeAverage: independent orbits.
+        samples: Terminal: independent samples; TimeAverage: independent orbits; at least
+            2 (the standard error is their spread).
         alpha: the damping rate, per unit time for a flow, per step for a map (fraction
             1 - exp(-alpha dt) of the tangent moved into the kernel per step); 0 is
             backpropagation, alpha above lambda_1 stops the explosion.
@@ -234,8 +236,8 @@ class PathKernel(AbstractKernelEstimator):
     batch: int = 4096
 
     def __check_init__(self):
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        check_samples(self.samples)
+        check_real(self.alpha, "alpha", nonnegative=True)
 
     def _damping(self, system):
         """a = 1 - exp(-alpha * dt): the fraction of the tangent moved into the kernel."""

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import solve_triangular
 
-from .._errors import check_positive_int
+from .._errors import check_key, check_positive_int
 from .._system import System, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
@@ -147,6 +147,7 @@ def covariant_vectors(
     check_horizon(system, burn_in + steps + burn_out)
     if key is None:
         raise ValueError("key is required: covariant_vectors(..., key=jax.random.key(0))")
+    check_key(key)
     start_key, vector_key, c_key, p_key = jax.random.split(key, 4)
     x0, noise_key = resolve_start(system, x0, start_key)
     dim = x0.shape[0]

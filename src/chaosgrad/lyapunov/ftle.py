@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_float64, check_positive_int
+from .._errors import check_float64, check_key, check_positive_int
 from .._system import System, check_horizon
 from .._tangent import positive_qr, step_noise, step_with_tangents
 
@@ -61,5 +61,6 @@ def ftle(system: System, x0s, steps: int | None = None, *, key=None) -> jax.Arra
     if system.stochastic and key is None:
         raise ValueError("key is required for a noisy system")
     key = jax.random.key(0) if key is None else key
+    check_key(key)
     keys = jax.random.split(key, x0s.shape[0])
     return _ftle_batch(system, x0s, keys, steps) / (system.time_step or 1.0)

@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_positive_int
+from .._errors import check_key, check_positive_int
 from .._system import System, _run, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 
@@ -73,6 +73,7 @@ def _check(system, x0, k, steps, renorm_every, burn_in, key):
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     if key is None:
         raise ValueError("key is required: finite_time_exponents(..., key=jax.random.key(0))")
+    check_key(key)
     if steps % renorm_every:
         raise ValueError(f"steps={steps} must be a multiple of renorm_every={renorm_every}")
     check_horizon(system, burn_in + steps)

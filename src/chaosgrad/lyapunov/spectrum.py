@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_positive_int, first_nonfinite_step
+from .._errors import check_key, check_positive_int, first_nonfinite_step
 from .._system import System, _run, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
@@ -155,6 +155,7 @@ def lyapunov_spectrum(
     check_horizon(system, burn_in + steps)
     if key is None:
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
+    check_key(key)
     start_key, vector_key = jax.random.split(key)
     x0, noise_key = resolve_start(system, x0, start_key)
     dim = x0.shape[0]

@@ -23,7 +23,7 @@ class Henon(System):
     dim: int = eqx.field(static=True)
 
     def __init__(self, a=1.4, b=0.3):
-        self.a, self.b, self.dim = param(a), param(b), 2
+        self.a, self.b, self.dim = param(a, "a"), param(b, "b"), 2
 
     def drift(self, t, state):
         x, y = state[0], state[1]

@@ -20,7 +20,7 @@ class Logistic(System):
     dim: int = eqx.field(static=True)
 
     def __init__(self, r=4.0):
-        self.r, self.dim = param(r), 1
+        self.r, self.dim = param(r, "r"), 1
 
     def drift(self, t, x):
         return self.r * x * (1.0 - x)

@@ -13,7 +13,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._system import AbstractFlow, _check_method, param
+from .._system import AbstractFlow, _check_method, check_time_step, param
 
 
 class Lorenz63(AbstractFlow):
@@ -31,10 +31,9 @@ class Lorenz63(AbstractFlow):
 
     def __init__(self, rho=28.0, sigma=10.0, beta=8.0 / 3.0, dt=0.005, method="rk4"):
         _check_method(method, False)
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
-        self.rho, self.sigma, self.beta = param(rho), param(sigma), param(beta)
-        self.dt, self.method, self.dim = float(dt), method, 3
+        self.rho, self.sigma = param(rho, "rho"), param(sigma, "sigma")
+        self.beta = param(beta, "beta")
+        self.dt, self.method, self.dim = check_time_step(dt), method, 3
 
     def vector_field(self, time, state):
         x, y, z = state[0], state[1], state[2]

@@ -12,7 +12,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._system import AbstractFlow, _check_method, param
+from .._errors import check_at_least
+from .._system import AbstractFlow, _check_method, check_time_step, param
 
 
 def lorenz96_field(x, forcing):
@@ -31,13 +32,10 @@ class Lorenz96(AbstractFlow):
     default_observable = "mean(x**2)"
 
     def __init__(self, n=40, forcing=8.0, dt=0.01, method="rk4"):
-        if int(n) < 4:
-            raise ValueError(f"n must be at least 4, got {n}")
+        n = check_at_least(n, "n", 4, "the Lorenz-96 coupling reaches two neighbours")
         _check_method(method, False)
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
-        self.forcing = param(forcing)
-        self.dt, self.method, self.dim = float(dt), method, int(n)
+        self.forcing = param(forcing, "forcing")
+        self.dt, self.method, self.dim = check_time_step(dt), method, n
 
     def vector_field(self, time, x):
         return lorenz96_field(x, self.forcing)

@@ -33,6 +33,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_positive_int, check_real
 from .._mean_field import critical_sigma_w
 from .._system import System, param
 
@@ -119,13 +120,11 @@ class DeepTanhNet(System):
         inputs=None,
         targets=None,
     ):
-        depth, width = int(depth), int(width)
-        if depth < 1 or width < 1:
-            raise ValueError(f"depth and width must be positive, got {depth}, {width}")
+        depth, width = check_positive_int(depth, "depth"), check_positive_int(width, "width")
+        sigma_w, sigma_b = check_real(sigma_w, "sigma_w"), check_real(sigma_b, "sigma_b")
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if float(noise) < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+        noise = check_real(noise, "noise", nonnegative=True)
         key = jax.random.key(seed) if key is None else key
         w_key, b_key = jax.random.split(key)
         weights = initial_matrix(w_key, (depth, width, width), init, sigma_w, sigma_b)
@@ -133,8 +132,8 @@ class DeepTanhNet(System):
         self.biases = param(sigma_b * jax.random.normal(b_key, (depth, width), dtype=jnp.float64))
         self.noise_level = param(noise)
         self.dim, self.depth = width, depth
-        self._stochastic = float(noise) != 0.0
-        if residual is not None and not float(residual) > 0:
+        self._stochastic = noise != 0.0
+        if residual is not None and not check_real(residual, "residual") > 0:
             raise ValueError(f"residual must be a positive step eps (or None), got {residual}")
         self.residual = None if residual is None else float(residual)
         self.layer_norm = (

@@ -15,6 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_real
 from .._system import System, param
 
 # fmt: off
@@ -46,15 +47,14 @@ class NineNeuronNet(System):
     default_statistic = "terminal"
 
     def __init__(self, gamma=0.0, noise=0.5, J=None):
-        if float(noise) < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
-        self.gamma = param(gamma)
-        self.J = param(4.0 * jnp.array(A_ROWS) if J is None else J)
+        noise = check_real(noise, "noise", nonnegative=True)
+        self.gamma = param(gamma, "gamma")
+        self.J = param(4.0 * jnp.array(A_ROWS) if J is None else J, "J")
         if self.J.shape != (9, 9):
             raise ValueError(f"J must have shape (9, 9), got {self.J.shape}")
         self.noise_level = param(noise)
         self.dim = 9
-        self._stochastic = float(noise) != 0.0
+        self._stochastic = noise != 0.0
 
     @property
     def stochastic(self) -> bool:

@@ -15,7 +15,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._system import AbstractFlow, param
+from .._errors import check_at_least
+from .._system import AbstractFlow, check_time_step, param
 from .lorenz96 import lorenz96_field
 
 
@@ -32,12 +33,9 @@ class NoisyLorenz96(AbstractFlow):
     default_observable = "mean(x**2)"
 
     def __init__(self, n=40, gamma0=8.0, gamma1=2.0, dt=0.002):
-        if int(n) < 4:
-            raise ValueError(f"n must be at least 4, got {n}")
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
-        self.gamma0, self.gamma1 = param(gamma0), param(gamma1)
-        self.dt, self.method, self.dim = float(dt), "euler", int(n)
+        n = check_at_least(n, "n", 4, "the Lorenz-96 coupling reaches two neighbours")
+        self.gamma0, self.gamma1 = param(gamma0, "gamma0"), param(gamma1, "gamma1")
+        self.dt, self.method, self.dim = check_time_step(dt), "euler", n
 
     @property
     def stochastic(self) -> bool:

@@ -15,7 +15,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._system import System, _check_method, integrate_step, param
+from .._errors import check_positive_int, check_real
+from .._system import System, _check_method, check_time_step, integrate_step, param
 
 
 class TanhRNN(System):
@@ -45,20 +46,21 @@ class TanhRNN(System):
         b=None,
     ):
         if J is None:
+            n = check_positive_int(n, "n")
+            g = check_real(g, "g")
             key = jax.random.key(seed) if key is None else key
-            J = g / jnp.sqrt(n) * jax.random.normal(key, (int(n), int(n)), dtype=jnp.float64)
-        J = param(J)
+            J = g / jnp.sqrt(n) * jax.random.normal(key, (n, n), dtype=jnp.float64)
+        J = param(J, "J")
         if J.ndim != 2 or J.shape[0] != J.shape[1]:
             raise ValueError(f"J must be a square matrix, got shape {J.shape}")
         n = J.shape[0]
         self.J = J
-        self.b = param(jnp.zeros(n) if b is None else b)
+        self.b = param(jnp.zeros(n) if b is None else b, "b")
         if self.b.shape != (n,):
             raise ValueError(f"b must have shape ({n},), got {self.b.shape}")
         _check_method(method, False)
-        if not dt > 0:
-            raise ValueError(f"dt must be positive, got {dt}")
-        self.dim, self.continuous, self.dt, self.method = n, bool(continuous), float(dt), method
+        self.dim, self.continuous, self.method = n, bool(continuous), method
+        self.dt = check_time_step(dt)
 
     @property
     def time_step(self):

@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_at_least
 from .._system import System, param
 
 
@@ -27,9 +28,9 @@ class ModifiedSolenoid(System):
     default_observable = "x[0]**3 + 0.005*sum((x[1:] - pi)**2)"
 
     def __init__(self, dim=5, gamma1=0.1, gamma2=0.1):
-        if int(dim) < 2:
-            raise ValueError(f"dim must be at least 2, got {dim}")
-        self.gamma1, self.gamma2, self.dim = param(gamma1), param(gamma2), int(dim)
+        dim = check_at_least(dim, "dim", 2, "one contracting component and at least one angle")
+        self.gamma1, self.gamma2 = param(gamma1, "gamma1"), param(gamma2, "gamma2")
+        self.dim = dim
 
     def drift(self, t, x):
         x1, angles = x[0], x[1:]

@@ -12,6 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._errors import check_real
 from .._system import System, param
 
 
@@ -24,10 +25,9 @@ class Tent(System):
     _stochastic: bool = eqx.field(static=True)
 
     def __init__(self, slope=1.99, noise=0.0):
-        if float(noise) < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
-        self.slope, self.noise_level, self.dim = param(slope), param(noise), 1
-        self._stochastic = float(noise) != 0.0
+        noise = check_real(noise, "noise", nonnegative=True)
+        self.slope, self.noise_level, self.dim = param(slope, "slope"), param(noise), 1
+        self._stochastic = noise != 0.0
 
     @property
     def stochastic(self) -> bool:
