@@ -15,6 +15,8 @@ from chaosgrad.estimators import Shadowing, linear_response
 from chaosgrad.estimators._ensemble import orbit_sharding
 from chaosgrad.statistics import TimeAverage
 
+KEY = jax.random.key(0)
+
 SCRIPT = """
 import json, jax
 import chaosgrad as cg
@@ -62,3 +64,19 @@ def test_a_nan_orbit_is_named_by_its_step():
             x0=starts,
             key=jax.random.key(0),
         )
+
+
+def test_recomputed_segments_give_the_stored_answer(monkeypatch):
+    """Orbits longer than STORE_LIMIT keep one state per segment (memory O(K + m)) and the
+    sweep recomputes the rest: the same estimate as with every state kept."""
+    from chaosgrad.estimators import _ensemble
+
+    statistic = TimeAverage(lambda x: x[2])
+    estimator = Shadowing(unstable_dim=2, segment_steps=50, segments=20, burn_in=500, orbits=2)
+    system = cg.Lorenz63(dt=1e-3, method="euler")
+    kept = linear_response(system, statistic, estimator, wrt=lambda s: s.rho, key=KEY)
+    monkeypatch.setattr(_ensemble, "STORE_LIMIT", 0)
+    recomputed = linear_response(system, statistic, estimator, wrt=lambda s: s.rho, key=KEY)
+    np.testing.assert_allclose(float(recomputed.grad), float(kept.grad), rtol=1e-12)
+    np.testing.assert_allclose(float(recomputed.value), float(kept.value), rtol=1e-12)
+    np.testing.assert_allclose(float(recomputed.stderr), float(kept.stderr), rtol=1e-10)

@@ -91,8 +91,10 @@ class SegmentTerms(NamedTuple):
 
 
 @eqx.filter_jit
-def forward_segments(system, x, q, key, start, segments: int, segment_steps: int):
-    """States of every step, bases Q_k at interfaces and factors R_{k+1}, k = 0..K-1."""
+def forward_segments(system, x, q, key, start, segments: int, segment_steps: int, store=True):
+    """States of every step (K, m, dim), bases Q_k at interfaces and factors R_{k+1},
+    k = 0..K-1. With ``store=False`` only each segment's first state (K, dim) is kept: the
+    adjoint sweep recomputes a segment's states from it (memory O(K + m), not O(K m))."""
 
     def segment(carry, k):
         x, q = carry
@@ -104,12 +106,36 @@ def forward_segments(system, x, q, key, start, segments: int, segment_steps: int
             x_next, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
             return (x_next, jax.vmap(lin, in_axes=1, out_axes=1)(e)), x
 
+        first = x
         (x, e), states = jax.lax.scan(one, (x, q), t0 + jnp.arange(segment_steps))
         q_next, r = positive_qr(e)
-        return (x, q_next), (states, q, r)
+        return (x, q_next), (states if store else first, q, r)
 
     (x_end, q_end), (states, qs, rs) = jax.lax.scan(segment, (x, q), jnp.arange(segments))
     return states, jnp.concatenate([qs, q_end[None]]), rs, x_end
+
+
+def segment_states(system, key, first, t0, segment_steps: int):
+    """x_{t0} .. x_{t0+m-1} recomputed from the segment's first state (checkpointing)."""
+
+    def one(x, t):
+        return system.step(t, x, step_noise(system, key, t, x)), x
+
+    return jax.lax.scan(one, first, t0 + jnp.arange(segment_steps))[1]
+
+
+@eqx.filter_jit
+def mean_values(system, components, firsts, key, start, segment_steps: int):
+    """Mean raw components over the segments recomputed from their first states."""
+    raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+
+    def segment(total, k):
+        states = segment_states(system, key, firsts[k], start + k * segment_steps, segment_steps)
+        return total + jnp.sum(jax.vmap(lambda y: raw(y, system))(states), axis=0), None
+
+    count = components.projection.shape[0]
+    total, _ = jax.lax.scan(segment, jnp.zeros(count), jnp.arange(firsts.shape[0]))
+    return total / (firsts.shape[0] * segment_steps)
 
 
 def _segment_tangents(system, key, states_k, q_k, t0):
@@ -157,15 +183,32 @@ def _zero_sums(params, count, unstable_dim, unstable: bool, flow: bool) -> Sweep
 
 @eqx.filter_jit
 def adjoint_sweep(
-    system, components, params, states, qs, key, start, flow: bool, psi=None, rs=None
+    system,
+    components,
+    params,
+    states,
+    qs,
+    key,
+    start,
+    flow: bool,
+    psi=None,
+    rs=None,
+    segment_steps: int | None = None,
 ) -> SegmentTerms:
     """Backward sweep over all segments for the k' components of ``components``.
 
+    ``states`` is every state (K, m, dim), or each segment's first state (K, dim) with
+    ``segment_steps`` m: then each segment's states are recomputed before it is swept.
     With ``psi`` (psi_{n+1} for every step n, shape (segments, segment_steps, k')) and the
     QR factors ``rs``, also the unstable-contribution adjoint and its sums (see module doc);
     eps-bar = eps R_{k+1}^{-T} is the basis dual to e (eps-bar^T e = I).
     """
-    segments, segment_steps = states.shape[:2]
+    recompute = states.ndim == 2
+    if recompute:
+        assert segment_steps is not None
+        segments, steps = states.shape[0], segment_steps
+    else:
+        segments, steps = states.shape[:2]
     unstable_dim = qs.shape[2]
     count = components.count
     unstable = psi is not None
@@ -173,15 +216,19 @@ def adjoint_sweep(
 
     def segment(carry, k):
         eps, nus = carry
-        t0 = start + k * segment_steps
+        t0 = start + k * steps
+        if recompute:
+            states_k = segment_states(system, key, states[k], t0, steps)
+        else:
+            states_k = states[k]
         if unstable:
             assert rs is not None and psi is not None
-            tangents = _segment_tangents(system, key, states[k], qs[k], t0)
+            tangents = _segment_tangents(system, key, states_k, qs[k], t0)
             dual = jnp.linalg.inv(rs[k]).T
 
         def one(acc, n):
             eps, nus, sums = acc
-            t, x = t0 + n, states[k, n]
+            t, x = t0 + n, states_k[n]
             xi = step_noise(system, key, t, x)
 
             def step(y, p):
@@ -237,7 +284,7 @@ def adjoint_sweep(
 
         zero = _zero_sums(params, count, unstable_dim, unstable, flow)
         (eps, nus, sums), _ = jax.lax.scan(
-            one, (eps, nus, zero), jnp.arange(segment_steps), reverse=True, unroll=4
+            one, (eps, nus, zero), jnp.arange(steps), reverse=True, unroll=4
         )
         b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
         nus = nus - eps @ b
@@ -245,7 +292,7 @@ def adjoint_sweep(
         terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
         return (eps @ renorm, nus), terms
 
-    init = (qs[-1], jnp.zeros((states.shape[2], columns)))
+    init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
     _, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
     return per_segment
 

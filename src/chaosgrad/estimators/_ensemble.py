@@ -30,17 +30,25 @@ from ._adjoint import (
     adjoint_sweep,
     check_orbit,
     forward_segments,
+    mean_values,
+    orbit_values,
     prepare_orbit,
     segment_contributions,
     shadowing_coefficients,
 )
 
+STORE_LIMIT = 256 * 2**20
+"""Bytes of states kept for the adjoint sweep; longer orbits keep one state per segment
+and recompute the rest segment by segment (memory O(K + m) per orbit, not O(K m))."""
+
 
 class Orbits(NamedTuple):
     """R orbits after their burn-ins (leading axis: orbit).
 
-    states (R, K, m, dim); qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k);
-    keys (R,) noise keys; x_end (R, dim); start: the step index where the segments begin;
+    states (R, K, m, dim), or (R, K, dim) each segment's first state when the orbits are
+    too long to keep (more than ``STORE_LIMIT`` bytes: the sweep recomputes them);
+    qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k); keys (R,) noise keys;
+    x_end (R, dim); start: the step index where the segments begin;
     padded (R, N + 2W + 1, dim): x_{-W} .. x_{N+W} for FastAdjointResponse, else None.
     """
 
@@ -50,7 +58,13 @@ class Orbits(NamedTuple):
     keys: jax.Array
     x_end: jax.Array
     start: int
+    segment_steps: int
     padded: jax.Array | None = None
+
+    @property
+    def stored(self) -> bool:
+        """Every state kept (states (R, K, m, dim)), or only each segment's first."""
+        return self.states.ndim == 4
 
 
 def orbit_sharding(count: int) -> NamedSharding | None:
@@ -70,7 +84,9 @@ def shard(tree, sharding: NamedSharding | None):
 
 
 @eqx.filter_jit
-def _forward(system, xs, qs, keys, burn_in: int, window: int | None, segments, segment_steps):
+def _forward(
+    system, xs, qs, keys, burn_in: int, window: int | None, segments, segment_steps, store
+):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
     states before and after the segments (the tangents aligned through the first W), as
     one padded orbit x_{-W} .. x_{N+W} per orbit."""
@@ -87,7 +103,7 @@ def _forward(system, xs, qs, keys, burn_in: int, window: int | None, segments, s
                 x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(start), window, 1)
             start += window
         states, bases, rs, x_end = forward_segments(
-            system, x, q, key, jnp.asarray(start), segments, segment_steps
+            system, x, q, key, jnp.asarray(start), segments, segment_steps, store
         )
         padded = None
         if window is not None:
@@ -123,10 +139,16 @@ def run_orbits(
         keys.append(noise_key)
     sharding = orbit_sharding(len(starts))
     xs, qs, keys = shard((jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)), sharding)
-    states, bases, rs, x_end, padded = _forward(
-        system, xs, qs, keys, burn_in, window, segments, segment_steps
+    store = window is not None or (
+        len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     )
-    finite = np.asarray(jnp.all(jnp.isfinite(states), axis=(1, 2, 3)))
+    states, bases, rs, x_end, padded = _forward(
+        system, xs, qs, keys, burn_in, window, segments, segment_steps, store
+    )
+    finite = np.asarray(
+        jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim)))
+        & jnp.all(jnp.isfinite(x_end), axis=1)
+    )
     if not finite.all():
         x0, key = starts[int(np.argmin(finite))]  # replay that orbit alone: names the step
         x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
@@ -136,7 +158,8 @@ def run_orbits(
         )
         check_orbit(replay, t)
         raise FloatingPointError("an orbit became NaN/inf")
-    return Orbits(states, bases, rs, keys, x_end, burn_in + (window or 0), padded)
+    start = burn_in + (window or 0)
+    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, padded)
 
 
 @eqx.filter_jit
@@ -153,6 +176,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
             key,
             jnp.asarray(orbits.start),
             flow,
+            segment_steps=orbits.segment_steps,
         )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
@@ -163,3 +187,16 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
 def per_orbit(tree, count: int) -> list:
     """A stacked pytree (leading axis: orbit) as a list of ``count`` pytrees."""
     return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], tree) for r in range(count)]
+
+
+def orbit_mean(system, components, orbits: Orbits):
+    """The raw components' mean over every state of every orbit (recomputed if not kept)."""
+    if orbits.stored:
+        values = orbit_values(system, components, orbits.states)
+        return np.asarray(jnp.mean(values, axis=(0, 1, 2)))
+    means = jax.vmap(
+        lambda firsts, key: mean_values(
+            system, components, firsts, key, jnp.asarray(orbits.start), orbits.segment_steps
+        )
+    )(orbits.states, orbits.keys)
+    return np.asarray(jnp.mean(means, axis=0))

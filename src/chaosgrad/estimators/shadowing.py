@@ -30,13 +30,12 @@ from ._adjoint import (
     largest_orbit_deviation,
     orbit_exponents,
     orbit_starts,
-    orbit_values,
     outlier_warning,
     stderr_method,
     unstable_dim_warning,
 )
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
-from ._ensemble import per_orbit, run_orbits, shadowing_contributions
+from ._ensemble import orbit_mean, per_orbit, run_orbits, shadowing_contributions
 from ._pilot import resolve_orbit_settings
 
 
@@ -178,9 +177,7 @@ class Shadowing(AbstractEstimator):
         u = self.unstable_dim
         starts = orbit_starts(system, x0, key, self.orbits)
         orbits = run_orbits(system, starts, u, burn_in, segments, self.segment_steps)
-        value = np.asarray(
-            jnp.mean(orbit_values(system, components, orbits.states), axis=(0, 1, 2))
-        )
+        value = orbit_mean(system, components, orbits)
         components = project(components, cotangent, value)  # the same orbits' value
         flow = is_flow(system)
         stacked, coefficients = shadowing_contributions(system, components, params, orbits, u, flow)
