@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,6 +239,33 @@ API_ROWS = [
         ["key must be a JAX PRNG key"],
     ),
     ("key", lambda: simulate(cg.Henon(), steps=10, key=0), TypeError, ["key must be a JAX"]),
+    (
+        "key",
+        lambda: cg.fit(
+            cg.Henon(),
+            lambda s: s,
+            TimeAverage(lambda x: x[0]),
+            Backprop(samples=2, steps=10),
+            optax.sgd(0.1),
+            iterations=1,
+            key=0,
+        ),
+        TypeError,
+        ["key must be a JAX PRNG key"],
+    ),
+    ("samples", lambda: cg.Auto(samples=1), ValueError, ["samples must be at least 2"]),
+    (
+        "orbits",
+        lambda: cg.Shadowing(unstable_dim=1, segment_steps=5, orbits=0),
+        ValueError,
+        ["orbits"],
+    ),
+    (
+        "unstable_dim",
+        lambda: cg.Shadowing(unstable_dim="two", segment_steps=5),
+        ValueError,
+        ["unstable_dim must be an integer or 'auto'"],
+    ),
     (
         "key",
         lambda: simulate(cg.Henon(), steps=10, key=jax.random.split(KEY, 2)),

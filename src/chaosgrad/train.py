@@ -65,7 +65,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from . import _checkpoint
-from ._errors import check_positive_int
+from ._errors import check_key, check_positive_int
 from ._system import System
 from .estimators._base import AbstractEstimator, Parameters, loss_estimate, tree_norm
 from .statistics import AbstractStatistic
@@ -322,6 +322,7 @@ def fit(
             raise ValueError("checkpoint_every needs checkpoint=DIRECTORY")
     if key is None:
         raise ValueError("key is required: fit(..., key=jax.random.key(0))")
+    check_key(key)
     if budget is not None and not budget > 0:
         raise ValueError(f"budget must be a positive number of seconds, got {budget}")
     if log_every is not None and not log_every >= 0:

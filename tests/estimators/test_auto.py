@@ -206,3 +206,35 @@ def test_auto_agrees_with_the_hand_configured_estimator_on_every_builtin(
     errors = np.ravel(np.asarray(auto.stderr)), np.ravel(np.asarray(hand.stderr))
     bound = norm.isf(0.0027 / 2 / grads[0].size) * np.hypot(*errors)
     assert np.all(np.abs(grads[0] - grads[1]) <= bound), (name, auto.info.auto.reasons)
+
+
+def test_kernel_window_auto_is_the_decorrelation_time():
+    """Noisy AR(1), a = 0.8: rho(k) = a^k falls below 0.05 at k = 14, so W = 28;
+    d<x>/dg = 1/(1-a) = 5, and the response beyond W, a^29 of it (0.2 %), is inside 3 SE."""
+    system = cg.Map(lambda t, x, p: p[0] * x + p[1], args=jnp.array([0.8, 1.0]), noise=0.5, dim=1)
+    result = linear_response(
+        system,
+        TimeAverage(lambda x: x[0]),
+        cg.Kernel(samples=8, steps=20_000, window="auto"),
+        wrt=lambda s: s.args,
+        key=KEY,
+    )
+    report = result.info.auto
+    assert 24 <= result.info.window <= 34, report.reasons
+    assert abs(float(result.grad[1]) - 5.0) <= 3 * float(result.stderr[1])
+
+
+def test_path_kernel_alpha_auto_is_one_of_the_pilot_candidates():
+    result = linear_response(
+        cg.NineNeuronNet(gamma=0.556, noise=0.5),
+        cg.Terminal(jnp.sum, 50),
+        cg.PathKernel(samples=4000, alpha="auto"),
+        wrt=lambda s: s.gamma,
+        key=KEY,
+    )
+    alpha = result.info.alpha
+    assert any(np.isclose(alpha, f * 0.1) for f in (1.5, 3.0, 6.0, 12.0)), alpha
+    assert "smallest pilot standard error" in result.info.auto.reasons[-1]
+    assert abs(float(result.grad) - 7.47) <= 3 * np.hypot(float(result.stderr), 0.03)
+    with pytest.raises(TypeError, match="alpha must be a number"):
+        cg.PathKernel(samples=10, alpha="large")

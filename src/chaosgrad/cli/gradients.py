@@ -169,7 +169,7 @@ def build_estimator(method: str, statistic: AbstractStatistic, settings: dict[st
         value = settings.get(name)
         if value is None and name == "samples" and not stationary and method in MANY_SAMPLES:
             value = MANY_SAMPLES[method]
-        elif value is None:
+        elif value is None and not getattr(cls, "own_defaults", False):
             value = DEFAULTS.get(name)
         if value is not None:
             kwargs[name] = value
@@ -254,7 +254,9 @@ def info_summary(info, names: list[str]) -> dict:
         value = getattr(info, field.name)
         if value is None or field.name in ("method", "seconds"):
             continue
-        if field.name in info.per_parameter:
+        if field.name == "auto":
+            out["auto"] = value.as_dict()
+        elif field.name in info.per_parameter:
             out[field.name] = {n: to_json(v) for n, v in zip(names, value, strict=True)}
         else:
             out[field.name] = to_json(value)

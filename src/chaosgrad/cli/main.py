@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -164,11 +165,44 @@ def user_errors():
         raise
 
 
+PROGRESS_EVERY = 10.0
+"""Seconds between progress lines when stderr is not a terminal (a batch job's log)."""
+
+
+def progress_lines(total: int, description: str, every: float = PROGRESS_EVERY):
+    """A progress callback that writes a line on stderr at most every ``every`` seconds:
+    "chaosgrad: DESCRIPTION 1200/5000 (24%), 31 s elapsed, about 98 s left"."""
+    began = time.perf_counter()
+    state = {"done": 0, "last": began}
+
+    def advance(n: int) -> None:
+        state["done"] += n
+        now = time.perf_counter()
+        if now - state["last"] < every and state["done"] < total:
+            return
+        state["last"] = now
+        elapsed = now - began
+        fraction = state["done"] / max(total, 1)
+        left = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
+        print(
+            f"chaosgrad: {description} {state['done']}/{total} ({100 * fraction:.0f}%), "
+            f"{elapsed:.0f} s elapsed, about {left:.0f} s left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return advance
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, description: str, enabled: bool):
-    """A Rich progress bar on a terminal; a no-op callback otherwise."""
-    if not enabled or not sys.stderr.isatty():
+    """A Rich progress bar on a terminal; rate-limited lines on stderr away from one (so a
+    batch job does not look hung); nothing when disabled (``--json``)."""
+    if not enabled:
         yield None
+        return
+    if not sys.stderr.isatty():
+        yield progress_lines(total, description)
         return
     columns = (
         TextColumn("{task.description}"),
@@ -179,6 +213,15 @@ def progress_bar(total: int, description: str, enabled: bool):
     with Progress(*columns, console=error_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def print_choices(report: dict | None) -> None:
+    """What ``--method auto`` (or an "auto" setting) chose, and why, one line each."""
+    if not report:
+        return
+    console.print(f"auto: ran {escape(report['estimator'])}")
+    for reason in report["reasons"]:
+        console.print(f"auto: {escape(reason)}")
 
 
 def jsonable(value):
@@ -403,6 +446,8 @@ def grad(
             write_json(out / "grad.json", json_ready(row, warnings))
     if as_json:
         brief = {k: row[k] for k in ("value", "grad", "stderr", "method", "seconds")}
+        if "auto" in row["info"]:
+            brief["auto"] = row["info"]["auto"]
         print(dumps(json_ready(brief, warnings)))
         return
     table = Table(title=escape(f"{system}: d{row['statistic']}/d({wrt}) by {method}"))
@@ -413,6 +458,7 @@ def grad(
             table.add_row(name, f"{g:+.6g}", f"{se:.3g}")
     console.print(table)
     console.print(f"statistic {row['value']:.6g}; {row['seconds']:.2f} s")
+    print_choices(row["info"].get("auto"))
     if row["info"].get("warning"):
         console.print(f"[yellow]{escape(row['info']['warning'])}[/]")
     if out is not None:
@@ -519,6 +565,8 @@ def compare(
         g, se = np.ravel(row["grad"][names[0]])[0], np.ravel(row["stderr"][names[0]])[0]
         table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", f"{row['seconds']:.2f}")
     console.print(table)
+    for row in rows:
+        print_choices(row["info"].get("auto"))
     for warning in warnings:
         console.print(f"[yellow]{escape(warning)}[/]")
     if out is not None:

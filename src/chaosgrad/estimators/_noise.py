@@ -12,6 +12,7 @@ one VJP of theta -> (drift, s) per step (never through the steps).
 from __future__ import annotations
 
 import abc
+import dataclasses
 
 import equinox as eqx
 import jax
@@ -21,8 +22,9 @@ from .._errors import check_positive_int
 from .._system import System, _run
 from .._tangent import step_noise
 from ..statistics import TimeAverage
-from ._base import AbstractEstimator, check_sizes
+from ._base import AbstractEstimator, Estimate, check_sizes
 from ._layers import step_pullback
+from ._pilot import resolve_kernel_settings
 
 
 def check_noisy(system: System, estimator: str) -> None:
@@ -45,11 +47,20 @@ class AbstractKernelEstimator(AbstractEstimator):
         # the fields live on the concrete classes (their order differs: PathKernel's alpha)
         check_positive_int(getattr(self, "samples"), "samples")  # noqa: B009
         check_positive_int(getattr(self, "batch"), "batch")  # noqa: B009
-        check_sizes(self, "steps", "burn_in", "window")
+        check_sizes(self, "steps", "burn_in")
+        window = getattr(self, "window")  # noqa: B009
+        if window != "auto":
+            check_sizes(self, "window")
 
     def estimate(self, system, components, params, x0, key, cotangent):
         name = type(self).__name__
         check_noisy(system, name)
+        resolved, report = resolve_kernel_settings(self, system, components, params, x0, key)
+        if report is not None:
+            raw = resolved.estimate(system, components, params, x0, key, cotangent)
+            return Estimate(
+                raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report)
+            )
         if isinstance(components.statistic, TimeAverage):
             return self._stationary(system, components, params, x0, key, cotangent)
         stationary_only = ("steps", "window", "burn_in")

@@ -29,6 +29,7 @@ statistic:
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -37,8 +38,15 @@ from .._errors import check_positive_int
 from ..lyapunov.hyperbolicity import hyperbolicity
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._adjoint import join_warnings
-from ._base import AbstractEstimator, Estimate, check_sizes, tree_norm
-from ._pilot import AutoReport, Pilot, describe_exponents, run_pilot, segment_steps_for
+from ._base import AbstractEstimator, Estimate, check_sizes
+from ._pilot import (
+    AutoReport,
+    Pilot,
+    choose_alpha,
+    describe_exponents,
+    run_pilot,
+    segment_steps_for,
+)
 from .backprop import Backprop, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse
 from .finite_difference import FiniteDifference
@@ -71,6 +79,7 @@ class Auto(AbstractEstimator):
     """
 
     statistics = (TimeAverage, WindowAverage, Terminal)
+    own_defaults: ClassVar[bool] = True  # the command line leaves unset settings to Auto
     steps: int = 400_000
     samples: int | None = None
     orbits: int = 16
@@ -82,6 +91,11 @@ class Auto(AbstractEstimator):
         check_positive_int(self.orbits, "orbits")
         check_positive_int(self.pilot_steps, "pilot_steps")
         check_sizes(self, "samples", "burn_in")
+        if self.samples is not None and self.samples < 2:
+            raise ValueError(
+                f"samples must be at least 2 (got {self.samples}): the standard error comes "
+                "from the spread of samples"
+            )
 
     def estimate(self, system, components, params, x0, key, cotangent):
         pilot_key, run_key = jax.random.split(key)
@@ -203,10 +217,10 @@ class Auto(AbstractEstimator):
 
     def _far(self, u, pilot, reasons):
         segment_steps, segments, orbits = self._orbit_layout(pilot, reasons)
-        window = int(np.clip(pilot.decorrelation_steps, 2, 50))
+        window = pilot.window(50)
         reasons.append(
             f"a map with a TimeAverage: FastAdjointResponse (the full response); window = "
-            f"{window} from the observable's decorrelation time "
+            f"{window}, twice the observable's decorrelation time "
             f"({pilot.decorrelation_steps} steps)"
         )
         return FastAdjointResponse(
@@ -219,12 +233,11 @@ class Auto(AbstractEstimator):
         )
 
     def _path_kernel(self, system, components, params, pilot, x0, key, reasons):
-        """alpha by pilot variance among (1.5, 3, 6, 12) s, s = max(lambda_1, 0.1): the smallest
-        standard error of a 256-sample (or shortened-orbit) run that did not explode."""
-        lead = max(float(pilot.exponents[0]), 0.1)
+        """PathKernel with alpha by pilot variance (``choose_alpha``) and, for a
+        TimeAverage, the window from the decorrelation time."""
         settings = {"samples": self.samples or 10_000}
         if isinstance(components.statistic, TimeAverage):
-            window = int(np.clip(pilot.decorrelation_steps, 2, 1000))
+            window = pilot.window(1000)
             settings = {
                 "samples": self.orbits,
                 "steps": max(10 * window, self.steps // self.orbits),
@@ -232,31 +245,11 @@ class Auto(AbstractEstimator):
                 "burn_in": self.burn_in,
             }
             reasons.append(
-                f"window = {window} steps from the observable's decorrelation time; "
+                f"window = {window} steps, twice the observable's decorrelation time; "
                 f"{self.orbits} independent orbits of {settings['steps']} steps"
             )
-        trial = dict(settings, samples=256) if "steps" not in settings else dict(settings)
-        if "steps" in trial:
-            trial["steps"] = max(10 * trial["window"], trial["steps"] // 8)
-        scores = {}
-        for i, alpha in enumerate((1.5 * lead, 3 * lead, 6 * lead, 12 * lead)):
-            probe = PathKernel(alpha=alpha, **trial)
-            raw = probe.estimate(
-                system, components, params, x0, jax.random.fold_in(key, 10 + i), None
-            )
-            assert raw is not None
-            if not getattr(raw.info, "exploding", False):
-                scores[alpha] = float(tree_norm(raw.stderr))
-        if not scores:
-            alpha = 12 * lead
-            reasons.append(f"alpha = {alpha:.3g}: every pilot alpha exploded, the largest kept")
-        else:
-            alpha = min(scores, key=lambda a: scores[a])
-            tried = ", ".join(f"{a:.3g}: {score:.3g}" for a, score in scores.items())
-            reasons.append(
-                f"alpha = {alpha:.3g} (above lambda_1 = {pilot.exponents[0]:.3g}): the "
-                f"smallest pilot standard error ({tried})"
-            )
+        alpha, reason = choose_alpha(system, components, params, x0, key, pilot, settings)
+        reasons.append(reason)
         return PathKernel(alpha=alpha, **settings)
 
     def _unbounded(self, statistic, few, rate, samples, reasons, params):

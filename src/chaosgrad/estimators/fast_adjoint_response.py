@@ -109,9 +109,9 @@ class FastAdjointResponse(AbstractEstimator):
             ``"auto"`` (from a pilot run; see ``Shadowing``).
         segment_steps: steps per segment, or ``"auto"`` (see ``Shadowing``).
         segments: K; the orbit has K * segment_steps steps after ``burn_in``.
-        window: W, the decorrelation window: psi sums Phi over n-W..n+W. ``"auto"``: the
-            observable's decorrelation time in a pilot run (autocorrelation below 0.05),
-            within [2, 50].
+        window: W, the decorrelation window: psi sums Phi over n-W..n+W. ``"auto"``: twice
+            the observable's decorrelation time in a pilot run (autocorrelation below
+            0.05), within [2, 50].
         burn_in: steps run before the orbit (default 1000).
         blocks: batch-means blocks of segments for the standard error of one orbit.
         orbits: R independent orbits averaged (x0 None or of shape (R, dim)); R >= 2 gives

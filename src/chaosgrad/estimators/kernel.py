@@ -161,7 +161,9 @@ class Kernel(AbstractKernelEstimator):
         samples: Terminal: independent samples; TimeAverage: independent orbits; at least
             2 (the standard error is their spread).
         steps: for a TimeAverage only, each orbit's length after the burn-in.
-        window: for a TimeAverage only, W, the decorrelation window (default 10).
+        window: for a TimeAverage only, W, the decorrelation window (default 10), or
+            ``"auto"``: the observable's decorrelation time in a pilot run (autocorrelation
+            below 0.05), reported in ``info.auto``.
         burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
         batch: at most this many samples under vmap at once (memory bound).
     """
@@ -169,7 +171,7 @@ class Kernel(AbstractKernelEstimator):
     statistics = (Terminal, TimeAverage)
     samples: int
     steps: int | None = None
-    window: int | None = None
+    window: int | str | None = None
     burn_in: int | None = None
     batch: int = 4096
 
@@ -238,7 +240,7 @@ class Kernel(AbstractKernelEstimator):
     def _stationary(self, system, components, params, x0, key, cotangent):
         if self.steps is None:
             raise ValueError("Kernel needs steps= for a TimeAverage: each orbit's length")
-        window = 10 if self.window is None else self.window
+        window = 10 if self.window is None else int(self.window)  # resolved: not "auto"
         if window >= self.steps:
             raise ValueError(f"window ({window}) must be smaller than steps ({self.steps})")
         burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in

@@ -220,28 +220,33 @@ class PathKernel(AbstractKernelEstimator):
             2 (the standard error is their spread).
         alpha: the damping rate, per unit time for a flow, per step for a map (fraction
             1 - exp(-alpha dt) of the tangent moved into the kernel per step); 0 is
-            backpropagation, alpha above lambda_1 stops the explosion.
+            backpropagation, alpha above lambda_1 stops the explosion. ``"auto"``: by the
+            variance of short pilot runs among (1.5, 3, 6, 12) max(lambda_1, 0.1), lambda_1
+            from a pilot spectrum; the choice is reported in ``info.auto``.
         steps: for a TimeAverage only, each orbit's length after the burn-in.
-        window: for a TimeAverage only, W, the decorrelation window (default 10).
+        window: for a TimeAverage only, W, the decorrelation window (default 10), or
+            ``"auto"``: the observable's decorrelation time in a pilot run.
         burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
         batch: at most this many samples under vmap at once (memory bound).
     """
 
     statistics = (Terminal, TimeAverage)
     samples: int
-    alpha: float
+    alpha: float | str
     steps: int | None = None
-    window: int | None = None
+    window: int | str | None = None
     burn_in: int | None = None
     batch: int = 4096
 
     def __check_init__(self):
         check_samples(self.samples)
-        check_real(self.alpha, "alpha", nonnegative=True)
+        if self.alpha != "auto":
+            check_real(self.alpha, "alpha", nonnegative=True)
 
     def _damping(self, system):
         """a = 1 - exp(-alpha * dt): the fraction of the tangent moved into the kernel."""
-        return jnp.asarray(-np.expm1(-self.alpha * (system.time_step or 1.0)))
+        alpha = float(self.alpha)  # resolved: not "auto"
+        return jnp.asarray(-np.expm1(-alpha * (system.time_step or 1.0)))
 
     def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps
@@ -292,7 +297,7 @@ class PathKernel(AbstractKernelEstimator):
     def _stationary(self, system, components, params, x0, key, cotangent):
         if self.steps is None:
             raise ValueError("PathKernel needs steps= for a TimeAverage: each orbit's length")
-        window = 10 if self.window is None else self.window
+        window = 10 if self.window is None else int(self.window)  # resolved: not "auto"
         if 2 * window >= self.steps:
             raise ValueError(
                 f"window ({window}) must be smaller than steps / 2 "
@@ -353,7 +358,7 @@ class PathKernel(AbstractKernelEstimator):
             warning=warning,
             steps=steps,
             samples=samples,
-            alpha=self.alpha,
+            alpha=float(self.alpha),
             window=window,
             max_adjoint_norm=largest,
             exploding=exploding,
