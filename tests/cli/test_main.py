@@ -128,3 +128,17 @@ def test_experiment_command(tmp_path):
     assert bad.exit_code == 2 and "unknown experiment 'bogus'" in bad.output
     bad = runner.invoke(app, ["experiment", "explosion", "--iterations", "3"])
     assert bad.exit_code == 2 and "does not train" in bad.output
+
+
+def test_progress_lines_away_from_a_terminal_are_rate_limited(capsys):
+    from chaosgrad.cli.main import progress_lines
+
+    advance = progress_lines(4, "lorenz63", every=3600.0)
+    for _ in range(4):
+        advance(1)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [lines[-1]] and "lorenz63 4/4 (100%)" in lines[-1]  # only the last
+    advance = progress_lines(3, "grad", every=0.0)
+    for _ in range(3):
+        advance(1)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3
