@@ -8,7 +8,8 @@ from scipy.stats import norm
 
 import chaosgrad as cg
 from chaosgrad.estimators import Auto, FastAdjointResponse, Shadowing, linear_response
-from chaosgrad.estimators._pilot import count_unstable, decorrelation_steps, divisor_near
+from chaosgrad.estimators._adjoint import count_unstable
+from chaosgrad.estimators._pilot import decorrelation_steps, divisor_near
 from chaosgrad.statistics import TimeAverage, WindowAverage
 
 KEY = jax.random.key(0)

@@ -347,12 +347,8 @@ def orbit_values(system, components, states):
     return values.reshape(states.shape[:-1] + values.shape[-1:])
 
 
-def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
-    """Burned-in state and u aligned tangent vectors (QR during the burn-in).
-
-    ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
-    ``unstable_dim`` (QR keeps the first u columns those of the u alone).
-    """
+def orbit_start(system, x0, key, unstable_dim, probe: int = 0):
+    """(x0, u + ``probe`` random orthonormal tangent vectors, noise key) of one orbit."""
     start_key, vector_key = jax.random.split(key)
     x0, noise_key = resolve_start(system, x0, start_key)
     dim = x0.shape[0]
@@ -361,7 +357,16 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
             f"unstable_dim={unstable_dim} must be smaller than the dimension "
             f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
         )
-    q = random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim))
+    return x0, random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim)), noise_key
+
+
+def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
+    """Burned-in state and u aligned tangent vectors (QR during the burn-in).
+
+    ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
+    ``unstable_dim`` (QR keeps the first u columns those of the u alone).
+    """
+    x0, q, noise_key = orbit_start(system, x0, key, unstable_dim, probe)
     x, t = x0, 0
     if burn_in:
         x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
@@ -536,6 +541,14 @@ def orbit_exponents(rs_per_orbit, segment_steps, time_step, blocks: int = 20) ->
     return OrbitExponents(logs.mean(axis=0), batch_means(block_means))
 
 
+def count_unstable(exponents, stderr, flow: bool) -> int:
+    """u: the exponents clearly > 0 (a map), or not clearly < 0 (a flow: its neutral one
+    counts); "clearly" means by more than 3 SE + 0.02."""
+    margin = 3 * np.nan_to_num(np.asarray(stderr), nan=0.0) + 0.02
+    values = np.asarray(exponents)
+    return int(np.sum(values > -margin)) if flow else int(np.sum(values > margin))
+
+
 def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) -> str | None:
     """A sentence when the exponents seen on the orbit contradict ``unstable_dim``.
 
@@ -547,7 +560,7 @@ def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) ->
     values, errors = seen.values, np.nan_to_num(seen.stderr, nan=0.0)
     margin = 3 * errors + 0.02
     unit = "per unit time" if flow else "per step"
-    counted = int(np.sum(values > -margin)) if flow else int(np.sum(values > margin))
+    counted = count_unstable(values, errors, flow)
     shown = ", ".join(f"{v:.3g} ± {e:.2g}" for v, e in zip(values, errors, strict=True))
     if unstable_dim and values[unstable_dim - 1] < -margin[unstable_dim - 1]:
         problem = f"exponent {unstable_dim} is negative; unstable_dim={counted} fits them"

@@ -23,14 +23,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._system import _run as _run_states
-from .._system import resolve_start
-from .._tangent import random_orthonormal
 from ..lyapunov.spectrum import _spectrum_block
 from ._adjoint import (
     adjoint_sweep,
     check_orbit,
     forward_segments,
     mean_values,
+    orbit_start,
     orbit_values,
     prepare_orbit,
     segment_contributions,
@@ -126,16 +125,9 @@ def run_orbits(
     x_{-W} .. x_{N+W}."""
     xs, qs, keys = [], [], []
     for x0, key in starts:
-        start_key, vector_key = jax.random.split(key)
-        x, noise_key = resolve_start(system, x0, start_key)
-        dim = x.shape[0]
-        if unstable_dim >= dim:
-            raise ValueError(
-                f"unstable_dim={unstable_dim} must be smaller than the dimension "
-                f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
-            )
+        x, q, noise_key = orbit_start(system, x0, key, unstable_dim, probe)
         xs.append(x)
-        qs.append(random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim)))
+        qs.append(q)
         keys.append(noise_key)
     sharding = orbit_sharding(len(starts))
     xs, qs, keys = shard((jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)), sharding)

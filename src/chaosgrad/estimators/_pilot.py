@@ -28,6 +28,7 @@ import numpy as np
 from .._system import System, check_horizon, simulate
 from ..lyapunov.spectrum import lyapunov_spectrum
 from ..statistics import WindowAverage
+from ._adjoint import count_unstable
 
 PILOT_STEPS = 20_000
 PILOT_BURN_IN = 2_000
@@ -110,13 +111,6 @@ class AutoReport(eqx.Module):
                 "hyperbolic": bool(check.hyperbolic),  # type: ignore[attr-defined]
             }
         return out
-
-
-def count_unstable(exponents, stderr, flow: bool) -> int:
-    """u: exponents clearly > 0 (a map), or not clearly < 0 (a flow: the neutral one)."""
-    margin = 3 * np.nan_to_num(np.asarray(stderr), nan=0.0) + 0.02
-    values = np.asarray(exponents)
-    return int(np.sum(values > -margin)) if flow else int(np.sum(values > margin))
 
 
 def decorrelation_steps(series, limit: int) -> int:

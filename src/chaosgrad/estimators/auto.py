@@ -34,7 +34,7 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from .._errors import check_positive_int
+from .._errors import check_positive_int, check_samples
 from ..lyapunov.hyperbolicity import hyperbolicity
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._adjoint import join_warnings
@@ -90,12 +90,9 @@ class Auto(AbstractEstimator):
         check_positive_int(self.steps, "steps")
         check_positive_int(self.orbits, "orbits")
         check_positive_int(self.pilot_steps, "pilot_steps")
-        check_sizes(self, "samples", "burn_in")
-        if self.samples is not None and self.samples < 2:
-            raise ValueError(
-                f"samples must be at least 2 (got {self.samples}): the standard error comes "
-                "from the spread of samples"
-            )
+        check_sizes(self, "burn_in")
+        if self.samples is not None:
+            check_samples(self.samples)
 
     def estimate(self, system, components, params, x0, key, cotangent):
         pilot_key, run_key = jax.random.split(key)
