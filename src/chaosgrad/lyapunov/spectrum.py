@@ -4,7 +4,11 @@ Carry k orthonormal tangent vectors Q (dim x k). Each step V = f_*(x_n) Q (k JVP
 every ``renorm_every`` steps Q, R = qr(V) with diag R > 0 and log R_ii is accumulated.
 lambda_i = sum log R_ii / steps per step (divided by dt per unit time for a flow). The
 burn-in aligns both the state with the attractor and the vectors with the Oseledets
-subspaces. Standard errors are batch means over ``blocks`` equal blocks of the run.
+subspaces. Standard errors are batch means over ``blocks`` equal blocks of the run, or,
+for an ensemble of R independent orbits (``orbits=R``), the spread of the R orbits'
+exponents; the R orbits advance together in one vmapped computation laid out over the
+devices (:mod:`chaosgrad.parallel`). With ``checkpoint=DIR`` the run saves its state after
+every block and a killed run resumes where it stopped (:mod:`chaosgrad._runstate`).
 
 G. Benettin, L. Galgani, A. Giorgilli & J.-M. Strelcyn, Meccanica 15, 9-30 (1980).
 Failure modes: vectors not renormalised often enough lose rank (keep renorm_every small
@@ -13,6 +17,7 @@ when exponents are large); too short a burn-in biases the lower exponents.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -22,13 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_key, check_positive_int, first_nonfinite_step
+from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
+from ..parallel import sample_parallel, spread
 from ..stats import batch_means
 
 
 class LyapunovResult(eqx.Module):
-    """Exponents (per unit time for a flow, per step for a map) with batch-means errors."""
+    """Exponents (per unit time for a flow, per step for a map) with their standard errors:
+    batch means over blocks of one orbit, or the spread of ``orbits`` independent orbits
+    (then ``per_orbit`` holds each orbit's exponents, shape (orbits, k), per unit time, and
+    ``final_state`` is (orbits, dim))."""
 
     exponents: np.ndarray
     stderr: np.ndarray
@@ -39,6 +49,8 @@ class LyapunovResult(eqx.Module):
     time_step: float | None
     seconds: float
     final_state: np.ndarray
+    orbits: int = 1
+    per_orbit: np.ndarray | None = None
 
     @property
     def exponents_per_time(self):
@@ -62,9 +74,10 @@ def kaplan_yorke_dimension(exponents) -> float:
     return float(j + partial[j - 1] / abs(lams[j]))
 
 
-@eqx.filter_jit
-def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm_every: int):
-    """Advance ``periods`` renormalisation periods; return the state, Q and sum of log R_ii."""
+def _advance(system: System, x, vectors, key, start, periods: int, renorm_every: int):
+    """``periods`` renormalisation periods of one orbit from step ``start``: each period
+    V = f_*(x_{n+m-1}) ... f_*(x_n) Q (m = ``renorm_every`` tangent steps), then
+    Q, R = qr(V) with diag R > 0; returns the state, Q and sum of log R_ii."""
 
     def tangent_step(carry, t):
         x, v = carry
@@ -86,6 +99,22 @@ def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm
     return x, q, logs
 
 
+@eqx.filter_jit
+def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm_every: int):
+    """Advance ``periods`` renormalisation periods; return the state, Q and sum of log R_ii."""
+    return _advance(system, x, vectors, key, start, periods, renorm_every)
+
+
+@sample_parallel
+def _ensemble_block(system: System, xs, qs, keys, start, periods: int, renorm_every: int):
+    """:func:`_advance` for R orbits at once (leading axis: orbit), the orbits laid out over
+    the devices; returns states (R, dim), bases (R, dim, k) and log sums (R, k)."""
+    xs, qs, keys = spread((xs, qs, keys))
+    return jax.vmap(lambda x, q, key: _advance(system, x, q, key, start, periods, renorm_every))(
+        xs, qs, keys
+    )
+
+
 def _raise_nonfinite(system, x, key, start, steps):
     """Locate the first non-finite state of a failed block by replaying it (failure path only;
     the hot loop carries no check, which would cost more than the step itself)."""
@@ -99,27 +128,144 @@ def _raise_nonfinite(system, x, key, start, steps):
     )
 
 
+def _checked_block(system, x, vectors, key, start, periods, renorm_every, ensemble=False):
+    """One block of ``periods`` periods from step ``start``: (state, Q, log sums as numpy).
+
+    With ``ensemble`` the leading axis of ``x``, ``vectors`` and ``key`` is the orbit, and a
+    non-finite orbit is replayed alone, so that the error names the orbit and the step.
+    """
+    steps = periods * renorm_every
+    if not ensemble:
+        x_next, vectors, logs = _spectrum_block(
+            system, x, vectors, key, jnp.asarray(start), periods, renorm_every
+        )
+        if not (bool(jnp.all(jnp.isfinite(x_next))) and bool(jnp.all(jnp.isfinite(logs)))):
+            _raise_nonfinite(system, x, key, start, steps)
+        return x_next, vectors, np.asarray(logs)
+    x_next, vectors, logs = _ensemble_block(
+        system, x, vectors, key, jnp.asarray(start), periods, renorm_every
+    )
+    logs = np.asarray(logs)
+    finite = np.all(np.isfinite(np.asarray(x_next)), axis=1) & np.all(np.isfinite(logs), axis=1)
+    if not finite.all():
+        r = int(np.argmin(finite))
+        try:
+            _raise_nonfinite(system, x[r], key[r], start, steps)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"orbit {r} of {len(finite)}: {error}") from None
+    return x_next, vectors, logs
+
+
+def _block_sizes(periods: int, blocks: int) -> list[int]:
+    """``blocks`` equal blocks of periods, then the remainder (if any) as one more."""
+    per_block, remainder = divmod(periods, blocks)
+    sizes = [per_block] * blocks + ([remainder] if remainder else [])
+    return [size for size in sizes if size]
+
+
 def run_tangent_blocks(
     system, x, vectors, key, start, periods, renorm_every, blocks, progress=None
 ):
     """Run ``periods`` periods in ``blocks`` equal blocks (+ a remainder); per-block log sums."""
-    per_block, remainder = divmod(periods, blocks)
-    sizes = [per_block] * blocks + ([remainder] if remainder else [])
     sums, t = [], start
-    for size in sizes:
-        if size == 0:
-            continue
-        x_next, vectors, logs = _spectrum_block(
-            system, x, vectors, key, jnp.asarray(t), size, renorm_every
-        )
-        if not (bool(jnp.all(jnp.isfinite(x_next))) and bool(jnp.all(jnp.isfinite(logs)))):
-            _raise_nonfinite(system, x, key, t, size * renorm_every)
-        x = x_next
+    for size in _block_sizes(periods, blocks):
+        x, vectors, logs = _checked_block(system, x, vectors, key, t, size, renorm_every)
         t += size * renorm_every
-        sums.append(np.asarray(logs))
+        sums.append(logs)
         if progress is not None:
             progress(size * renorm_every)
     return x, vectors, np.array(sums[:blocks]), np.sum(sums, axis=0), t
+
+
+def _orbit_starts(system, x0, key, orbits: int):
+    """[(x0, vector key, noise key)] per orbit. One orbit splits ``key`` into the keys of its
+    start and of its vectors; orbit r of R > 1 does the same with ``fold_in(key, r)``."""
+    if orbits == 1:
+        rows, keys = [x0], [key]
+    else:
+        if x0 is not None:
+            shape = tuple(np.shape(x0))
+            if len(shape) != 2 or shape[0] != orbits:
+                dim = shape[-1] if shape else "dim"
+                raise ValueError(
+                    f"x0 has shape {shape} but orbits={orbits} needs one start per orbit, "
+                    f"shape ({orbits}, {dim}), or x0=None to draw each (one start would "
+                    "repeat one orbit)"
+                )
+        rows = [None] * orbits if x0 is None else list(x0)
+        keys = [jax.random.fold_in(key, r) for r in range(orbits)]
+    starts = []
+    for row, orbit_key in zip(rows, keys, strict=True):
+        start_key, vector_key = jax.random.split(orbit_key)
+        x, noise_key = resolve_start(system, row, start_key)
+        starts.append((x, vector_key, noise_key))
+    return starts
+
+
+def _snapshot(x, vectors, t: int, sums: list) -> dict[str, np.ndarray]:
+    """What a resumed run needs: state(s), tangent basis (bases), step, blocks done, sums."""
+    shape = np.shape(vectors)[:-2] + np.shape(vectors)[-1:]  # a block's log sums: (R,) k
+    return {
+        "state": np.asarray(x),
+        "vectors": np.asarray(vectors),
+        "t": np.asarray(t, np.int64),
+        "blocks_done": np.asarray(len(sums), np.int64),
+        "log_sums": np.array(sums) if sums else np.zeros((0, *shape)),
+    }
+
+
+def _resume(store: RunCheckpoint, steps_after: Callable[[int], int]):
+    """(state, Q, t, per-block sums) saved by a killed run, or None; refuses a checkpoint
+    whose step does not fit its number of blocks done."""
+    saved = store.load()
+    if saved is None:
+        return None
+    done = int(saved["blocks_done"])
+    t = int(saved["t"])
+    sums = list(saved["log_sums"])
+    if len(sums) != done or t != steps_after(done):
+        raise ValueError(
+            f"checkpoint {store.directory} is corrupt: {done} blocks done at step {t} do not "
+            "fit the run's blocks; delete it"
+        )
+    return saved["state"], saved["vectors"], t, sums
+
+
+def _run_blocks(
+    system, x, vectors, key, burn_periods, sizes, renorm_every, ensemble, store, progress
+):
+    """The burn-in (``burn_periods``, not counted) then blocks of ``sizes`` periods from x and
+    Q; with a checkpoint ``store``, continue from what it holds and save after each block.
+    Returns the final state(s) and the per-block log sums."""
+
+    def steps_after(done: int) -> int:
+        return (burn_periods + sum(sizes[:done])) * renorm_every
+
+    resumed = None if store is None else _resume(store, steps_after)
+    if resumed is not None:
+        x, vectors, t, sums = resumed
+        if progress is not None and t:
+            progress(t)  # once, so that progress bars count the steps already done
+    else:
+        t, sums = 0, []
+        if burn_periods:
+            x, vectors, _ = _checked_block(
+                system, x, vectors, key, 0, burn_periods, renorm_every, ensemble
+            )
+            t = burn_periods * renorm_every
+            if store is not None:
+                store.save(_snapshot(x, vectors, t, sums))
+            if progress is not None:
+                progress(t)
+    for size in sizes[len(sums) :]:
+        x, vectors, logs = _checked_block(system, x, vectors, key, t, size, renorm_every, ensemble)
+        t += size * renorm_every
+        sums.append(logs)
+        if store is not None:
+            store.save(_snapshot(x, vectors, t, sums))
+        if progress is not None:
+            progress(size * renorm_every)
+    return x, sums
 
 
 def lyapunov_spectrum(
@@ -133,57 +279,103 @@ def lyapunov_spectrum(
     key=None,
     blocks: int = 32,
     progress: Callable[[int], None] | None = None,
+    orbits: int = 1,
+    checkpoint: str | os.PathLike | None = None,
 ) -> LyapunovResult:
-    """The k largest Lyapunov exponents of ``system`` with batch-means standard errors.
+    """The k largest Lyapunov exponents of ``system`` with standard errors.
+
+    lambda_i = (1 / N) sum_n log R_ii(n), with f_*(x_n) Q_n = Q_{n+1} R_{n+1} the QR
+    renormalisation of the tangent vectors (Benettin et al., Meccanica 15, 9-30 (1980)).
 
     Args:
         system: any :class:`System`; a noisy one gives the exponents of the random map
             (noise fixed along the orbit).
         k: number of exponents (default: all, ``system.dim``).
-        steps: steps averaged over, after ``burn_in`` steps for state and vectors.
+        steps: steps averaged over (per orbit), after ``burn_in`` steps (per orbit) for
+            state and vectors.
         renorm_every: steps between QR renormalisations (``steps`` and ``burn_in`` are
             rounded up to a multiple of it).
         x0, key: start (default: ``system.initial_state``) and the key for x0, the initial
-            vectors and the noise.
-        blocks: number of batch-means blocks for the standard error.
-        progress: called with the number of steps just completed (for progress bars).
+            vectors and the noise. With ``orbits=R > 1``, x0 is None (each orbit draws its
+            own) or has shape (R, dim), one start per orbit.
+        blocks: number of blocks; one orbit's standard error is batch means over them.
+        progress: called with the number of steps just completed (for progress bars); on a
+            resumed run, first once with the steps the checkpoint already holds.
+        orbits: R independent orbits run together in one vmapped computation, laid out
+            over the devices (:mod:`chaosgrad.parallel`). Orbit r is the run of
+            ``lyapunov_spectrum(..., key=jax.random.fold_in(key, r))``. ``exponents`` is
+            the mean of the R orbits' exponents and ``stderr`` their standard deviation
+            (ddof=1) over sqrt(R): the honest spread of independent orbits, where batch
+            means on one orbit assume its blocks independent (``per_orbit`` holds each
+            orbit's exponents).
+        checkpoint: a directory; the run saves its state there (``run.ckpt``) after the
+            burn-in and after every block, and a run started again with the same settings
+            after a kill continues from the last saved block, with exactly the result of
+            an uninterrupted run. A checkpoint made with other settings is refused
+            (ValueError naming the setting), as is a corrupt one.
     """
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     check_positive_int(renorm_every, "renorm_every")
     check_positive_int(blocks, "blocks")
+    check_positive_int(orbits, "orbits")
     check_horizon(system, burn_in + steps)
     if key is None:
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
     check_key(key)
-    start_key, vector_key = jax.random.split(key)
-    x0, noise_key = resolve_start(system, x0, start_key)
-    dim = x0.shape[0]
+    starts = _orbit_starts(system, x0, key, orbits)
+    dim = starts[0][0].shape[0]
     k = dim if k is None else check_positive_int(k, "k")
     if k > dim:
         raise ValueError(f"k={k} exceeds the dimension {dim}: ask for at most {dim} exponents")
     periods = -(-steps // renorm_every)
     burn_periods = -(-burn_in // renorm_every)
     blocks = min(blocks, periods)
+    sizes = _block_sizes(periods, blocks)
+    ensemble = orbits > 1
+    if ensemble:
+        x = jnp.stack([start for start, _, _ in starts])
+        vectors = jnp.stack([random_orthonormal(vk, dim, k) for _, vk, _ in starts])
+        noise_key = jnp.stack([nk for _, _, nk in starts])
+    else:
+        ((x, vector_key, noise_key),) = starts
+        vectors = random_orthonormal(vector_key, dim, k)
+
+    store = None
+    if checkpoint is not None:
+        settings = fingerprint(
+            "lyapunov_spectrum",
+            system,
+            key,
+            k=k,
+            steps=steps,
+            burn_in=burn_in,
+            renorm_every=renorm_every,
+            blocks=blocks,
+            orbits=orbits,
+            x0=x0,
+        )
+        store = RunCheckpoint(checkpoint, settings)
 
     began = time.perf_counter()
-    vectors = random_orthonormal(vector_key, dim, k)
-    x, t = x0, 0
-    if burn_periods:
-        x, vectors, _, _, t = run_tangent_blocks(
-            system, x, vectors, noise_key, 0, burn_periods, renorm_every, 1, progress
-        )
-    x, vectors, block_sums, total, t = run_tangent_blocks(
-        system, x, vectors, noise_key, t, periods, renorm_every, blocks, progress
+    x, sums = _run_blocks(
+        system, x, vectors, noise_key, burn_periods, sizes, renorm_every, ensemble, store, progress
     )
     seconds = time.perf_counter() - began
 
     counted = periods * renorm_every
-    per_step = total / counted
-    block_steps = (periods // blocks) * renorm_every
-    stderr_step = batch_means(block_sums / block_steps)
     dt = system.time_step
     unit = 1.0 if dt is None else dt
+    total = np.sum(sums, axis=0)
+    if ensemble:
+        per_orbit = total / counted
+        per_step = np.mean(per_orbit, axis=0)
+        stderr_step = np.std(per_orbit, axis=0, ddof=1) / np.sqrt(orbits)
+    else:
+        per_orbit = None
+        per_step = total / counted
+        block_steps = (periods // blocks) * renorm_every
+        stderr_step = batch_means(np.array(sums[:blocks]) / block_steps)
     return LyapunovResult(
         exponents=per_step / unit,
         stderr=stderr_step / unit,
@@ -194,4 +386,6 @@ def lyapunov_spectrum(
         time_step=dt,
         seconds=seconds,
         final_state=np.asarray(x),
+        orbits=orbits,
+        per_orbit=None if per_orbit is None else per_orbit / unit,
     )
