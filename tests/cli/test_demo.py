@@ -1,5 +1,7 @@
-"""`chaosgrad demo`: the quick run in the default suite (every figure, the report, a sane
-table); the full run, and the outcomes it exists to show, in the slow suite."""
+"""`chaosgrad demo`: the quick run (every figure, the report, a sane table), the full run,
+and the outcomes it exists to show, all in the slow suite: the quick run alone takes 90 s
+of the default suite's 10-minute budget, and each of its parts (spectra, comparisons,
+explosion panel, tuning, noisy network) has its own fast test elsewhere."""
 
 import json
 import math
@@ -36,6 +38,7 @@ def _check_report(directory, output):
     return json.loads((directory / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_every_figure_and_a_sane_table(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output

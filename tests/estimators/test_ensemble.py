@@ -1,9 +1,4 @@
-"""Orbit ensembles: vmapped together, sharded over devices, the same answer in any layout."""
-
-import json
-import os
-import subprocess
-import sys
+"""Orbit ensembles: vmapped together (the same answer in any device layout: test_parallel)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,45 +7,9 @@ import pytest
 
 import chaosgrad as cg
 from chaosgrad.estimators import Shadowing, linear_response
-from chaosgrad.estimators._ensemble import orbit_sharding
 from chaosgrad.statistics import TimeAverage
 
 KEY = jax.random.key(0)
-
-SCRIPT = """
-import json, jax
-import chaosgrad as cg
-result = cg.linear_response(
-    cg.Henon(), cg.TimeAverage(lambda x: x[0]),
-    cg.Shadowing(unstable_dim=1, segment_steps=10, segments=50, burn_in=100, orbits=4),
-    wrt=lambda s: (s.a, s.b), key=jax.random.key(3))
-print(json.dumps({"devices": len(jax.devices()),
-                  "grad": [float(g) for g in result.grad],
-                  "stderr": [float(s) for s in result.stderr]}))
-"""
-
-
-def _run(devices: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_the_estimate_does_not_depend_on_the_device_layout():
-    """4 orbits on 1 device and sharded 2 + 2 over 2 devices: equal to 1e-12 relative."""
-    one, two = _run(1), _run(2)
-    assert (one["devices"], two["devices"]) == (1, 2)
-    np.testing.assert_allclose(two["grad"], one["grad"], rtol=1e-12)
-    np.testing.assert_allclose(two["stderr"], one["stderr"], rtol=1e-10)
-
-
-def test_sharding_needs_a_multiple_of_the_devices():
-    devices = len(jax.devices())
-    assert orbit_sharding(1) is None
-    if devices == 1:
-        assert orbit_sharding(8) is None
 
 
 def test_a_nan_orbit_is_named_by_its_step():

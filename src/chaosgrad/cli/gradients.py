@@ -44,6 +44,8 @@ SETTINGS = (
     "blocks",
     "batch",
     "alpha",
+    "orbits",
+    "checkpoint",
 )
 """Estimator settings the command line can give, each as ``--name-with-dashes``."""
 

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .. import lyapunov_spectrum
+from .. import lyapunov_spectrum, parallel
 from .._errors import first_line
 from ..estimators import ESTIMATORS
 from ..plot import plot_spectrum
@@ -34,6 +34,7 @@ from .benchmark import benchmark_app
 from .expressions import ExpressionError
 from .learn import learn_command
 from .options import check_numbers
+from .processes import in_worker, launch
 from .registry import SYSTEMS, build_system, settable_parameters
 from .report import dumps, json_ready, prepare_out, write_json
 
@@ -122,6 +123,54 @@ def root(
     """Non-exploding gradients and Lyapunov analysis for chaotic systems."""
     if _ENTRY_POINT["active"] and not no_cache:
         enable_compilation_cache(cache_directory())
+    if in_worker():
+        join_processes()
+
+
+def join_processes() -> None:
+    """A process of a multi-process run (``--processes N`` or the environment variables of
+    ``chaosgrad.parallel``): join the others; all but process 0 compute silently.
+
+    The collectives library prints to the C-level stdout; that goes to stderr (process 0)
+    or nowhere (the others), so that ``--json`` still prints one JSON object.
+    """
+    main = os.environ.get(parallel.PROCESS_ID, "").strip() in ("", "0")  # before joining
+    sys.stdout.flush()
+    python_stdout = os.dup(sys.stdout.fileno())
+    target = os.open(os.devnull, os.O_WRONLY) if not main else os.dup(sys.stderr.fileno())
+    os.dup2(target, sys.stdout.fileno())
+    os.close(target)
+    if main:
+        sys.stdout = os.fdopen(python_stdout, "w", buffering=1)
+    else:
+        os.close(python_stdout)
+        console.quiet = True
+    with user_errors():
+        parallel.initialize()
+
+
+Processes = Annotated[
+    int,
+    typer.Option(
+        help="split the samples or orbits over N local processes (see chaosgrad.parallel; "
+        "on several hosts set CHAOSGRAD_COORDINATOR, CHAOSGRAD_PROCESSES and "
+        "CHAOSGRAD_PROCESS_ID instead)"
+    ),
+]
+
+
+def run_as_processes(processes: int) -> None:
+    """At the top of a command: with ``--processes N`` > 1 (outside a worker) run the
+    command as N processes and exit with their exit code. Process 0 alone writes --out."""
+    with user_errors():
+        check_numbers({"processes": processes})
+    if processes > 1 and not in_worker():
+        raise typer.Exit(launch(processes))
+
+
+def writer(out: Path | None) -> Path | None:
+    """``--out`` for process 0; None for the others (they hold the same result)."""
+    return out if parallel.is_main_process() else None
 
 
 class UserError(Exception):
@@ -259,16 +308,37 @@ def lyapunov(
         typer.Option("--burn-in", help="transient steps (default 10000; a network: 0)"),
     ] = None,
     renorm_every: Annotated[int, typer.Option("--renorm-every")] = 1,
+    orbits: Annotated[
+        int,
+        typer.Option(help="independent orbits averaged (standard error: their spread)"),
+    ] = 1,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="save the run in this directory after every block; the same command after "
+            "a kill continues it"
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="PRNG seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     out: Annotated[
         Path | None, typer.Option(help="write spectrum.json and spectrum.png here")
     ] = None,
+    processes: Processes = 1,
 ):
     """Lyapunov spectrum with standard errors and the Kaplan-Yorke dimension."""
+    run_as_processes(processes)
+    out = writer(out)
     with user_errors():
         check_numbers(
-            {"k": k, "steps": steps, "burn_in": burn_in, "renorm_every": renorm_every, "seed": seed}
+            {
+                "k": k,
+                "steps": steps,
+                "burn_in": burn_in,
+                "renorm_every": renorm_every,
+                "orbits": orbits,
+                "seed": seed,
+            }
         )
         model, params = build_system(system, param)
         prepare_out(out)  # before computing: a bad path must not cost the result
@@ -285,6 +355,8 @@ def lyapunov(
                 renorm_every=renorm_every,
                 key=jax.random.key(seed),
                 progress=advance,
+                orbits=orbits,
+                checkpoint=checkpoint,
             )
     unit = "per unit time" if result.time_step else "per step"
     payload = json_ready(
@@ -295,6 +367,7 @@ def lyapunov(
             "stderr": jsonable(result.stderr),
             "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
             "steps": result.steps,
+            "orbits": result.orbits,
             "seconds": result.seconds,
             "unit": unit,
         }
@@ -367,6 +440,17 @@ Segments = Annotated[int | None, typer.Option(help="number of segments (default 
 Blocks = Annotated[int | None, typer.Option(help="batch-means blocks (default 20)")]
 Batch = Annotated[int | None, typer.Option(help="samples under vmap at once (default 4096)")]
 Alpha = Annotated[float | None, typer.Option(help="path-kernel damping rate (default 1)")]
+Orbits = Annotated[
+    int | None,
+    typer.Option(help="shadowing, far: independent orbits averaged (error bar: their spread)"),
+]
+Checkpoint = Annotated[
+    Path | None,
+    typer.Option(
+        help="shadowing: save the run in this directory as it goes; the same command "
+        "after a kill continues it"
+    ),
+]
 Statistic = Annotated[
     str | None,
     typer.Option(
@@ -406,11 +490,16 @@ def grad(
     blocks: Blocks = None,
     batch: Batch = None,
     alpha: Alpha = None,
+    orbits: Orbits = None,
+    checkpoint: Checkpoint = None,
     seed: Seed = 0,
     as_json: Json = False,
     out: Annotated[Path | None, typer.Option(help="write grad.json here")] = None,
+    processes: Processes = 1,
 ):
     """Derivative of a statistic with respect to parameters, with its standard error."""
+    run_as_processes(processes)
+    out = writer(out)
     from .gradients import (
         SETTINGS,
         build_statistic,
@@ -496,13 +585,18 @@ def compare(
     blocks: Blocks = None,
     batch: Batch = None,
     alpha: Alpha = None,
+    orbits: Orbits = None,
+    checkpoint: Checkpoint = None,
     seed: Seed = 0,
     as_json: Json = False,
     out: Annotated[Path | None, typer.Option(help="write compare.json and compare.png")] = None,
+    processes: Processes = 1,
 ):
     """Several estimators side by side: estimate ± SE and seconds (and a bar chart).
 
     A setting goes to every method that has it, and is refused only if none does."""
+    run_as_processes(processes)
+    out = writer(out)
     from ..plot import plot_compare
     from .gradients import (
         SETTINGS,

@@ -25,6 +25,8 @@ COUNTS: dict[str, tuple[int, str]] = {
     "renorm_every": (1, ""),
     "iterations": (1, ""),
     "seeds": (1, ""),
+    "processes": (1, ""),
+    "orbits": (1, ""),
     "burn_in": (0, ""),
     "window": (0, ""),
     "unstable_dim": (0, ""),

@@ -41,6 +41,10 @@ from ..stats import batch_means
 from ._rollout import check_finite
 
 
+SWEEP_UNROLL = 4
+"""Steps of the backward sweep per loop iteration (XLA unrolls them: less loop overhead)."""
+
+
 class LeastSquaresSums(NamedTuple):
     """Per-segment terms that fix a flow's neutral coefficient (NILSAS).
 
@@ -194,7 +198,9 @@ def adjoint_sweep(
     psi=None,
     rs=None,
     segment_steps: int | None = None,
-) -> SegmentTerms:
+    init=None,
+    with_carry: bool = False,
+):
     """Backward sweep over all segments for the k' components of ``components``.
 
     ``states`` is every state (K, m, dim), or each segment's first state (K, dim) with
@@ -202,6 +208,10 @@ def adjoint_sweep(
     With ``psi`` (psi_{n+1} for every step n, shape (segments, segment_steps, k')) and the
     QR factors ``rs``, also the unstable-contribution adjoint and its sums (see module doc);
     eps-bar = eps R_{k+1}^{-T} is the basis dual to e (eps-bar^T e = I).
+
+    Returns the :class:`SegmentTerms` of every segment. A sweep in pieces (a resumable
+    run) passes the later piece's final adjoints as ``init`` (default: Q_K and zeros, the
+    end of the orbit) and asks ``with_carry`` for (adjoints at the first segment, terms).
     """
     recompute = states.ndim == 2
     if recompute:
@@ -284,7 +294,7 @@ def adjoint_sweep(
 
         zero = _zero_sums(params, count, unstable_dim, unstable, flow)
         (eps, nus, sums), _ = jax.lax.scan(
-            one, (eps, nus, zero), jnp.arange(steps), reverse=True, unroll=4
+            one, (eps, nus, zero), jnp.arange(steps), reverse=True, unroll=SWEEP_UNROLL
         )
         b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
         nus = nus - eps @ b
@@ -292,9 +302,10 @@ def adjoint_sweep(
         terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
         return (eps @ renorm, nus), terms
 
-    init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
-    _, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
-    return per_segment
+    if init is None:
+        init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
+    carry, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
+    return (carry, per_segment) if with_carry else per_segment
 
 
 @eqx.filter_jit

@@ -2,11 +2,10 @@
 
 R orbits of Shadowing and FastAdjointResponse do the same steps on different states, so one
 ``lax.scan`` carries all of them (``jax.vmap`` over the orbit axis): each step does R times
-the work for one step's overhead. When the process sees several devices (``jax.devices()``,
-e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` on a CPU) and R is a multiple of
-their number, the orbit axis is laid on a 1-D mesh (``jax.sharding``) and XLA runs each
-device's orbits there. Every orbit's arithmetic is the same whatever the layout, so the
-estimate does not depend on it (to rounding).
+the work for one step's overhead. When there are several devices or processes and R is a
+multiple of their number, the orbit axis is laid on the 1-D mesh of ``chaosgrad.parallel``
+and each device runs its own orbits. Every orbit's arithmetic is the same whatever the
+layout, so the estimate does not depend on it (to rounding).
 
 The hot loop carries no NaN check: a non-finite orbit is found after the run and replayed
 alone by the single-orbit path, which names the step.
@@ -20,10 +19,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .._system import _run as _run_states
 from ..lyapunov.spectrum import _spectrum_block
+from ..parallel import collect, local, sample_parallel, spread
 from ._adjoint import (
     adjoint_sweep,
     check_orbit,
@@ -66,34 +65,31 @@ class Orbits(NamedTuple):
         return self.states.ndim == 4
 
 
-def orbit_sharding(count: int) -> NamedSharding | None:
-    """A 1-D mesh over every device for an orbit axis of ``count``, or None (one device,
-    or ``count`` not a multiple of the device count)."""
-    devices = jax.devices()
-    if len(devices) < 2 or count % len(devices):
-        return None
-    return NamedSharding(Mesh(np.array(devices), ("orbits",)), PartitionSpec("orbits"))
-
-
-def shard(tree, sharding: NamedSharding | None):
-    """Lay every array of ``tree`` with a leading orbit axis on the mesh (no-op for None)."""
-    if sharding is None:
-        return tree
-    return jax.tree_util.tree_map(lambda leaf: jax.device_put(leaf, sharding), tree)
-
-
 @eqx.filter_jit
 def _forward(
-    system, xs, qs, keys, burn_in: int, window: int | None, segments, segment_steps, store
+    system,
+    xs,
+    qs,
+    keys,
+    burn_in: int,
+    window: int | None,
+    segments,
+    segment_steps,
+    store,
+    offset=0,
 ):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
     states before and after the segments (the tangents aligned through the first W), as
-    one padded orbit x_{-W} .. x_{N+W} per orbit."""
+    one padded orbit x_{-W} .. x_{N+W} per orbit. ``offset``: the step index of ``xs``
+    (a resumed run's next piece).
+
+    The states stay laid out over the mesh (each device keeps its own orbits' states);
+    the small arrays and each orbit's finiteness are collected on every device."""
 
     def one(x, q, key):
         if burn_in:
-            x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(0), burn_in, 1)
-        start = burn_in
+            x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(offset), burn_in, 1)
+        start = offset + burn_in
         before = None
         if window is not None:
             _, path = _run_states(system, x, key, jnp.asarray(start), window)
@@ -113,7 +109,11 @@ def _forward(
             padded = jnp.concatenate([before, flat, x_end[None], after])
         return states, bases, rs, x_end, padded
 
-    return jax.vmap(one)(xs, qs, keys)
+    states, bases, rs, x_end, padded = jax.vmap(one)(*spread((xs, qs, keys)))
+    finite = jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim))) & jnp.all(
+        jnp.isfinite(x_end), axis=1
+    )
+    return states, padded, collect((bases, rs, x_end, finite))
 
 
 def run_orbits(
@@ -129,18 +129,15 @@ def run_orbits(
         xs.append(x)
         qs.append(q)
         keys.append(noise_key)
-    sharding = orbit_sharding(len(starts))
-    xs, qs, keys = shard((jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)), sharding)
+    xs, qs, keys = jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)
     store = window is not None or (
         len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     )
-    states, bases, rs, x_end, padded = _forward(
+    states, padded, collected = _forward(
         system, xs, qs, keys, burn_in, window, segments, segment_steps, store
     )
-    finite = np.asarray(
-        jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim)))
-        & jnp.all(jnp.isfinite(x_end), axis=1)
-    )
+    bases, rs, x_end, finite = local(collected)
+    finite = np.asarray(finite)
     if not finite.all():
         x0, key = starts[int(np.argmin(finite))]  # replay that orbit alone: names the step
         x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
@@ -154,7 +151,7 @@ def run_orbits(
     return Orbits(states, bases, rs, keys, x_end, start, segment_steps, padded)
 
 
-@eqx.filter_jit
+@sample_parallel
 def shadowing_contributions(system, components, params, orbits: Orbits, unstable_dim, flow):
     """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)) and coefficients."""
 
@@ -173,7 +170,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
 
-    return jax.vmap(one)(orbits.states, orbits.qs, orbits.keys)
+    return jax.vmap(one)(*spread((orbits.states, orbits.qs, orbits.keys)))
 
 
 def per_orbit(tree, count: int) -> list:

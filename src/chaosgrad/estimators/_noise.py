@@ -14,13 +14,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._errors import check_positive_int
 from .._system import System, _run
 from .._tangent import step_noise
+from ..parallel import sample_parallel, spread
 from ..statistics import TimeAverage
 from ._base import AbstractEstimator, Estimate, check_sizes
 from ._layers import step_pullback
@@ -135,7 +135,7 @@ def explicit_term(components, params, system, x):
     )
 
 
-@eqx.filter_jit
+@sample_parallel
 def terminal_values(system, components, starts, keys, steps: int):
     """Phi~(x_T) of every sample (forward only), shape (samples, k')."""
 
@@ -144,10 +144,10 @@ def terminal_values(system, components, starts, keys, steps: int):
         x, _ = _run(sample, x0, key, jnp.asarray(0), steps)
         return components(x, sample)
 
-    return jax.vmap(one)(starts, keys, jnp.arange(starts.shape[0]))
+    return jax.vmap(one)(*spread((starts, keys, jnp.arange(starts.shape[0]))))
 
 
-@eqx.filter_jit
+@sample_parallel
 def orbit_values(system, components, starts, keys, start, steps: int):
     """Phi~(x_n), n = 1..steps, of every orbit (vmapped), shape (orbits, steps, k')."""
 
@@ -158,4 +158,4 @@ def orbit_values(system, components, starts, keys, start, steps: int):
 
         return jax.lax.scan(step, x, start + jnp.arange(steps))[1]
 
-    return jax.vmap(one)(starts, keys)
+    return jax.vmap(one)(*spread((starts, keys)))

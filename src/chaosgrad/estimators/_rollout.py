@@ -17,6 +17,7 @@ import numpy as np
 
 from .._system import _run, at_layer, check_horizon, layer_slices, resolve_start
 from .._tangent import step_noise
+from ..parallel import sample_parallel, spread
 from ._base import Horizon
 
 
@@ -80,14 +81,14 @@ def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
     return Samples(starts, jnp.full(samples, horizon.burn_in), keys, indices)
 
 
-@eqx.filter_jit
+@sample_parallel
 def burn(system, firsts, keys, indices, burn_in: int):
     """Every sample run ``burn_in`` steps from its first state (vmapped)."""
     if burn_in == 0:
         return firsts
     return jax.vmap(
         lambda x, key, i: _run(system.for_sample(i), x, key, jnp.asarray(0), burn_in)[0]
-    )(firsts, keys, indices)
+    )(*spread((firsts, keys, indices)))
 
 
 def rollout(system, components, x_start, key, t0, steps: int):

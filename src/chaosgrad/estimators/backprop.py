@@ -14,13 +14,13 @@ memory of the system is longer than the truncation.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._errors import check_positive_int, check_samples
+from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import (
     AbstractEstimator,
@@ -75,7 +75,7 @@ def _objective(system, components, params, x_start, t0, key, index, horizon, tru
     return objective
 
 
-@eqx.filter_jit
+@sample_parallel
 def _values(system, components, params, samples, horizon, truncation):
     """Per-sample raw statistics (forward only)."""
 
@@ -93,10 +93,10 @@ def _values(system, components, params, samples, horizon, truncation):
             horizon,
         )
 
-    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
+    return jax.vmap(one)(*spread((samples.starts, samples.times, samples.keys, samples.indices)))
 
 
-@eqx.filter_jit
+@sample_parallel
 def _jacobians(system, components, params, samples, horizon, truncation):
     """Per-sample statistics and Jacobians: one backward pass with k' cotangents (vmapped)."""
     count = components.count
@@ -106,7 +106,7 @@ def _jacobians(system, components, params, samples, horizon, truncation):
         value, pullback = jax.vjp(objective, params.values)
         return value, jax.vmap(pullback)(jnp.eye(count))[0]
 
-    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
+    return jax.vmap(one)(*spread((samples.starts, samples.times, samples.keys, samples.indices)))
 
 
 def _truncated_rollout(system, components, x_start, key, t0, steps, truncation):
@@ -125,7 +125,7 @@ def _truncated_rollout(system, components, x_start, key, t0, steps, truncation):
     return values
 
 
-@eqx.filter_jit
+@sample_parallel
 def _growth_by_horizon(system, components, params, samples, horizon):
     """|d J_T / d theta . u| for every horizon T = 1..steps (u: unit parameter direction)."""
     flat, unravel = ravel_pytree(params.values)
@@ -141,7 +141,7 @@ def _growth_by_horizon(system, components, params, samples, horizon):
         # the window sum's derivative (average: T * dA_T) grows like e^{lambda_1 T}
         return jnp.cumsum(tangent) if horizon.kind == "average" else tangent
 
-    return jax.vmap(one)(samples.starts, samples.times, samples.keys, samples.indices)
+    return jax.vmap(one)(*spread((samples.starts, samples.times, samples.keys, samples.indices)))
 
 
 def horizon_diagnostics(system, components, params, samples, horizon) -> dict:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._system import check_horizon
+from ..parallel import sample_parallel, spread
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
@@ -195,7 +195,7 @@ class FastAdjointResponse(AbstractEstimator):
         return Estimate(np.asarray(value), grad, stderr, info)
 
 
-@eqx.filter_jit
+@sample_parallel
 def _contributions(system, components, params, orbits, raw_values, u, window, steps):
     """Per-orbit, per-segment shadowing (SC) and unstable (UC) sums (leading axis: orbit)."""
     segments, segment_steps = orbits.states.shape[1:3]
@@ -230,4 +230,4 @@ def _contributions(system, components, params, orbits, raw_values, u, window, st
         )
         return shadowing, unstable
 
-    return jax.vmap(one)(orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)
+    return jax.vmap(one)(*spread((orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)))

@@ -10,7 +10,6 @@ runs per parameter element and sample, whatever the number of statistic componen
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +17,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._errors import check_real, check_samples
 from .._system import _run, check_horizon
+from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import AbstractEstimator, AbstractInfo, Estimate, check_sizes, resolve_horizon
 from ._rollout import batch_starts, check_start, reduce_window, rollout, sample_keys
@@ -38,10 +38,11 @@ class FiniteDifferenceInfo(AbstractInfo):
     runs: int
 
 
-@eqx.filter_jit
+@sample_parallel
 def _perturbed_statistics(system, components, params, firsts, keys, eps, horizon):
     """(plus, minus): statistics (params, samples, k) at theta +- eps e_j."""
     flat, unravel = ravel_pytree(params.values)
+    firsts, keys = spread((firsts, keys))
     shifts = jnp.concatenate([jnp.eye(flat.size), -jnp.eye(flat.size)]) * eps
 
     def for_shift(shift):

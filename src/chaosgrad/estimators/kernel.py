@@ -27,13 +27,13 @@ arXiv:2308.07841; "Ergodic and foliated kernel-differentiation method", arXiv:24
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_samples
 from .._system import check_horizon
+from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
@@ -86,7 +86,7 @@ def _outer(weights, tree):
     )
 
 
-@eqx.filter_jit
+@sample_parallel
 def _finite_depth_sums(system, components, params, starts, keys, indices, shift, steps: int):
     """Sums over a batch of h = (Phi~ - shift) S + d_theta Phi~ and of S, h^2, h S, S^2, Phi~.
 
@@ -115,7 +115,7 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
             )
         return term, score, phi, components.raw(x, sample)
 
-    h, score, phis, raws = jax.vmap(one)(starts, keys, indices)
+    h, score, phis, raws = jax.vmap(one)(*spread((starts, keys, indices)))
     mul = lambda a, b: jax.tree_util.tree_map(  # noqa: E731
         lambda u, v: u * v[:, None] if u.ndim > v.ndim else u * v, a, b
     )
@@ -130,7 +130,7 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
     }
 
 
-@eqx.filter_jit
+@sample_parallel
 def _ergodic_terms(system, params, starts, keys, start, weights):
     """Per orbit: (1/L) sum_l weights_l (x) S_{l-1} (the score of step l-1 -> l)."""
 
@@ -147,7 +147,7 @@ def _ergodic_terms(system, params, starts, keys, start, weights):
         (_, total), _ = jax.lax.scan(one, (x0, zero), (start + jnp.arange(steps), psi))
         return jax.tree_util.tree_map(lambda leaf: leaf / steps, total)
 
-    return jax.vmap(orbit)(starts, keys, weights)
+    return jax.vmap(orbit)(*spread((starts, keys, weights)))
 
 
 class Kernel(AbstractKernelEstimator):

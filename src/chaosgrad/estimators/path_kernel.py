@@ -32,13 +32,13 @@ diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_real, check_samples
 from .._system import _run, check_horizon
+from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
@@ -113,7 +113,7 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
     return assemble(params, rest, slices, times[0]), nu, largest
 
 
-@eqx.filter_jit
+@sample_parallel
 def _finite_time_terms(
     system,
     components,
@@ -163,13 +163,13 @@ def _finite_time_terms(
             )
         return grad, jnp.max(largest), components.raw(x_end, sample)
 
-    grads, largest, raws = jax.vmap(one)(draw_keys, starts, keys, indices)
+    grads, largest, raws = jax.vmap(one)(*spread((draw_keys, starts, keys, indices)))
     sums = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), grads)
     squares = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf**2, axis=0), grads)
     return sums, squares, jnp.max(largest), jnp.sum(raws, axis=0)
 
 
-@eqx.filter_jit
+@sample_parallel
 def _stationary_terms(
     system, components, params, starts, keys, start, steps: int, window: int, damping
 ):
@@ -205,7 +205,7 @@ def _stationary_terms(
         count = jnp.sum(mask)
         return jax.tree_util.tree_map(lambda g: g / count, grad), jnp.max(largest)
 
-    return jax.vmap(orbit)(starts, keys)
+    return jax.vmap(orbit)(*spread((starts, keys)))
 
 
 class PathKernel(AbstractKernelEstimator):

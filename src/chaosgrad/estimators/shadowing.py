@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_positive_int
+from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
 from ._adjoint import (
@@ -37,6 +38,7 @@ from ._adjoint import (
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
 from ._ensemble import orbit_mean, per_orbit, run_orbits, shadowing_contributions
 from ._pilot import resolve_orbit_settings
+from ._resumable import run_orbits_resumable, shadowing_contributions_resumable
 
 
 class ShadowingInfo(AbstractInfo):
@@ -151,6 +153,10 @@ class Shadowing(AbstractEstimator):
         orbits: R independent orbits (each ``segments * segment_steps`` steps after its own
             burn-in, from its own start) averaged; R >= 2 gives the calibrated standard
             error. x0 may then be None (drawn per orbit) or of shape (R, dim).
+        checkpoint: a directory: the run goes in 16 pieces forward and 16 back, saved
+            after each (``DIR/run.ckpt``); started again after a kill with the same
+            settings, it continues and returns exactly what an uninterrupted run returns.
+            One state per segment is kept (the sweep recomputes the rest).
     """
 
     statistics = (TimeAverage, WindowAverage)
@@ -160,9 +166,11 @@ class Shadowing(AbstractEstimator):
     burn_in: int | None = None
     blocks: int = 20
     orbits: int = 1
+    checkpoint: str | None = None
 
     def __check_init__(self):
         check_segments(self)
+        check_checkpoint(self.checkpoint)
 
     def estimate(self, system, components, params, x0, key, cotangent):
         resolved, report = resolve_orbit_settings(self, system, components, x0, key)
@@ -176,11 +184,36 @@ class Shadowing(AbstractEstimator):
         check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim
         starts = orbit_starts(system, x0, key, self.orbits)
-        orbits = run_orbits(system, starts, u, burn_in, segments, self.segment_steps)
-        value = orbit_mean(system, components, orbits)
-        components = project(components, cotangent, value)  # the same orbits' value
         flow = is_flow(system)
-        stacked, coefficients = shadowing_contributions(system, components, params, orbits, u, flow)
+        if self.checkpoint is None:
+            orbits = run_orbits(system, starts, u, burn_in, segments, self.segment_steps)
+            value = orbit_mean(system, components, orbits)
+            components = project(components, cotangent, value)  # the same orbits' value
+            stacked, coefficients = shadowing_contributions(
+                system, components, params, orbits, u, flow
+            )
+        else:
+            run = RunCheckpoint(
+                self.checkpoint,
+                fingerprint(
+                    "Shadowing",
+                    system,
+                    key,
+                    estimator=self,
+                    statistic=components.statistic,
+                    wrt=params.values,
+                    x0=x0,
+                    cotangent=cotangent is not None,
+                ),
+            )
+            orbits, saved = run_orbits_resumable(
+                system, starts, u, burn_in, segments, self.segment_steps, run
+            )
+            value = orbit_mean(system, components, orbits)
+            components = project(components, cotangent, value)
+            stacked, coefficients = shadowing_contributions_resumable(
+                system, components, params, orbits, u, flow, run, saved
+            )
         contributions = per_orbit(stacked, self.orbits)
         grad, stderr = ensemble_mean(contributions, self.segment_steps, self.blocks)
         deviation = largest_orbit_deviation(contributions)

@@ -1,0 +1,160 @@
+"""Where sample-parallel work runs: one 1-D mesh over every device of every process.
+
+Samples of Backprop, TruncatedBackprop, Kernel, PathKernel and FiniteDifference, the orbits
+of ``Shadowing(orbits=R)``, ``FastAdjointResponse(orbits=R)`` and
+``lyapunov_spectrum(orbits=R)`` are independent: one vmapped computation does all of them.
+Inside that compiled computation the sample axis is laid on a 1-D mesh over
+``jax.devices()`` (:func:`spread`), so XLA runs each device's share there, and the results
+are reduced or all-gathered to every device (:func:`collect`); the host code then sees
+ordinary arrays (:func:`local`). Nothing else changes: every sample's arithmetic is the same
+whatever the layout, so an estimate differs between layouts only by the order of the
+final sums (about 1e-16 relative), and its standard error comes from all samples.
+
+The mesh spans:
+
+* one process, several devices: e.g. ``XLA_FLAGS=--xla_force_host_platform_device_count=2``
+  on a CPU;
+* several processes or hosts: :func:`initialize` joins them with
+  ``jax.distributed.initialize`` (CPU collectives through gloo). Every process runs the same
+  program on the same inputs (SPMD); each computes its share of the samples and receives
+  the reduced result. ``chaosgrad ... --processes N`` starts N local processes; on several
+  hosts, run the same command on each with the environment variables below.
+
+A sample count that is not a multiple of the device count runs unsplit (every device
+computes all samples; same answer, no speed-up).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import equinox as eqx
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+COORDINATOR = "CHAOSGRAD_COORDINATOR"
+"""Environment variable: the coordinator's ``host:port`` (process 0 listens there)."""
+PROCESSES = "CHAOSGRAD_PROCESSES"
+"""Environment variable: the total number of processes."""
+PROCESS_ID = "CHAOSGRAD_PROCESS_ID"
+"""Environment variable: this process's id, 0 .. processes - 1."""
+
+AXIS = "samples"
+
+
+def initialize(
+    coordinator: str | None = None, processes: int | None = None, process_id: int | None = None
+) -> bool:
+    """Join the processes of one run (``jax.distributed.initialize`` with gloo collectives).
+
+    Arguments default to ``$CHAOSGRAD_COORDINATOR``, ``$CHAOSGRAD_PROCESSES`` and
+    ``$CHAOSGRAD_PROCESS_ID``. Returns False (and does nothing) for a single process. Call it
+    before any JAX computation, once per process, with the same coordinator everywhere.
+    """
+    coordinator = coordinator or os.environ.get(COORDINATOR)
+    processes = processes if processes is not None else _env_int(PROCESSES)
+    process_id = process_id if process_id is not None else _env_int(PROCESS_ID)
+    if processes is None or processes == 1:
+        return False
+    if processes < 1:
+        raise ValueError(f"{PROCESSES} must be a positive integer, got {processes}")
+    if not coordinator or ":" not in coordinator:
+        raise ValueError(
+            f"{COORDINATOR} must be the coordinator's host:port for {processes} processes, "
+            f"got {coordinator!r}"
+        )
+    if process_id is None or not 0 <= process_id < processes:
+        raise ValueError(
+            f"{PROCESS_ID} must be an integer in 0..{processes - 1} for {processes} "
+            f"processes, got {process_id!r}"
+        )
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator, num_processes=processes, process_id=process_id)
+    return True
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {text!r}") from None
+
+
+def is_main_process() -> bool:
+    """True in the process that writes results (process 0; the only one when alone)."""
+    return jax.process_index() == 0
+
+
+def device_count() -> int:
+    """Devices of the mesh: every device of every process."""
+    return jax.device_count()
+
+
+def sample_sharding(count: int) -> NamedSharding | None:
+    """The sample axis of length ``count`` on the 1-D mesh, or None (one device, or
+    ``count`` not a multiple of the device count: the samples then run unsplit)."""
+    devices = jax.devices()
+    if len(devices) < 2 or count % len(devices):
+        return None
+    return NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec(AXIS))
+
+
+def spread(tree):
+    """Inside a compiled function: lay every leaf of ``tree`` (the same leading axis: the
+    samples) on the mesh. Identity on one device."""
+    sharding = sample_sharding(jax.tree_util.tree_leaves(tree)[0].shape[0])
+    if sharding is None:
+        return tree
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.lax.with_sharding_constraint(leaf, sharding), tree
+    )
+
+
+def collect(tree):
+    """Inside a compiled function: ``tree`` replicated on every device (sums reduced,
+    per-sample arrays all-gathered). Identity on one device."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        return tree
+    replicated = NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec())
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.lax.with_sharding_constraint(leaf, replicated), tree
+    )
+
+
+def local(tree):
+    """Outside: the replicated arrays :func:`collect` returned, as host arrays that any
+    later computation may use (an array committed to the mesh cannot meet one committed to
+    a single device). Identity on one device."""
+    if jax.device_count() < 2:
+        return tree
+
+    def host(leaf):
+        if isinstance(leaf, jax.Array) and not jax.dtypes.issubdtype(
+            leaf.dtype, jax.dtypes.prng_key
+        ):
+            return np.asarray(leaf)
+        return leaf
+
+    return jax.tree_util.tree_map(host, tree)
+
+
+def sample_parallel(function):
+    """Compile ``function`` (``eqx.filter_jit``) for the mesh: its body lays its sample axis
+    out with :func:`spread`; its result is collected on every device and returned local."""
+
+    @eqx.filter_jit
+    @functools.wraps(function)
+    def compiled(*args, **kwargs):
+        return collect(function(*args, **kwargs))
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        return local(compiled(*args, **kwargs))
+
+    return run

@@ -1,0 +1,182 @@
+"""The same answer however the work is split: 1 process x 1 device, 1 x 2 devices, 2 x 1.
+
+Each layout runs in fresh subprocesses (the device count and the process group are fixed
+when JAX starts). The two processes of the 2 x 1 layout find each other through the
+environment variables of ``chaosgrad.parallel``, as two hosts would.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from chaosgrad import parallel
+from chaosgrad.cli.processes import free_port, without_processes
+
+SCRIPT = """
+import json, sys, jax
+import chaosgrad as cg
+joined = cg.parallel.initialize()
+result = {"layout": [jax.process_count(), jax.local_device_count()], "joined": joined}
+if sys.argv[1] == "fast":
+    net = cg.NineNeuronNet(gamma=0.556, noise=0.5)
+    kernel = cg.linear_response(net, cg.Terminal(lambda x: x.sum(), 20), cg.Kernel(samples=64),
+                                wrt=lambda s: s.gamma, key=jax.random.key(1))
+    result["kernel"] = [float(kernel.grad), float(kernel.stderr), float(kernel.value)]
+    spectrum = cg.lyapunov_spectrum(cg.Lorenz63(), steps=2000, burn_in=500, orbits=4,
+                                    key=jax.random.key(2))
+    result["lyapunov"] = spectrum.exponents.tolist() + spectrum.stderr.tolist()
+else:
+    shadowing = cg.linear_response(
+        cg.Henon(), cg.TimeAverage(lambda x: x[0]),
+        cg.Shadowing(unstable_dim=1, segment_steps=10, segments=50, burn_in=100, orbits=4),
+        wrt=lambda s: (s.a, s.b), key=jax.random.key(3))
+    result["shadowing"] = [float(g) for g in shadowing.grad] + [float(s) for s in shadowing.stderr]
+if cg.parallel.is_main_process():
+    print(json.dumps(result))
+"""
+
+
+def _environment(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOSGRAD_")}
+    env.pop("XLA_FLAGS", None)
+    return dict(env, **extra)
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _one_process(devices: int, case: str) -> dict:
+    env = _environment(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, case], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return _last_json(out.stdout)
+
+
+def _two_hosts(case: str) -> dict:
+    """Two processes joined by the environment variables (as on two hosts)."""
+    coordinator = f"localhost:{free_port()}"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, case],
+            env=_environment(
+                CHAOSGRAD_COORDINATOR=coordinator,
+                CHAOSGRAD_PROCESSES="2",
+                CHAOSGRAD_PROCESS_ID=str(rank),
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+    assert "{" not in outputs[1][0]  # only process 0 reports
+    return _last_json(outputs[0][0])
+
+
+def _agree(case: str, names: tuple[str, ...]) -> dict:
+    single, devices, processes = _one_process(1, case), _one_process(2, case), _two_hosts(case)
+    assert single["layout"] == [1, 1] and not single["joined"]
+    assert devices["layout"] == [1, 2]
+    assert processes["layout"] == [2, 1] and processes["joined"]
+    for other in (devices, processes):
+        for name in names:
+            np.testing.assert_allclose(other[name], single[name], rtol=1e-12, atol=1e-15)
+    return single
+
+
+def test_kernel_and_a_lyapunov_ensemble_agree_in_three_layouts():
+    """Kernel (64 samples, 9-neuron net) and 4 Lorenz-63 Lyapunov orbits: equal to 1e-12
+    relative (only the order of the final sums differs); and ``chaosgrad lyapunov
+    --processes 2`` (the launcher) prints the same spectrum."""
+    single = _agree("fast", ("kernel", "lyapunov"))
+    command = [sys.executable, "-m", "chaosgrad", "lyapunov", "lorenz63", "--steps", "2000"]
+    options = ["--burn-in", "500", "--orbits", "4", "--seed", "2", "--json", "--processes", "2"]
+    run = subprocess.run(
+        command + options,
+        env=_environment(CHAOSGRAD_CACHE_DIR=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    printed = json.loads(run.stdout)  # one JSON object: nothing else on stdout
+    assert printed["orbits"] == 4
+    np.testing.assert_allclose(
+        printed["exponents"] + printed["stderr"], single["lyapunov"], rtol=1e-12
+    )
+
+
+@pytest.mark.slow
+def test_shadowing_orbits_agree_in_three_layouts():
+    """4 Henon shadowing orbits sharded over 2 devices or 2 processes: 1e-12 relative."""
+    _agree("shadowing", ("shadowing",))
+
+
+def test_a_failing_worker_fails_the_command():
+    """A bad input stops every process with process 0's one-line error (exit code 2)."""
+    command = [sys.executable, "-m", "chaosgrad", "grad", "lorenz63", "--wrt", "rho"]
+    run = subprocess.run(
+        [*command, "--method", "nope", "--processes", "2"],
+        env=_environment(CHAOSGRAD_CACHE_DIR=""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "unknown method 'nope'" in run.stderr
+
+
+def test_samples_split_only_in_multiples_of_the_devices():
+    devices = parallel.device_count()
+    assert parallel.sample_sharding(1) is None
+    if devices == 1:
+        assert parallel.sample_sharding(8) is None
+
+
+def test_processes_option_is_removed_for_the_workers():
+    argv = ["grad", "x", "--processes", "2", "--json", "--processes=3", "--seed", "1"]
+    assert without_processes(argv) == ["grad", "x", "--json", "--seed", "1"]
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"CHAOSGRAD_PROCESSES": "two"}, "CHAOSGRAD_PROCESSES must be an integer"),
+        ({"CHAOSGRAD_PROCESSES": "2"}, "CHAOSGRAD_COORDINATOR must be"),
+        (
+            {"CHAOSGRAD_PROCESSES": "2", "CHAOSGRAD_COORDINATOR": "localhost:1"},
+            "CHAOSGRAD_PROCESS_ID must be an integer in 0..1",
+        ),
+        (
+            {
+                "CHAOSGRAD_PROCESSES": "2",
+                "CHAOSGRAD_COORDINATOR": "localhost:1",
+                "CHAOSGRAD_PROCESS_ID": "2",
+            },
+            "CHAOSGRAD_PROCESS_ID must be an integer in 0..1",
+        ),
+        ({"CHAOSGRAD_PROCESSES": "0"}, "CHAOSGRAD_PROCESSES must be a positive integer"),
+    ],
+)
+def test_bad_process_settings_are_refused(monkeypatch, env, match):
+    for name in (parallel.COORDINATOR, parallel.PROCESSES, parallel.PROCESS_ID):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=match):
+        parallel.initialize()
+
+
+def test_one_process_needs_no_coordinator(monkeypatch):
+    monkeypatch.setenv(parallel.PROCESSES, "1")
+    assert parallel.initialize() is False
