@@ -30,6 +30,7 @@ import os
 import struct
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -119,7 +120,8 @@ class RunCheckpoint:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez(buffer, **{name: np.asarray(value) for name, value in arrays.items()})
+        contents: dict[str, Any] = {name: np.asarray(value) for name, value in arrays.items()}
+        np.savez(buffer, **contents)
         header = json.dumps({"fingerprint": self.fingerprint, "arrays": sorted(arrays)}).encode()
         body = b"".join([MAGIC, _LENGTH.pack(len(header)), header, buffer.getvalue()])
         handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{FILENAME}.")

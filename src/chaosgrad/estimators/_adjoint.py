@@ -40,7 +40,6 @@ from ..lyapunov.spectrum import run_tangent_blocks
 from ..stats import batch_means
 from ._rollout import check_finite
 
-
 SWEEP_UNROLL = 4
 """Steps of the backward sweep per loop iteration (XLA unrolls them: less loop overhead)."""
 
@@ -198,9 +197,27 @@ def adjoint_sweep(
     psi=None,
     rs=None,
     segment_steps: int | None = None,
+) -> SegmentTerms:
+    """The backward sweep of a whole orbit (:func:`adjoint_sweep_from` its end)."""
+    return adjoint_sweep_from(
+        system, components, params, states, qs, key, start, flow, psi, rs, segment_steps
+    )[1]
+
+
+def adjoint_sweep_from(
+    system,
+    components,
+    params,
+    states,
+    qs,
+    key,
+    start,
+    flow: bool,
+    psi=None,
+    rs=None,
+    segment_steps: int | None = None,
     init=None,
-    with_carry: bool = False,
-):
+) -> tuple[tuple[jax.Array, jax.Array], SegmentTerms]:
     """Backward sweep over all segments for the k' components of ``components``.
 
     ``states`` is every state (K, m, dim), or each segment's first state (K, dim) with
@@ -209,9 +226,9 @@ def adjoint_sweep(
     QR factors ``rs``, also the unstable-contribution adjoint and its sums (see module doc);
     eps-bar = eps R_{k+1}^{-T} is the basis dual to e (eps-bar^T e = I).
 
-    Returns the :class:`SegmentTerms` of every segment. A sweep in pieces (a resumable
-    run) passes the later piece's final adjoints as ``init`` (default: Q_K and zeros, the
-    end of the orbit) and asks ``with_carry`` for (adjoints at the first segment, terms).
+    Returns the adjoints (eps, nu') at the first segment and the :class:`SegmentTerms` of
+    every segment. A sweep in pieces (a resumable run) passes the later piece's adjoints as
+    ``init`` (default: Q_K and zeros, the end of the orbit).
     """
     recompute = states.ndim == 2
     if recompute:
@@ -304,8 +321,7 @@ def adjoint_sweep(
 
     if init is None:
         init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
-    carry, per_segment = jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
-    return (carry, per_segment) if with_carry else per_segment
+    return jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
 
 
 @eqx.filter_jit

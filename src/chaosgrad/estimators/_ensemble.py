@@ -76,7 +76,7 @@ def _forward(
     segments,
     segment_steps,
     store,
-    offset=0,
+    offset: int | jax.Array = 0,
 ):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
     states before and after the segments (the tangents aligned through the first W), as

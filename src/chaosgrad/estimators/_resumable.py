@@ -29,7 +29,7 @@ import numpy as np
 
 from .._runstate import RunCheckpoint
 from ..parallel import local, sample_parallel, spread
-from ._adjoint import adjoint_sweep, orbit_start, segment_contributions, shadowing_coefficients
+from ._adjoint import adjoint_sweep_from, orbit_start, segment_contributions, shadowing_coefficients
 from ._ensemble import Orbits, _forward, run_orbits
 
 PIECES = 16
@@ -108,7 +108,7 @@ def _sweep(system, components, params, firsts, qs, keys, start, init, u, flow, s
     piece's first segment, its SegmentTerms)."""
 
     def one(firsts, qs, key, init):
-        return adjoint_sweep(
+        return adjoint_sweep_from(
             system,
             components,
             params,
@@ -119,7 +119,6 @@ def _sweep(system, components, params, firsts, qs, keys, start, init, u, flow, s
             flow,
             segment_steps=segment_steps,
             init=init,
-            with_carry=True,
         )
 
     return jax.vmap(one)(*spread((firsts, qs, keys, init)))

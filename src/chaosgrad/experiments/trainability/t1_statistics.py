@@ -152,15 +152,23 @@ class T1Task:
         s = self.settings
         adam = optax.adam(s.learning_rate)
         clipped = optax.chain(optax.clip_by_global_norm(s.clip), adam)
-        orbit = {"segment_steps": s.segment_steps, "segments": s.segments, "burn_in": s.burn_in}
+        shadowing = est.Shadowing(
+            unstable_dim=s.unstable_dim,
+            segment_steps=s.segment_steps,
+            segments=s.segments,
+            burn_in=s.burn_in,
+        )
+        fast_response = est.FastAdjointResponse(
+            unstable_dim=s.unstable_dim,
+            segment_steps=s.segment_steps,
+            segments=s.segments,
+            burn_in=s.burn_in,
+        )
         backprop = est.Backprop(samples=s.samples, steps=s.backprop_steps, burn_in=s.burn_in)
         table = {
-            "shadowing": (est.Shadowing(unstable_dim=s.unstable_dim, **orbit), adam),
-            "shadowing+clip": (est.Shadowing(unstable_dim=s.unstable_dim, **orbit), clipped),
-            "fast-response+clip": (
-                est.FastAdjointResponse(unstable_dim=s.unstable_dim, **orbit),
-                clipped,
-            ),
+            "shadowing": (shadowing, adam),
+            "shadowing+clip": (shadowing, clipped),
+            "fast-response+clip": (fast_response, clipped),
             "bptt": (backprop, adam),
             "bptt+clip": (backprop, clipped),
             "bptt+clip-value": (backprop, optax.chain(optax.clip(s.clip / 10), adam)),
