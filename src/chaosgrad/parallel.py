@@ -115,6 +115,16 @@ def spread(tree):
     )
 
 
+def map_samples(function, *arrays):
+    """``jax.vmap(function)`` over the leading (sample) axis of ``arrays``, spread over the
+    mesh. One sample runs unbatched (its axis added back): a batch of one costs more per
+    step than the plain loop (extra transposes in every iteration of a scan)."""
+    if jax.tree_util.tree_leaves(arrays)[0].shape[0] == 1:
+        single = jax.tree_util.tree_map(lambda leaf: leaf[0], arrays)
+        return jax.tree_util.tree_map(lambda leaf: leaf[None], function(*single))
+    return jax.vmap(function)(*spread(arrays))
+
+
 def collect(tree):
     """Inside a compiled function: ``tree`` replicated on every device (sums reduced,
     per-sample arrays all-gathered). Identity on one device."""

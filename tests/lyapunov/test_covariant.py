@@ -75,6 +75,7 @@ def test_duality_adjoint_times_covariant_is_diagonal(lorenz):
     assert float(jnp.min(jnp.abs(jnp.diagonal(products, axis1=1, axis2=2)))) > 1e-6
 
 
+@pytest.mark.slow
 def test_partial_set_on_lorenz96():
     """k < dim: the leading 4 vectors of Lorenz-96 (n=20) are covariant, adjoints dual."""
     system = cg.Lorenz96(n=20)

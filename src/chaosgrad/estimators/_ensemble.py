@@ -22,7 +22,7 @@ import numpy as np
 
 from .._system import _run as _run_states
 from ..lyapunov.spectrum import _spectrum_block
-from ..parallel import collect, local, sample_parallel, spread
+from ..parallel import collect, local, map_samples, sample_parallel
 from ._adjoint import (
     adjoint_sweep,
     check_orbit,
@@ -109,7 +109,7 @@ def _forward(
             padded = jnp.concatenate([before, flat, x_end[None], after])
         return states, bases, rs, x_end, padded
 
-    states, bases, rs, x_end, padded = jax.vmap(one)(*spread((xs, qs, keys)))
+    states, bases, rs, x_end, padded = map_samples(one, xs, qs, keys)
     finite = jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim))) & jnp.all(
         jnp.isfinite(x_end), axis=1
     )
@@ -170,7 +170,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
 
-    return jax.vmap(one)(*spread((orbits.states, orbits.qs, orbits.keys)))
+    return map_samples(one, orbits.states, orbits.qs, orbits.keys)
 
 
 def per_orbit(tree, count: int) -> list:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._system import check_horizon
-from ..parallel import sample_parallel, spread
+from ..parallel import map_samples, sample_parallel
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
@@ -230,4 +230,4 @@ def _contributions(system, components, params, orbits, raw_values, u, window, st
         )
         return shadowing, unstable
 
-    return jax.vmap(one)(*spread((orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)))
+    return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)
