@@ -128,6 +128,19 @@ def segment_states(system, key, first, t0, segment_steps: int):
 
 
 @eqx.filter_jit
+def segment_values(system, components, firsts, key, start, segment_steps: int):
+    """Raw components of every state, (K, m, k), recomputed segment by segment from the
+    segments' first states."""
+    raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+
+    def segment(carry, k):
+        states = segment_states(system, key, firsts[k], start + k * segment_steps, segment_steps)
+        return carry, jax.vmap(lambda y: raw(y, system))(states)
+
+    return jax.lax.scan(segment, None, jnp.arange(firsts.shape[0]))[1]
+
+
+@eqx.filter_jit
 def mean_values(system, components, firsts, key, start, segment_steps: int):
     """Mean raw components over the segments recomputed from their first states."""
     raw = components.with_projection(jnp.eye(components.projection.shape[0]))

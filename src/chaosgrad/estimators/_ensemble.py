@@ -32,6 +32,7 @@ from ._adjoint import (
     orbit_values,
     prepare_orbit,
     segment_contributions,
+    segment_values,
     shadowing_coefficients,
 )
 
@@ -47,7 +48,8 @@ class Orbits(NamedTuple):
     too long to keep (more than ``STORE_LIMIT`` bytes: the sweep recomputes them);
     qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k); keys (R,) noise keys;
     x_end (R, dim); start: the step index where the segments begin;
-    padded (R, N + 2W + 1, dim): x_{-W} .. x_{N+W} for FastAdjointResponse, else None.
+    edges, for FastAdjointResponse: (x_{-W} .. x_{-1} (R, W, dim), x_N .. x_{N+W}
+    (R, W + 1, dim)), the states around the segments its window sums need; else None.
     """
 
     states: jax.Array
@@ -57,7 +59,7 @@ class Orbits(NamedTuple):
     x_end: jax.Array
     start: int
     segment_steps: int
-    padded: jax.Array | None = None
+    edges: tuple[jax.Array, jax.Array] | None = None
 
     @property
     def stored(self) -> bool:
@@ -79,8 +81,8 @@ def _forward(
     offset: int | jax.Array = 0,
 ):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
-    states before and after the segments (the tangents aligned through the first W), as
-    one padded orbit x_{-W} .. x_{N+W} per orbit. ``offset``: the step index of ``xs``
+    states before and the W + 1 from the end of the segments (the tangents aligned through
+    the first W). ``offset``: the step index of ``xs``
     (a resumed run's next piece).
 
     The states stay laid out over the mesh (each device keeps its own orbits' states);
@@ -100,20 +102,19 @@ def _forward(
         states, bases, rs, x_end = forward_segments(
             system, x, q, key, jnp.asarray(start), segments, segment_steps, store
         )
-        padded = None
+        edges = None
         if window is not None:
             assert before is not None
             end = jnp.asarray(start + segments * segment_steps)
             _, after = _run_states(system, x_end, key, end, window)
-            flat = states.reshape(-1, states.shape[-1])
-            padded = jnp.concatenate([before, flat, x_end[None], after])
-        return states, bases, rs, x_end, padded
+            edges = (before, jnp.concatenate([x_end[None], after]))
+        return states, bases, rs, x_end, edges
 
-    states, bases, rs, x_end, padded = map_samples(one, xs, qs, keys)
+    states, bases, rs, x_end, edges = map_samples(one, xs, qs, keys)
     finite = jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim))) & jnp.all(
         jnp.isfinite(x_end), axis=1
     )
-    return states, padded, collect((bases, rs, x_end, finite))
+    return states, edges, collect((bases, rs, x_end, finite))
 
 
 def run_orbits(
@@ -121,8 +122,8 @@ def run_orbits(
 ) -> Orbits:
     """Burn in and record R orbits: ``starts`` is [(x0 or None, key)] per orbit (as from
     ``orbit_starts``); u + ``probe`` tangent vectors, the first u those of u alone. With
-    ``window`` (FAR) the segments start W steps later and ``Orbits.padded`` holds
-    x_{-W} .. x_{N+W}."""
+    ``window`` (FAR) the segments start W steps later and ``Orbits.edges`` holds the
+    states around them."""
     xs, qs, keys = [], [], []
     for x0, key in starts:
         x, q, noise_key = orbit_start(system, x0, key, unstable_dim, probe)
@@ -130,10 +131,8 @@ def run_orbits(
         qs.append(q)
         keys.append(noise_key)
     xs, qs, keys = jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)
-    store = window is not None or (
-        len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
-    )
-    states, padded, collected = _forward(
+    store = len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
+    states, edges, collected = _forward(
         system, xs, qs, keys, burn_in, window, segments, segment_steps, store
     )
     bases, rs, x_end, finite = local(collected)
@@ -148,7 +147,7 @@ def run_orbits(
         check_orbit(replay, t)
         raise FloatingPointError("an orbit became NaN/inf")
     start = burn_in + (window or 0)
-    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, padded)
+    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, edges)
 
 
 @sample_parallel
@@ -189,3 +188,21 @@ def orbit_mean(system, components, orbits: Orbits):
         )
     )(orbits.states, orbits.keys)
     return np.asarray(jnp.mean(means, axis=0))
+
+
+def padded_values(system, components, orbits: Orbits):
+    """Raw components at x_{-W} .. x_{N+W} of every orbit, (R, N + 2W + 1, k): what the
+    window sums of FastAdjointResponse need (O(N k) numbers per orbit; the states of the
+    segments are recomputed when they were not kept)."""
+    assert orbits.edges is not None
+    before, after = (orbit_values(system, components, edge) for edge in orbits.edges)
+    if orbits.stored:
+        middle = orbit_values(system, components, orbits.states)
+    else:
+        middle = jax.vmap(
+            lambda firsts, key: segment_values(
+                system, components, firsts, key, jnp.asarray(orbits.start), orbits.segment_steps
+            )
+        )(orbits.states, orbits.keys)
+    middle = middle.reshape(middle.shape[0], -1, middle.shape[-1])
+    return jnp.concatenate([before, middle, after], axis=1)

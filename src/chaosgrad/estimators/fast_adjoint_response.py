@@ -37,7 +37,6 @@ from ._adjoint import (
     largest_orbit_deviation,
     orbit_exponents,
     orbit_starts,
-    orbit_values,
     outlier_warning,
     segment_contributions,
     shadowing_coefficients,
@@ -45,7 +44,7 @@ from ._adjoint import (
     unstable_dim_warning,
 )
 from ._base import AbstractEstimator, AbstractInfo, Estimate, project
-from ._ensemble import per_orbit, run_orbits
+from ._ensemble import padded_values, per_orbit, run_orbits
 from ._pilot import resolve_orbit_settings
 from ._rollout import window_sums
 from .shadowing import check_auto, check_segments, orbit_layout
@@ -104,6 +103,10 @@ class FastAdjointResponse(AbstractEstimator):
     orbit (which can overstate it: see ``Shadowing``). It covers the sampling error, not
     the window bias (exponential in W), the finite-orbit bias, nor a hyperbolicity failure.
 
+    Memory: orbits whose states pass 256 MB keep one state per segment and the sweep
+    recomputes each segment (as ``Shadowing``); the observable's values along the orbit
+    (N + 2W + 1 of them, for the window sums) are always kept.
+
     Args:
         unstable_dim: u, the number of positive Lyapunov exponents (< dimension), or
             ``"auto"`` (from a pilot run; see ``Shadowing``).
@@ -153,8 +156,7 @@ class FastAdjointResponse(AbstractEstimator):
         orbits = run_orbits(
             system, starts, u, burn_in, segments, int(self.segment_steps), window=window
         )
-        assert orbits.padded is not None
-        raw_values = orbit_values(system, components, orbits.padded)  # (R, N + 2W + 1, k)
+        raw_values = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
         value = np.asarray(jnp.mean(raw_values[:, window : window + steps], axis=(0, 1)))
         components = project(components, cotangent, value)  # the same orbits' value
         shadowing_stack, unstable_stack = _contributions(
@@ -198,7 +200,7 @@ class FastAdjointResponse(AbstractEstimator):
 @sample_parallel
 def _contributions(system, components, params, orbits, raw_values, u, window, steps):
     """Per-orbit, per-segment shadowing (SC) and unstable (UC) sums (leading axis: orbit)."""
-    segments, segment_steps = orbits.states.shape[1:3]
+    segments, segment_steps = orbits.states.shape[1], orbits.segment_steps
 
     def one(states, qs, rs, key, values):
         phis = values @ components.projection
@@ -214,6 +216,7 @@ def _contributions(system, components, params, orbits, raw_values, u, window, st
             False,
             psi=psi,
             rs=rs[:, :u, :u],
+            segment_steps=segment_steps,
         )
         a = shadowing_coefficients(terms.b, terms.M, None)
         assert terms.b_unstable is not None and terms.sums.unstable is not None
