@@ -154,6 +154,16 @@ def local(tree):
     return jax.tree_util.tree_map(host, tree)
 
 
+def to_host(array) -> np.ndarray:
+    """A (possibly sharded over several processes) array as one numpy array, in every
+    process (an all-gather when other processes hold parts of it)."""
+    if isinstance(array, jax.Array) and not array.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return np.asarray(array)
+
+
 def sample_parallel(function):
     """Compile ``function`` (``eqx.filter_jit``) for the mesh: its body lays its sample axis
     out with :func:`spread`; its result is collected on every device and returned local."""

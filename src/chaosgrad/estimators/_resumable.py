@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._runstate import RunCheckpoint
-from ..parallel import local, sample_parallel, spread
+from ..parallel import local, sample_parallel, spread, to_host
 from ._adjoint import adjoint_sweep_from, orbit_start, segment_contributions, shadowing_coefficients
 from ._ensemble import Orbits, _forward, run_orbits
 
@@ -86,7 +86,7 @@ def run_orbits_resumable(
             done=np.asarray(first + size),
             x=np.asarray(x_end),
             q=np.asarray(bases)[:, -1],
-            firsts=_extend(saved.get("firsts"), firsts),
+            firsts=_extend(saved.get("firsts"), to_host(firsts)),
             qs=_extend(saved.get("qs"), np.asarray(bases)[:, :-1]),
             rs=_extend(saved.get("rs"), rs),
         )
