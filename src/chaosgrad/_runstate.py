@@ -23,6 +23,7 @@ with the first differing setting named, never silently reused. A corrupt file is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -51,10 +52,48 @@ def describe_system(system) -> str:
     return f"{type(system).__name__}:{_stable(str(treedef))}:{describe(leaves)}"
 
 
+def describe_function(function, depth: int = 0) -> str:
+    """A function by its name and a digest of its code, constants and closure, so that two
+    lambdas of one name (or two command-line expressions) with other bodies differ."""
+    code = function.__code__
+    pieces = [getattr(function, "__name__", ""), code.co_code.hex(), repr(code.co_names)]
+    for constant in code.co_consts:
+        nested = getattr(constant, "co_code", None)
+        pieces.append(nested.hex() if nested is not None else _stable(repr(constant)))
+    if depth < 3:
+        for cell in function.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            pieces.append(describe_setting(contents, depth + 1))
+    digest = hashlib.sha256("\x00".join(pieces).encode()).hexdigest()[:16]
+    return f"{getattr(function, '__module__', '?')}.{function.__qualname__}:{digest}"
+
+
+def describe_setting(value, depth: int = 0) -> str:
+    """``describe`` that looks inside functions (:func:`describe_function`), also where
+    they sit in a dataclass (a statistic's observable) or a ``StaticFunction``."""
+    inner = getattr(value, "function", None)
+    if inner is not None and hasattr(inner, "__code__"):
+        value = inner
+    if hasattr(value, "__code__"):
+        return describe_function(value, depth)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = ", ".join(
+            f"{field.name}={describe_setting(getattr(value, field.name, None), depth)}"
+            for field in dataclasses.fields(value)
+        )
+        return f"{type(value).__name__}({fields})"
+    if isinstance(value, (list, tuple)):
+        return "(" + ", ".join(describe_setting(item, depth) for item in value) + ")"
+    return describe(value)
+
+
 def fingerprint(kind: str, system, key, **settings) -> dict[str, str]:
     """Settings that decide a run's result, as strings equal across processes."""
     described = {"kind": kind, "system": describe_system(system), "key": describe_key(key)}
-    described.update({name: describe(value) for name, value in settings.items()})
+    described.update({name: describe_setting(value) for name, value in settings.items()})
     return described
 
 

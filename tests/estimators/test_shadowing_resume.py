@@ -65,6 +65,20 @@ def test_other_settings_are_refused(tmp_path):
         _grad(tmp_path, segments=6)
 
 
+def test_another_observable_is_refused_and_a_moved_directory_is_not(tmp_path):
+    """Two observables of one name (two lambdas) differ by their code; the directory's
+    path is not a setting (a moved checkpoint still resumes)."""
+    _grad(tmp_path / "a", segments=4)
+    other = cg.Shadowing(**{**SETTINGS, "segments": 4}, checkpoint=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="statistic differs"):
+        cg.linear_response(
+            SYSTEM, cg.TimeAverage(lambda x: x[0]), other, wrt=WRT, key=jax.random.key(4)
+        )
+    (tmp_path / "a").rename(tmp_path / "b")
+    resumed = _grad(tmp_path / "b", segments=4)[0]
+    np.testing.assert_allclose(resumed, _grad(segments=4)[0], rtol=1e-12)
+
+
 def test_a_corrupt_checkpoint_is_refused(tmp_path):
     _grad(tmp_path, segments=4)
     path = tmp_path / _runstate.FILENAME

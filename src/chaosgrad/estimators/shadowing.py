@@ -199,7 +199,7 @@ class Shadowing(AbstractEstimator):
                     "Shadowing",
                     system,
                     key,
-                    estimator=self,
+                    estimator=dataclasses.replace(self, checkpoint=None),  # not where
                     statistic=components.statistic,
                     wrt=params.values,
                     x0=x0,
