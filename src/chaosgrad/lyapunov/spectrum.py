@@ -202,6 +202,22 @@ def _orbit_starts(system, x0, key, orbits: int):
     return starts
 
 
+@eqx.filter_jit
+def _ensemble_starts(system, key, rows, orbits: int, k: int):
+    """(states (R, dim), bases (R, dim, k), noise keys (R,)) of R orbits in one call: orbit
+    r draws as ``_orbit_starts`` does from ``fold_in(key, r)`` (``rows``: given starts)."""
+
+    def one(r, row):
+        start_key, vector_key = jax.random.split(jax.random.fold_in(key, r))
+        init_key, noise_key = jax.random.split(start_key)  # as resolve_start
+        x = system.initial_state(init_key) if row is None else row
+        return x, random_orthonormal(vector_key, x.shape[0], k), noise_key
+
+    if rows is None:
+        return jax.vmap(lambda r: one(r, None))(jnp.arange(orbits))
+    return jax.vmap(one)(jnp.arange(orbits), rows)
+
+
 def _snapshot(x, vectors, t: int, sums: list) -> dict[str, np.ndarray]:
     """What a resumed run needs: state(s), tangent basis (bases), step, blocks done, sums."""
     shape = np.shape(vectors)[:-2] + np.shape(vectors)[-1:]  # a block's log sums: (R,) k
@@ -323,7 +339,7 @@ def lyapunov_spectrum(
     if key is None:
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
     check_key(key)
-    starts = _orbit_starts(system, x0, key, orbits)
+    starts = _orbit_starts(system, x0, key, min(orbits, 1) if x0 is None else orbits)
     dim = starts[0][0].shape[0]
     k = dim if k is None else check_positive_int(k, "k")
     if k > dim:
@@ -333,10 +349,9 @@ def lyapunov_spectrum(
     blocks = min(blocks, periods)
     sizes = _block_sizes(periods, blocks)
     ensemble = orbits > 1
-    if ensemble:
-        x = jnp.stack([start for start, _, _ in starts])
-        vectors = jnp.stack([random_orthonormal(vk, dim, k) for _, vk, _ in starts])
-        noise_key = jnp.stack([nk for _, _, nk in starts])
+    if ensemble:  # one vmapped call: the same keys and draws as orbit by orbit
+        rows = None if x0 is None else jnp.stack([start for start, _, _ in starts])
+        x, vectors, noise_key = _ensemble_starts(system, key, rows, orbits, k)
     else:
         ((x, vector_key, noise_key),) = starts
         vectors = random_orthonormal(vector_key, dim, k)
