@@ -41,6 +41,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(CHECKED)
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/core.py
 	$(BIN)/python benchmarks/trainability.py

@@ -289,6 +289,10 @@ def build(name: str, quick: bool, params: dict | None = None) -> Workload:
         return lorenz63_shadowing(s["nilsas_T40_segments"])
     if name == "nilsas_T200":
         return lorenz63_shadowing(s["nilsas_T200_segments"])
+    if name in ("nilsas_T40_4_orbits", "nilsas_T200_8_orbits"):  # the same steps, split
+        orbits = 4 if name == "nilsas_T40_4_orbits" else 8
+        segments = s["nilsas_T40_segments" if orbits == 4 else "nilsas_T200_segments"]
+        return lorenz63_shadowing(segments // orbits, orbits=orbits)
     if name == "far_solenoid":
         return far_solenoid(s["far_segments"])
     if name == "lyapunov_lorenz_rk4":
@@ -387,11 +391,16 @@ def reference_rows(quick: bool) -> dict:
     reference (target 100) and the cold start of each row."""
     s = sizes(quick)
     rows: dict[str, dict] = {}
-    names = [*REFERENCE_SECONDS, "lyapunov_lorenz_rk4_16_orbits"]
+    names = [
+        *REFERENCE_SECONDS,
+        "nilsas_T40_4_orbits",
+        "nilsas_T200_8_orbits",
+        "lyapunov_lorenz_rk4_16_orbits",
+    ]
     for name in names:
         workload = build(name, quick)
         timing = warm_seconds(workload.run)
-        reference_name = "lyapunov_lorenz_rk4" if name == "lyapunov_lorenz_rk4_16_orbits" else name
+        reference_name = next(r for r in REFERENCE_SECONDS if name.startswith(r))
         reference = REFERENCE_SECONDS[reference_name]
         ratio = speedup(reference, timing.seconds)
         row = {
