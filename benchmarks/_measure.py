@@ -155,7 +155,10 @@ def estimate_record(grad, stderr, limit: int = 16) -> dict:
 def format_estimate(record: dict, shown: int = 2) -> str:
     """'1.02 +- 0.01' for the first ``shown`` components."""
     pairs = zip(record["grad"][:shown], record["stderr"][:shown], strict=True)
-    text = ", ".join(f"{g:.4g} +- {s:.2g}" for g, s in pairs)
+    text = ", ".join(
+        "nan" if g is None else f"{g:.4g} +- {'nan' if s is None else format(s, '.2g')}"
+        for g, s in pairs
+    )
     return text + (" ..." if record["components"] > shown else "")
 
 

@@ -136,8 +136,8 @@ def sizes(quick: bool) -> dict[str, Any]:
             "memory_lorenz_segments": 50_000,
             "memory_rnn_segments": 10_000,
             "memory_burn_in": 1_000,
-            "memory_spectrum_k": 200,
-            "memory_spectrum_steps": 2_000,
+            "memory_spectrum_k": 40,  # 2000 steps counted 15 positive, 5000-10000 count 16
+            "memory_spectrum_steps": 10_000,
             "memory_repeats": 3,
         }
     return {

@@ -609,7 +609,12 @@ def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) ->
         if flow
         else values[unstable_dim] > margin[unstable_dim]
     ):
-        kind = "not negative (a flow's neutral direction counts)" if flow else "positive"
+        kind = (
+            "not clearly negative (a flow's neutral direction counts; clearly: more than "
+            "3 SE + 0.02 below 0)"
+            if flow
+            else "positive"
+        )
         problem = (
             f"exponent {unstable_dim + 1} is {kind}; use unstable_dim={unstable_dim + 1} or "
             "more (only one exponent beyond u is measured)"
