@@ -227,7 +227,9 @@ def test_a_fixed_orbit_says_its_error_is_not_a_spread_over_keys():
     assert "not a spread over keys" in result.info.stderr_method
 
 
-@pytest.mark.parametrize("unstable_dim, problem", [(1, "exponent 2 is not clearly negative"), (2, None)])
+@pytest.mark.parametrize(
+    "unstable_dim, problem", [(1, "exponent 2 is not clearly negative"), (2, None)]
+)
 def test_unstable_dim_contradicting_the_orbit_is_named(unstable_dim, problem):
     """Lorenz-63 has exponents (0.9, 0, -14.6): u must count the neutral one. The (u+1)-th
     exponent is measured alongside, so u = 1 is caught (0.1 ran to -63.9 +- 62.7)."""

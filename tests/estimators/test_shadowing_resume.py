@@ -91,8 +91,8 @@ def test_a_corrupt_checkpoint_is_refused(tmp_path):
 def test_the_command_resumes_after_sigkill(tmp_path):
     """``chaosgrad grad --checkpoint DIR`` killed (SIGKILL) once it has saved a piece, then
     run again (slow suite: 25 s; the default suite kills a Lyapunov run, and interrupts a
-    shadowing run in-process): its JSON equals the run without checkpoint (to 1e-12; bit for bit against a
-    checkpointed run is the test above)."""
+    shadowing run in-process): its JSON equals the run without checkpoint (to 1e-12; bit
+    for bit against a checkpointed run is the test above)."""
     directory = tmp_path / "run"
     command = [
         sys.executable,
