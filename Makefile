@@ -26,10 +26,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check $(FORMATTED)
 	$(BIN)/pyright
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=25
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m slow
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(CHECKED)

@@ -96,9 +96,15 @@ def _agree(case: str, names: tuple[str, ...]) -> dict:
 
 def test_kernel_and_a_lyapunov_ensemble_agree_in_three_layouts():
     """Kernel (64 samples, 9-neuron net) and 4 Lorenz-63 Lyapunov orbits: equal to 1e-12
-    relative (only the order of the final sums differs); and ``chaosgrad lyapunov
-    --processes 2`` (the launcher) prints the same spectrum."""
-    single = _agree("fast", ("kernel", "lyapunov"))
+    relative (only the order of the final sums differs)."""
+    _agree("fast", ("kernel", "lyapunov"))
+
+
+@pytest.mark.slow  # 15 s; the launcher is also tested by the failing-worker test below
+def test_the_lyapunov_command_splits_over_processes():
+    """``chaosgrad lyapunov --processes 2`` (the launcher) prints one JSON object with the
+    spectrum of one process."""
+    single = _one_process(1, "fast")
     command = [sys.executable, "-m", "chaosgrad", "lyapunov", "lorenz63", "--steps", "2000"]
     options = ["--burn-in", "500", "--orbits", "4", "--seed", "2", "--json", "--processes", "2"]
     run = subprocess.run(

@@ -118,6 +118,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message):
     assert len(lines) == 1 and message in lines[0]
 
 
+@pytest.mark.slow  # 16 s; tests/test_experiments.py runs the experiments
 def test_experiment_command(tmp_path):
     result = runner.invoke(
         app, ["experiment", "tune-lorenz", "--iterations", "1", "--out", str(tmp_path)]

@@ -225,6 +225,7 @@ def test_kernel_window_auto_is_the_decorrelation_time():
     assert abs(float(result.grad[1]) - 5.0) <= 3 * float(result.stderr[1])
 
 
+@pytest.mark.slow  # 24 s; the auto matrix covers alpha='auto' too
 def test_path_kernel_alpha_auto_is_one_of_the_pilot_candidates():
     result = linear_response(
         cg.NineNeuronNet(gamma=0.556, noise=0.5),

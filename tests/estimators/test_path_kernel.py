@@ -49,6 +49,7 @@ def test_alpha_zero_is_backprop():
     np.testing.assert_allclose(float(path.grad.gamma), float(back.grad.gamma), rtol=1e-9)
 
 
+@pytest.mark.slow  # a published-number reproduction (13 s)
 def test_nine_neuron_network_damped():
     """alpha = 1 per layer (above lambda_1 = 0.06): bounded, within 3 SE of 7.47 at 0.556."""
     net = cg.NineNeuronNet(gamma=0.556, noise=0.5)

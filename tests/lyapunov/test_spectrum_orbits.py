@@ -95,6 +95,7 @@ def _run(devices: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # the default suite has it in tests/test_parallel.py
 def test_the_ensemble_does_not_depend_on_the_device_layout():
     """4 orbits on 1 device and 2 + 2 on 2 devices: equal to 1e-12 relative."""
     one, two = _run(1), _run(2)
