@@ -5,10 +5,13 @@ when JAX starts). The two processes of the 2 x 1 layout find each other through 
 environment variables of ``chaosgrad.parallel``, as two hosts would.
 """
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -83,20 +86,38 @@ def _two_hosts(case: str) -> dict:
     return _last_json(outputs[0][0])
 
 
-def _agree(case: str, names: tuple[str, ...]) -> dict:
-    single, devices, processes = _one_process(1, case), _one_process(2, case), _two_hosts(case)
+def _in_this_process(case: str) -> dict:
+    """The 1 x 1 layout: this test process (one process, one CPU device)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), mock.patch.object(sys, "argv", ["-c", case]):
+        exec(SCRIPT, {})
+    return _last_json(printed.getvalue())
+
+
+def _agree(case: str, names: tuple[str, ...], devices: bool = True) -> dict:
+    """The 1 x 1 layout against 2 processes x 1 device (and 1 x 2 devices)."""
+    single, processes = _in_this_process(case), _two_hosts(case)
     assert single["layout"] == [1, 1] and not single["joined"]
-    assert devices["layout"] == [1, 2]
     assert processes["layout"] == [2, 1] and processes["joined"]
-    for other in (devices, processes):
+    others = [processes]
+    if devices:
+        others.append(_one_process(2, case))
+        assert others[-1]["layout"] == [1, 2]
+    for other in others:
         for name in names:
             np.testing.assert_allclose(other[name], single[name], rtol=1e-12, atol=1e-15)
     return single
 
 
+def test_kernel_and_a_lyapunov_ensemble_agree_over_processes():
+    """Kernel (64 samples, 9-neuron net) and 4 Lorenz-63 Lyapunov orbits in one process and
+    split over two: equal to 1e-12 relative (only the order of the final sums differs)."""
+    _agree("fast", ("kernel", "lyapunov"), devices=False)
+
+
+@pytest.mark.slow  # 50 s: the default suite runs the 1 x 1 and 2 x 1 layouts
 def test_kernel_and_a_lyapunov_ensemble_agree_in_three_layouts():
-    """Kernel (64 samples, 9-neuron net) and 4 Lorenz-63 Lyapunov orbits: equal to 1e-12
-    relative (only the order of the final sums differs)."""
+    """The same in the three layouts: 1 x 1, 1 x 2 devices, 2 processes x 1 device."""
     _agree("fast", ("kernel", "lyapunov"))
 
 

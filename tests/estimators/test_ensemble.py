@@ -43,7 +43,9 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize(  # Shadowing's recompute path also runs in every resumable run
+    "case", [pytest.param("shadowing", marks=pytest.mark.slow), "far"]
+)
 def test_recomputed_segments_give_the_stored_answer(monkeypatch, case):
     """Orbits longer than STORE_LIMIT keep one state per segment (memory O(K + m)) and the
     sweep recomputes the rest: the same estimate as with every state kept."""
