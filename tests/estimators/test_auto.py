@@ -75,6 +75,7 @@ def test_auto_on_a_stable_map_is_the_plain_adjoint_with_the_closed_form():
     np.testing.assert_allclose(np.asarray(result.grad.args), [2.0 * 2.0, 2.0], rtol=3 / steps)
 
 
+@pytest.mark.slow  # 18 s; the slow auto matrix runs Henon too
 def test_auto_on_henon_chooses_far_and_says_it_is_not_hyperbolic():
     """Henon has homoclinic tangencies: the angle check must find them."""
     result = linear_response(

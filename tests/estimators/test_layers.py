@@ -21,7 +21,11 @@ def nets():
 
 @pytest.mark.parametrize(
     "estimator",
-    [Backprop(samples=16, diagnostics=False), Kernel(samples=64), PathKernel(samples=64, alpha=1)],
+    [  # Kernel's case in the slow suite (10 s; the other two cover the layered slices)
+        Backprop(samples=16, diagnostics=False),
+        pytest.param(Kernel(samples=64), marks=pytest.mark.slow),
+        PathKernel(samples=64, alpha=1),
+    ],
 )
 def test_layer_slices_give_the_full_size_derivative(estimator):
     net, plain = nets()
