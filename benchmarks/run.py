@@ -139,69 +139,6 @@ def shadowing_benchmarks():
     print(f"wrote {RESULTS / 'shadowing.json'}")
 
 
-def kernel_benchmarks():
-    """9-neuron network, depth 50, 1e5 samples: Kernel, PathKernel (alpha = 1) and Backprop
-    against one forward pass of the same samples (targets: Kernel <= 2, PathKernel <= 4)."""
-    import jax.numpy as jnp
-
-    from chaosgrad import Backprop, Kernel, PathKernel, Terminal, linear_response
-
-    net = cg.NineNeuronNet(gamma=0.556, noise=0.5)
-    samples, depth, key = 100_000, 50, jax.random.key(0)
-    statistic = Terminal(jnp.sum, depth)
-    wrt = lambda s: s.gamma
-    starts = jax.vmap(net.initial_state)(jax.random.split(jax.random.key(1), samples))
-    noise_keys = jax.random.split(jax.random.key(2), samples)
-
-    @jax.jit
-    def forward(starts, noise_keys):
-        """E[sum x_50] over the samples: one forward pass, the cost unit of the targets."""
-
-        def one(x0, key):
-            step = lambda x, t: (net.step(t, x, net.noise(key, t, x.shape[0])), None)
-            return jnp.sum(jax.lax.scan(step, x0, jnp.arange(depth))[0])
-
-        return jnp.mean(jax.vmap(one)(starts, noise_keys))
-
-    t_forward, _ = _seconds_of_second_run(
-        lambda: jax.block_until_ready(forward(starts, noise_keys))
-    )
-    rows = {}
-    for name, estimator in (
-        ("Kernel", Kernel(samples=samples)),
-        ("PathKernel", PathKernel(samples=samples, alpha=1.0)),
-        ("Backprop", Backprop(samples=samples, diagnostics=False)),
-    ):
-        seconds, result = _seconds_of_second_run(
-            lambda est=estimator: linear_response(net, statistic, est, wrt=wrt, key=key)
-        )
-        rows[name] = {
-            "seconds": seconds,
-            "ratio_to_forward": seconds / t_forward,
-            "grad": float(result.grad),
-            "stderr": float(result.stderr),
-        }
-        print(
-            f"{name:10s} {seconds:6.2f} s per 1e5 samples (x{seconds / t_forward:.1f} a "
-            f"forward pass): d E[sum x_50]/d gamma = {float(result.grad):.4g} "
-            f"+- {float(result.stderr):.3g}"
-        )
-    payload = {
-        "benchmark": "kernel",
-        "system": "nine_neuron_net gamma=0.556 noise=0.5",
-        "depth": depth,
-        "samples": samples,
-        "forward_pass_seconds": t_forward,
-        "targets": {"Kernel": 2, "PathKernel": 4},
-        "results": rows,
-        "reference_finite_difference": 7.47,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "kernel.json").write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'kernel.json'}")
-
-
 if __name__ == "__main__":
     lyapunov_benchmarks()
     shadowing_benchmarks()
-    kernel_benchmarks()

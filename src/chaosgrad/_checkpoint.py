@@ -109,8 +109,14 @@ def write(directory: Path, meta: dict, values: bytes, opt_state: bytes) -> Path:
     header = dict(meta, version=VERSION, payloads=[len(values), len(opt_state)])
     header_bytes = json.dumps(header).encode()
     body = b"".join([MAGIC, _LENGTH.pack(len(header_bytes)), header_bytes, values, opt_state])
-    final = directory / FILENAME
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{FILENAME}.", suffix=".tmp")
+    return write_atomically(directory / FILENAME, body)
+
+
+def write_atomically(final: Path, body: bytes) -> Path:
+    """``body`` and its sha256 to ``final``: a temporary file in the same directory,
+    flushed and fsync-ed, renamed over ``final``, the directory fsync-ed (a reader sees
+    the old file or the new one, never a mixture)."""
+    handle, temporary = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(body)
@@ -121,7 +127,7 @@ def write(directory: Path, meta: dict, values: bytes, opt_state: bytes) -> Path:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    _fsync_directory(final.parent)
     return final
 
 

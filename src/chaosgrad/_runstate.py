@@ -29,14 +29,13 @@ import io
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from ._checkpoint import _fsync_directory, _stable, describe, describe_key
+from ._checkpoint import _stable, describe, describe_key, write_atomically
 
 FILENAME = "run.ckpt"
 VERSION = 1
@@ -163,15 +162,4 @@ class RunCheckpoint:
         np.savez(buffer, **contents)
         header = json.dumps({"fingerprint": self.fingerprint, "arrays": sorted(arrays)}).encode()
         body = b"".join([MAGIC, _LENGTH.pack(len(header)), header, buffer.getvalue()])
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{FILENAME}.")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(body)
-                file.write(hashlib.sha256(body).digest())
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.directory)
+        write_atomically(self.path, body)

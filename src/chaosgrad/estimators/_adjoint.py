@@ -198,23 +198,10 @@ def _zero_sums(params, count, unstable_dim, unstable: bool, flow: bool) -> Sweep
 
 
 @eqx.filter_jit
-def adjoint_sweep(
-    system,
-    components,
-    params,
-    states,
-    qs,
-    key,
-    start,
-    flow: bool,
-    psi=None,
-    rs=None,
-    segment_steps: int | None = None,
-) -> SegmentTerms:
-    """The backward sweep of a whole orbit (:func:`adjoint_sweep_from` its end)."""
-    return adjoint_sweep_from(
-        system, components, params, states, qs, key, start, flow, psi, rs, segment_steps
-    )[1]
+def adjoint_sweep(*args, **kwargs) -> SegmentTerms:
+    """The backward sweep of a whole orbit: the terms of :func:`adjoint_sweep_from` (same
+    arguments), started at the orbit's end."""
+    return adjoint_sweep_from(*args, **kwargs)[1]
 
 
 def adjoint_sweep_from(
