@@ -43,10 +43,13 @@ if cg.parallel.is_main_process():
 """
 
 
-def _environment(**extra) -> dict:
+def _environment(devices: int = 1, **extra) -> dict:
+    """This environment without the multi-process settings, on ``devices`` CPU devices
+    (the test suite's other XLA flags kept: every layout compiles the same code)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOSGRAD_")}
-    env.pop("XLA_FLAGS", None)
-    return dict(env, **extra)
+    flags = [f for f in env.pop("XLA_FLAGS", "").split() if "device_count" not in f]
+    flags.append(f"--xla_force_host_platform_device_count={devices}")
+    return dict(env, XLA_FLAGS=" ".join(flags), **extra)
 
 
 def _last_json(text: str) -> dict:
@@ -54,7 +57,7 @@ def _last_json(text: str) -> dict:
 
 
 def _one_process(devices: int, case: str) -> dict:
-    env = _environment(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = _environment(devices)
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, case], env=env, capture_output=True, text=True, timeout=300
     )

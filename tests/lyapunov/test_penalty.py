@@ -43,8 +43,12 @@ def test_penalty_gradient_matches_central_differences():
 
 
 def test_flossing_steps_move_the_top_exponent_towards_the_target():
+    """30 Adam steps on the penalty of 8 orbits cut it by more than half (to 0.26-0.33 of
+    its start, whichever XLA optimisation level rounds the orbits). The penalty of one
+    100-step orbit of this chaotic net is too rough a function of the weights for that: its
+    value after 30 steps wandered between 0.2 and 1.2 of the start with the rounding."""
     system = TanhRNN(n=16, g=2.5, seed=0)
-    x0, key = jnp.full(16, 0.1), jax.random.key(0)
+    x0, key = jax.random.normal(jax.random.key(1), (8, 16)), jax.random.key(0)
     loss = eqx.filter_jit(
         eqx.filter_value_and_grad(lambda s: lyapunov_penalty(s, 4, 100, x0=x0, key=key))
     )

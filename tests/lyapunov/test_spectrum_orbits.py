@@ -87,7 +87,8 @@ def test_a_nan_orbit_is_named_with_its_step():
 
 
 def _run(devices: int) -> dict:
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={devices}"]
+    env = dict(os.environ, XLA_FLAGS=" ".join(flags).strip())
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
