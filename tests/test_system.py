@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import chaosgrad as cg
-from chaosgrad._system import integrate_step
+from chaosgrad._system import _CHECKED_STEPS, _step_signature, check_step, integrate_step
 
 
 def test_simulate_shape_and_start():
@@ -116,3 +116,19 @@ def test_bad_inputs_have_clear_errors():
         cg.Flow(lambda t, x, a: x, dt=0.1, noise=0.1)
     with pytest.raises(ValueError, match="50 layers"):
         cg.simulate(cg.DeepTanhNet(depth=50, width=4), jnp.zeros(4), steps=51)
+
+
+def test_a_passed_step_check_is_remembered_and_a_new_function_is_checked_again():
+    """The step check (an abstract evaluation) runs once per system structure, function and
+    state shape: a repeated estimate skips it, while a Map of the same structure with another
+    function, or a state of another shape, is checked again and refused when wrong."""
+    good = cg.Map(lambda t, x, a: a * x, args=jnp.asarray(0.5), dim=3)
+    check_step(good, jnp.ones(3))
+    assert _step_signature(good, jnp.ones(3)) in _CHECKED_STEPS
+    check_step(eqx.tree_at(lambda m: m.args, good, jnp.asarray(0.7)), jnp.ones(3))  # cached
+    with pytest.raises(ValueError, match=r"returned shape \(2,\) for a state of shape \(3,\)"):
+        check_step(cg.Map(lambda t, x, a: a * x[:2], args=jnp.asarray(0.5), dim=3), jnp.ones(3))
+    first_three = cg.Map(lambda t, x, a: a * x[:3], args=jnp.asarray(0.5))
+    check_step(first_three, jnp.ones(3))
+    with pytest.raises(ValueError, match=r"returned shape \(3,\) for a state of shape \(4,\)"):
+        check_step(first_three, jnp.ones(4))

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import resolve_start
-from .._tangent import positive_qr, random_orthonormal, step_noise
+from .._errors import as_state
+from .._tangent import draw_orbit_starts, positive_qr, step_noise
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..stats import batch_means
 from ._rollout import check_finite
@@ -374,17 +374,23 @@ def orbit_values(system, components, states):
     return values.reshape(states.shape[:-1] + values.shape[-1:])
 
 
-def orbit_start(system, x0, key, unstable_dim, probe: int = 0):
-    """(x0, u + ``probe`` random orthonormal tangent vectors, noise key) of one orbit."""
-    start_key, vector_key = jax.random.split(key)
-    x0, noise_key = resolve_start(system, x0, start_key)
-    dim = x0.shape[0]
+def start_orbits(system, starts, unstable_dim, probe: int = 0):
+    """x0 (R, dim), u + ``probe`` random orthonormal tangent vectors (R, dim, k) and noise
+    keys (R,) of the orbits ``starts`` [(x0 or None, key)], drawn in one compiled call
+    (:func:`~chaosgrad._tangent.draw_orbit_starts`: each orbit's draws are those of drawing
+    it alone)."""
+    keys = jnp.stack([key for _, key in starts])
+    rows = None
+    if starts[0][0] is not None:
+        rows = jnp.stack([as_state(x0, "x0") for x0, _ in starts])
+    xs, vectors, noise_keys = draw_orbit_starts(system, keys, rows, unstable_dim + probe)
+    dim = xs.shape[1]
     if unstable_dim >= dim:
         raise ValueError(
             f"unstable_dim={unstable_dim} must be smaller than the dimension "
             f"{dim} (it counts the positive exponents, plus the zero one of a flow)"
         )
-    return x0, random_orthonormal(vector_key, dim, min(unstable_dim + probe, dim)), noise_key
+    return xs, vectors, noise_keys
 
 
 def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
@@ -393,8 +399,8 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
     ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
     ``unstable_dim`` (QR keeps the first u columns those of the u alone).
     """
-    x0, q, noise_key = orbit_start(system, x0, key, unstable_dim, probe)
-    x, t = x0, 0
+    xs, qs, noise_keys = start_orbits(system, [(x0, key)], unstable_dim, probe)
+    x, q, noise_key, t = xs[0], qs[0], noise_keys[0], 0
     if burn_in:
         x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
     return x, q, noise_key, t

@@ -28,12 +28,12 @@ from ._adjoint import (
     check_orbit,
     forward_segments,
     mean_values,
-    orbit_start,
     orbit_values,
     prepare_orbit,
     segment_contributions,
     segment_values,
     shadowing_coefficients,
+    start_orbits,
 )
 
 STORE_LIMIT = 256 * 2**20
@@ -124,13 +124,7 @@ def run_orbits(
     ``orbit_starts``); u + ``probe`` tangent vectors, the first u those of u alone. With
     ``window`` (FAR) the segments start W steps later and ``Orbits.edges`` holds the
     states around them."""
-    xs, qs, keys = [], [], []
-    for x0, key in starts:
-        x, q, noise_key = orbit_start(system, x0, key, unstable_dim, probe)
-        xs.append(x)
-        qs.append(q)
-        keys.append(noise_key)
-    xs, qs, keys = jnp.stack(xs), jnp.stack(qs), jnp.stack(keys)
+    xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
     store = len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     states, edges, collected = _forward(
         system, xs, qs, keys, burn_in, window, segments, segment_steps, store
@@ -173,8 +167,10 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
 
 
 def per_orbit(tree, count: int) -> list:
-    """A stacked pytree (leading axis: orbit) as a list of ``count`` pytrees."""
-    return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], tree) for r in range(count)]
+    """A stacked pytree (leading axis: orbit) as a list of ``count`` pytrees of host
+    (numpy) arrays: one transfer per leaf, not one device op per orbit and leaf."""
+    host = jax.tree_util.tree_map(np.asarray, tree)
+    return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], host) for r in range(count)]
 
 
 def orbit_mean(system, components, orbits: Orbits):

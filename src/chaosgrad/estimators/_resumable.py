@@ -29,7 +29,12 @@ import numpy as np
 
 from .._runstate import RunCheckpoint
 from ..parallel import local, sample_parallel, spread, to_host
-from ._adjoint import adjoint_sweep_from, orbit_start, segment_contributions, shadowing_coefficients
+from ._adjoint import (
+    adjoint_sweep_from,
+    segment_contributions,
+    shadowing_coefficients,
+    start_orbits,
+)
 from ._ensemble import Orbits, _forward, run_orbits
 
 PIECES = 16
@@ -55,14 +60,8 @@ def run_orbits_resumable(
 ) -> tuple[Orbits, dict]:
     """``run_orbits`` (one state per segment kept) in pieces, saved after each; a saved run
     continues where it stopped. Returns the orbits and the saved arrays (for the sweep)."""
-    xs, qs, keys = [], [], []
-    for x0, key in starts:
-        x, q, noise_key = orbit_start(system, x0, key, unstable_dim, 1)
-        xs.append(x)
-        qs.append(q)
-        keys.append(noise_key)
-    keys = jnp.stack(keys)
-    saved = checkpoint.load() or {"done": np.asarray(0), "x": np.stack(xs), "q": np.stack(qs)}
+    xs, qs, keys = start_orbits(system, starts, unstable_dim, 1)
+    saved = checkpoint.load() or {"done": np.asarray(0), "x": np.asarray(xs), "q": np.asarray(qs)}
     for first, size in pieces(segments):
         if first < int(saved["done"]):
             continue

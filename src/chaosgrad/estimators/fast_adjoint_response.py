@@ -165,14 +165,14 @@ class FastAdjointResponse(AbstractEstimator):
         shadowings = per_orbit(shadowing_stack, self.orbits)
         unstables = per_orbit(unstable_stack, self.orbits)
         responses = [
-            jax.tree_util.tree_map(jnp.subtract, sc, uc)
+            jax.tree_util.tree_map(np.subtract, sc, uc)
             for sc, uc in zip(shadowings, unstables, strict=True)
         ]
         grad, stderr = ensemble_mean(responses, self.segment_steps, self.blocks)
         deviation = largest_orbit_deviation(responses)
         sc, sc_se = ensemble_mean(shadowings, self.segment_steps, self.blocks)
         uc, uc_se = ensemble_mean(unstables, self.segment_steps, self.blocks)
-        seen = orbit_exponents(list(orbits.rs), self.segment_steps, None)
+        seen = orbit_exponents(list(np.asarray(orbits.rs)), self.segment_steps, None)
         info = FastResponseInfo(
             method="FastAdjointResponse",
             seconds=0.0,

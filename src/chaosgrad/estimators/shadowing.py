@@ -218,7 +218,7 @@ class Shadowing(AbstractEstimator):
         grad, stderr = ensemble_mean(contributions, self.segment_steps, self.blocks)
         deviation = largest_orbit_deviation(contributions)
         largest = float(jnp.max(jnp.abs(coefficients), initial=0.0))
-        seen = orbit_exponents(list(orbits.rs), self.segment_steps, system.time_step)
+        seen = orbit_exponents(list(np.asarray(orbits.rs)), self.segment_steps, system.time_step)
         info = ShadowingInfo(
             method="Shadowing",
             seconds=0.0,

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._errors import check_key, check_positive_int, first_nonfinite_step
+from .._errors import as_state, check_key, check_positive_int, first_nonfinite_step
 from .._runstate import RunCheckpoint, fingerprint
-from .._system import System, _run, check_horizon, resolve_start
-from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
+from .._system import System, _run, check_horizon
+from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..parallel import sample_parallel, spread
 from ..stats import batch_means
 
@@ -177,11 +177,14 @@ def run_tangent_blocks(
     return x, vectors, np.array(sums[:blocks]), np.sum(sums, axis=0), t
 
 
-def _orbit_starts(system, x0, key, orbits: int):
-    """[(x0, vector key, noise key)] per orbit. One orbit splits ``key`` into the keys of its
-    start and of its vectors; orbit r of R > 1 does the same with ``fold_in(key, r)``."""
+def _orbit_starts(system, x0, key, orbits: int, k: int | None):
+    """(states (R, dim) or (dim,) for one orbit, tangent bases, noise key(s)), drawn in one
+    call (:func:`~chaosgrad._tangent.draw_orbit_starts`). One orbit splits ``key`` into the
+    keys of its start and of its vectors; orbit r of R > 1 does the same with
+    ``fold_in(key, r)``, so it is the single run with that key. ``k``: None for all."""
     if orbits == 1:
-        rows, keys = [x0], [key]
+        keys = jnp.stack([key])
+        rows = None if x0 is None else as_state(x0, "x0")[None]
     else:
         if x0 is not None:
             shape = tuple(np.shape(x0))
@@ -192,30 +195,15 @@ def _orbit_starts(system, x0, key, orbits: int):
                     f"shape ({orbits}, {dim}), or x0=None to draw each (one start would "
                     "repeat one orbit)"
                 )
-        rows = [None] * orbits if x0 is None else list(x0)
-        keys = [jax.random.fold_in(key, r) for r in range(orbits)]
-    starts = []
-    for row, orbit_key in zip(rows, keys, strict=True):
-        start_key, vector_key = jax.random.split(orbit_key)
-        x, noise_key = resolve_start(system, row, start_key)
-        starts.append((x, vector_key, noise_key))
-    return starts
-
-
-@eqx.filter_jit
-def _ensemble_starts(system, key, rows, orbits: int, k: int):
-    """(states (R, dim), bases (R, dim, k), noise keys (R,)) of R orbits in one call: orbit
-    r draws as ``_orbit_starts`` does from ``fold_in(key, r)`` (``rows``: given starts)."""
-
-    def one(r, row):
-        start_key, vector_key = jax.random.split(jax.random.fold_in(key, r))
-        init_key, noise_key = jax.random.split(start_key)  # as resolve_start
-        x = system.initial_state(init_key) if row is None else row
-        return x, random_orthonormal(vector_key, x.shape[0], k), noise_key
-
-    if rows is None:
-        return jax.vmap(lambda r: one(r, None))(jnp.arange(orbits))
-    return jax.vmap(one)(jnp.arange(orbits), rows)
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(orbits))
+        rows = x0
+    x, vectors, noise_keys = draw_orbit_starts(system, keys, rows, k)
+    dim = x.shape[1]
+    if k is not None and k > dim:
+        raise ValueError(f"k={k} exceeds the dimension {dim}: ask for at most {dim} exponents")
+    if orbits == 1:
+        return x[0], vectors[0], noise_keys[0]
+    return x, vectors, noise_keys
 
 
 def _snapshot(x, vectors, t: int, sums: list) -> dict[str, np.ndarray]:
@@ -339,22 +327,14 @@ def lyapunov_spectrum(
     if key is None:
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
     check_key(key)
-    starts = _orbit_starts(system, x0, key, min(orbits, 1) if x0 is None else orbits)
-    dim = starts[0][0].shape[0]
-    k = dim if k is None else check_positive_int(k, "k")
-    if k > dim:
-        raise ValueError(f"k={k} exceeds the dimension {dim}: ask for at most {dim} exponents")
+    k = None if k is None else check_positive_int(k, "k")
+    x, vectors, noise_key = _orbit_starts(system, x0, key, orbits, k)
+    k = vectors.shape[-1]
     periods = -(-steps // renorm_every)
     burn_periods = -(-burn_in // renorm_every)
     blocks = min(blocks, periods)
     sizes = _block_sizes(periods, blocks)
     ensemble = orbits > 1
-    if ensemble:  # one vmapped call: the same keys and draws as orbit by orbit
-        rows = None if x0 is None else jnp.stack([start for start, _, _ in starts])
-        x, vectors, noise_key = _ensemble_starts(system, key, rows, orbits, k)
-    else:
-        ((x, vector_key, noise_key),) = starts
-        vectors = random_orthonormal(vector_key, dim, k)
 
     store = None
     if checkpoint is not None:
