@@ -13,6 +13,7 @@ import subprocess
 import sys
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 
@@ -210,3 +211,15 @@ def test_bad_process_settings_are_refused(monkeypatch, env, match):
 def test_one_process_needs_no_coordinator(monkeypatch):
     monkeypatch.setenv(parallel.PROCESSES, "1")
     assert parallel.initialize() is False
+
+
+def test_gather_json_round_trips_one_process_value_with_nan_and_infinities():
+    (only,) = parallel.gather_json({"runs": [1.5, float("nan"), float("inf")], "ok": True})
+    assert only["ok"] is True and only["runs"][0] == 1.5
+    assert np.isnan(only["runs"][1]) and only["runs"][2] == float("inf")
+
+
+def test_alone_the_mesh_is_this_process_devices():
+    with parallel.each_process_alone():
+        assert parallel.device_count() == len(jax.local_devices())
+    assert parallel.device_count() == len(jax.devices())

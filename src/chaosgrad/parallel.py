@@ -22,11 +22,18 @@ The mesh spans:
 
 A sample count that is not a multiple of the device count runs unsplit (every device
 computes all samples; same answer, no speed-up).
+
+Work that cannot step together, such as the training runs of a benchmark, each on its own
+wall-clock budget, is split by whole runs instead: inside :func:`each_process_alone` every
+process computes alone on its own devices, and :func:`gather_json` brings every process's
+results to all of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import os
 
 import equinox as eqx
@@ -90,15 +97,56 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+_ALONE = {"on": False}
+
+
+@contextlib.contextmanager
+def each_process_alone():
+    """Inside: every process computes on its own devices only (the mesh spans this
+    process's devices), so the processes may run different computations, e.g. their own
+    share of a benchmark's training runs, and exchange results with :func:`gather_json`.
+
+    Enter it around all of a process's work: a function compiled outside keeps the mesh of
+    every process (and would wait for the others)."""
+    before = _ALONE["on"]
+    _ALONE["on"] = True
+    try:
+        yield
+    finally:
+        _ALONE["on"] = before
+
+
+def _mesh_devices() -> list:
+    return jax.local_devices() if _ALONE["on"] else jax.devices()
+
+
+def gather_json(value, default=None) -> list:
+    """``value`` of every process, in process order, as ``json.loads(json.dumps(value,
+    default=default))`` (NaN and infinities kept); in one process, ``[that]``. A collective:
+    every process must call it."""
+    text = json.dumps(value, default=default)
+    if jax.process_count() == 1:
+        return [json.loads(text)]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(text.encode(), np.uint8)
+    lengths = np.ravel(multihost_utils.process_allgather(np.array([data.size])))
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths, strict=True)]
+
+
 def device_count() -> int:
-    """Devices of the mesh: every device of every process."""
-    return jax.device_count()
+    """Devices of the mesh: every device of every process (this process's alone inside
+    :func:`each_process_alone`)."""
+    return len(_mesh_devices())
 
 
 def sample_sharding(count: int) -> NamedSharding | None:
     """The sample axis of length ``count`` on the 1-D mesh, or None (one device, or
     ``count`` not a multiple of the device count: the samples then run unsplit)."""
-    devices = jax.devices()
+    devices = _mesh_devices()
     if len(devices) < 2 or count % len(devices):
         return None
     return NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec(AXIS))
@@ -128,7 +176,7 @@ def map_samples(function, *arrays):
 def collect(tree):
     """Inside a compiled function: ``tree`` replicated on every device (sums reduced,
     per-sample arrays all-gathered). Identity on one device."""
-    devices = jax.devices()
+    devices = _mesh_devices()
     if len(devices) < 2:
         return tree
     replicated = NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec())
@@ -141,7 +189,7 @@ def local(tree):
     """Outside: the replicated arrays :func:`collect` returned, as host arrays that any
     later computation may use (an array committed to the mesh cannot meet one committed to
     a single device). Identity on one device."""
-    if jax.device_count() < 2:
+    if len(_mesh_devices()) < 2:
         return tree
 
     def host(leaf):

@@ -66,13 +66,25 @@ def trainability(
         list[str] | None, typer.Option("--method", help="only these methods (repeatable)")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="shortened task sizes")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            help="split the runs over N local processes, each computing its runs alone (run "
+            "i in process i mod N; they share the machine's cores); on several hosts set "
+            "CHAOSGRAD_COORDINATOR, CHAOSGRAD_PROCESSES and CHAOSGRAD_PROCESS_ID instead"
+        ),
+    ] = 1,
 ):
     """Train every method of each task for the same wall-clock budget over several seeds."""
+    import jax
+
+    from .. import parallel
     from ..experiments.trainability import expand_tasks, planned_runs, run_trainability, table_rows
-    from .main import UserError, user_errors
+    from .main import UserError, run_as_processes, user_errors, writer
     from .options import check_numbers
     from .report import prepare_out
 
+    run_as_processes(processes)
     with user_errors():
         if not budget > 0:
             raise UserError(f"--budget must be a positive number of seconds, got {budget}")
@@ -80,17 +92,24 @@ def trainability(
             raise UserError(f"--seeds must be >= 1, got {seeds}")
         check_numbers({"budget": budget})  # and finite
         tasks = expand_tasks(task or ["T1", "T2", "T3"])
-        prepare_out(out)
-        with _runs_bar(planned_runs(tasks, seeds, method)) as advance:
+        written = writer(out)
+        if written is not None:
+            prepare_out(written)
+        index, count = jax.process_index(), jax.process_count()
+        mine = -(-(planned_runs(tasks, seeds, method) - index) // count)
+        with _runs_bar(mine) as advance, parallel.each_process_alone():
             result = run_trainability(
                 tasks,
                 budget=budget,
                 seeds=seeds,
                 methods=method,
                 quick=quick,
-                out=out,
+                out=written,
                 progress=advance,
+                share=(index, count),
             )
+    if written is None:
+        return
     rows = table_rows(result.summary)
     table = Table(title=f"trainability: final metrics, mean ± SE over {seeds} seeds")
     metrics = sorted({key for row in rows for key in row if isinstance(row[key], tuple)})

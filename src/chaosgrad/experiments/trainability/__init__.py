@@ -12,6 +12,7 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ...parallel import gather_json
 from ...plot import plot_trainability
 from .._common import ExperimentResult, _jsonable
 from ._harness import Run, summarise
@@ -90,6 +92,7 @@ def run_trainability(
     quick: bool = False,
     out: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> ExperimentResult:
     """Run the benchmark; return (and with ``out``, write) its summary.
 
@@ -100,33 +103,58 @@ def run_trainability(
         methods: restrict to these method names (default: every method of each task).
         quick: the shortened sizes (``make bench``, tests).
         progress: called with a description before each run.
+        share: (this process's index, number of processes) of a run split over processes
+            (``chaosgrad benchmark trainability --processes N``): run i of the plan (tasks,
+            then methods, then seeds) runs in process i mod N, each process computing alone
+            (``parallel.each_process_alone``); every process then receives all runs
+            (``parallel.gather_json``) and returns the same summary. Each run records the
+            process that made it (``extra["process"]``). Processes sharing a machine share
+            its cores: a run's budget buys fewer iterations than it would alone.
     """
     if not budget > 0:
         raise ValueError(f"budget must be positive, got {budget}")
     if int(seeds) < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    index, count = share
     began = time.perf_counter()
     summary: dict = {
         "budget_seconds": budget,
         "seeds": int(seeds),
         "quick": quick,
         "machine": {"cpus": jax.local_device_count(), "platform": platform.platform()},
+        "processes": count,
         "jax": jax.__version__,
         "tasks": {},
     }
-    files: list[str] = []
+    built, mine, number = {}, [], 0
     for name in expand_tasks(tasks):
         if not any(methods is None or m in methods for m in task_methods(name)):
             continue
-        task = make_task(name, quick)
-        chosen = [m for m in task.methods if methods is None or m in methods]
-        runs: list[Run] = []
-        for method in chosen:
+        task = built[name] = make_task(name, quick)
+        for method in [m for m in task.methods if methods is None or m in methods]:
             for seed in range(int(seeds)):
+                number += 1
+                if (number - 1) % count != index:
+                    continue
                 if progress is not None:
                     progress(f"{name} {method} seed {seed}")
                 every = budget / getattr(task, "evaluations", 12)
-                runs.append(task.run(method, seed, budget, eval_every=every))
+                run = task.run(method, seed, budget, eval_every=every)
+                run.extra["process"] = index
+                mine.append((name, run))
+    done = mine
+    if count > 1:  # every process's runs, in plan order
+        shares = gather_json(
+            [[name, dataclasses.asdict(run)] for name, run in mine], default=_jsonable
+        )
+        done = [(name, Run(**fields)) for share_runs in shares for name, fields in share_runs]
+    files: list[str] = []
+    for name, task in built.items():
+        order = {m: i for i, m in enumerate(task.methods)}
+        runs = sorted(
+            (run for task_name, run in done if task_name == name),
+            key=lambda run: (order[run.method], run.seed),
+        )
         summary["tasks"][name] = task_summary(
             task.describe(), list(task.metrics), runs, budget, getattr(task, "relative", ())
         )
