@@ -27,6 +27,7 @@ A. Ni, "Fast adjoint differentiation of chaos", arXiv:2111.07692.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -204,7 +205,7 @@ PACK_LIMIT = 4096
 """Largest number of summed numbers per step that the sweep keeps in one flat vector."""
 
 
-def _accumulator(zero):
+def _accumulator(zero) -> tuple[Callable[[Any, Any], Any], Any, Callable[[Any], Any]]:
     """(accumulate(total, increment), initial total, finish(total) -> sums) for per-step
     sums shaped like the pytree ``zero``.
 
