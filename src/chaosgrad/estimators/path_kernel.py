@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_real, check_samples
-from .._system import _run, check_horizon
+from .._system import check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, takes_system
 from ._base import (
@@ -83,16 +83,28 @@ class PathKernelInfo(AbstractInfo):
     per_sample_std: object
 
 
-def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, mask, damping):
-    """Backward recursion over the stored states (consecutive ``times``) for one component:
-    (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|). A deep net's layer slices leave the scan as
-    outputs (_layers.py)."""
+def _record(system, x0, key, start, steps: int):
+    """(x_steps, states x_0 .. x_{steps-1}, noises xi_0 .. xi_{steps-1}) of one sample's
+    ``steps`` steps from step ``start``. The backward pass reads the noise kept here instead
+    of drawing it again: the draws are most of a small noisy network's step."""
+
+    def one(x, t):
+        xi = system.noise(key, t, x.shape[0])
+        return system.step(t, x, xi), (x, xi)
+
+    x_end, (states, noises) = jax.lax.scan(one, x0, start + jnp.arange(steps))
+    return x_end, states, noises
+
+
+def _adjoint_pass(system, params, states, noises, times, nu_end, forcing, weights, mask, damping):
+    """Backward recursion over the stored states and noises (consecutive ``times``) for one
+    component: (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|). A deep net's layer slices leave
+    the scan as outputs (_layers.py)."""
     dim = states.shape[1]
 
     def back(carry, inputs):
         nu, grad, largest = carry
-        t, x, force, weight, include = inputs
-        xi = system.noise(key, t, dim)
+        t, x, xi, force, weight, include = inputs
 
         def mean_and_noise(current, y):
             return current.drift(t, y), current.diffusion(t, y) * xi
@@ -108,7 +120,7 @@ def _adjoint_pass(system, params, states, key, times, nu_end, forcing, weights, 
 
     init = (nu_end, rest_zeros(params), jnp.linalg.norm(nu_end))
     (nu, rest, largest), slices = jax.lax.scan(
-        back, init, (times, states, forcing, weights, mask), reverse=True
+        back, init, (times, states, noises, forcing, weights, mask), reverse=True
     )
     return assemble(params, rest, slices, times[0]), nu, largest
 
@@ -133,8 +145,7 @@ def _finite_time_terms(
             x0, pull_x0 = jax.vjp(
                 lambda v: params.substitute(sample, v).initial_state(draw_key), params.values
             )
-        x_end, path = _run(sample, x0, key, jnp.asarray(0), steps)
-        states = jnp.concatenate([x0[None], path[:-1]])
+        x_end, states, noises = _record(sample, x0, key, 0, steps)
         phi = components(x_end, sample)  # (k',)
         nu_end = jax.jacrev(lambda y: components(y, sample))(x_end)  # (k', dim)
         dim = x0.shape[0]
@@ -144,7 +155,7 @@ def _finite_time_terms(
                 sample,
                 params,
                 states,
-                key,
+                noises,
                 jnp.arange(steps),
                 nu_j,
                 jnp.zeros((steps, dim)),
@@ -176,9 +187,7 @@ def _stationary_terms(
     """Per orbit: the averaged adjoint term and max|mu| (vmapped)."""
 
     def orbit(x, key):
-        total = steps + window
-        _, path = _run(system, x, key, start, total)
-        states = jnp.concatenate([x[None], path[:-1]])  # x_0 .. x_{N+W-1}
+        _, states, noises = _record(system, x, key, start, steps + window)  # x_0 .. x_{N+W-1}
         phis = jax.vmap(lambda y: components(y, system))(states)  # (N+W, k')
         forcing = jax.vmap(jax.jacrev(lambda y: components(y, system)))(states[:steps])
         centred = phis - jnp.mean(phis[:steps], axis=0)
@@ -191,7 +200,7 @@ def _stationary_terms(
                 system,
                 params,
                 states[:steps],
-                key,
+                noises[:steps],
                 start + k,
                 jnp.zeros(x.shape[0]),
                 force_j,
@@ -267,8 +276,8 @@ class PathKernel(AbstractKernelEstimator):
         baseline = jnp.mean(pilot_raw @ components.projection, axis=0)
         dim = batch_starts(system, x0, init_key, 0, 1).shape[1]
         batches = sample_batches(
-            self.samples, self.batch, params.size() * components.count + steps * dim
-        )
+            self.samples, self.batch, params.size() * components.count + 2 * steps * dim
+        )  # per sample: the parameters' sums, the states and noises kept
         sums = squares = None
         largest, raw_total = 0.0, 0.0
         for first, count in batches:
@@ -320,7 +329,7 @@ class PathKernel(AbstractKernelEstimator):
         check_finite(raw_values, "an orbit", burn_in)
         value = jnp.mean(raw_values, axis=(0, 1))
         components = project(components, cotangent, value)  # same orbits' value
-        per_batch = max(1, 2**24 // ((steps + window) * starts.shape[1] * components.count))
+        per_batch = max(1, 2**24 // (2 * (steps + window) * starts.shape[1] * components.count))
         grads, largest = [], 0.0
         for first in range(0, orbits, per_batch):
             chunk = slice(first, min(orbits, first + per_batch))
