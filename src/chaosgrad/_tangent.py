@@ -9,6 +9,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._errors import as_state
 from ._system import check_start
@@ -90,8 +91,8 @@ def draw_orbit_starts(system, keys, rows, k: int | None):
     """
     if rows is not None:
         rows = as_state(rows, "x0")
-        check_start(system, rows[0])
+        check_start(system, np.asarray(rows)[0])  # on the host: no device program to compile
     xs, vectors, noise_keys = _draw_starts(system, keys, rows, k)
     if rows is None:
-        check_start(system, xs[0])
+        check_start(system, np.asarray(xs)[0])
     return xs, vectors, noise_keys

@@ -424,16 +424,14 @@ def orbit_values(system, components, states):
     return values.reshape(states.shape[:-1] + values.shape[-1:])
 
 
-def start_orbits(system, starts, unstable_dim, probe: int = 0):
+def start_orbits(system, starts: Starts, unstable_dim, probe: int = 0):
     """x0 (R, dim), u + ``probe`` random orthonormal tangent vectors (R, dim, k) and noise
-    keys (R,) of the orbits ``starts`` [(x0 or None, key)], drawn in one compiled call
+    keys (R,) of the orbits ``starts`` (:func:`orbit_starts`), drawn in one compiled call
     (:func:`~chaosgrad._tangent.draw_orbit_starts`: each orbit's draws are those of drawing
     it alone)."""
-    keys = jnp.stack([key for _, key in starts])
-    rows = None
-    if starts[0][0] is not None:
-        rows = jnp.stack([as_state(x0, "x0") for x0, _ in starts])
-    xs, vectors, noise_keys = draw_orbit_starts(system, keys, rows, unstable_dim + probe)
+    xs, vectors, noise_keys = draw_orbit_starts(
+        system, starts.keys, starts.rows, unstable_dim + probe
+    )
     dim = xs.shape[1]
     if unstable_dim >= dim:
         raise ValueError(
@@ -449,7 +447,8 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
     ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
     ``unstable_dim`` (QR keeps the first u columns those of the u alone).
     """
-    xs, qs, noise_keys = start_orbits(system, [(x0, key)], unstable_dim, probe)
+    starts = Starts(None if x0 is None else as_state(x0, "x0")[None], jnp.stack([key]))
+    xs, qs, noise_keys = start_orbits(system, starts, unstable_dim, probe)
     x, q, noise_key, t = xs[0], qs[0], noise_keys[0], 0
     if burn_in:
         x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)
@@ -561,35 +560,49 @@ def stderr_method(orbits: int, segments: int, blocks: int, fixed_orbit: bool = F
     )
 
 
-def orbit_starts(system, x0, key, orbits: int):
-    """[(x0_r, key_r)] for R orbits: (x0, key) itself for one orbit; otherwise keys split R
-    ways and x0 None (drawn per orbit), shape (R, dim) (one row each), or one shared start
-    of a noisy system (the noise makes the orbits independent)."""
+class Starts(NamedTuple):
+    """Where R orbits start: ``keys`` (R,) and ``rows`` the given starts (R, dim), or None
+    (each orbit draws its own from ``system.initial_state``)."""
+
+    rows: Any
+    keys: Any
+
+    def orbit(self, r: int) -> tuple[Any, Any]:
+        """(x0 or None, key) of orbit ``r`` alone (to replay it)."""
+        return (None if self.rows is None else self.rows[r]), self.keys[r]
+
+
+def orbit_starts(system, x0, key, orbits: int) -> Starts:
+    """The starts of R orbits: ``key`` itself for one orbit, else ``key`` split R ways; x0
+    None (drawn per orbit), shape (R, dim) (one row each), or one shared start of a noisy
+    system (the noise makes the orbits independent)."""
+    if x0 is not None:
+        x0 = as_state(x0, "x0")
     if orbits == 1:
-        if x0 is not None and jnp.ndim(x0) == 2:
+        if x0 is not None and x0.ndim == 2:
             if x0.shape[0] != 1:
                 raise ValueError(
                     f"x0 has {x0.shape[0]} rows but orbits=1: give one start of shape (dim,) "
                     f"or set orbits={x0.shape[0]}"
                 )
             x0 = x0[0]
-        return [(x0, key)]
+        return Starts(None if x0 is None else x0[None], jnp.stack([key]))
     keys = jax.random.split(key, orbits)
     if x0 is None:
-        return [(None, k) for k in keys]
-    if jnp.ndim(x0) == 2:
+        return Starts(None, keys)
+    if x0.ndim == 2:
         if x0.shape[0] != orbits:
             raise ValueError(
                 f"x0 has {x0.shape[0]} rows but orbits={orbits}: give one start per orbit, "
                 "shape (orbits, dim), or x0=None"
             )
-        return list(zip(x0, keys, strict=True))
+        return Starts(x0, keys)
     if not system.stochastic:
         raise ValueError(
             f"orbits={orbits} from one x0 of a deterministic system would repeat one orbit: "
             "give x0 of shape (orbits, dim) or leave x0=None (drawn per orbit)"
         )
-    return [(x0, k) for k in keys]
+    return Starts(jnp.broadcast_to(x0, (orbits,) + x0.shape), keys)
 
 
 _TINY = np.finfo(np.float64).tiny

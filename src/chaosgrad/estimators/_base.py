@@ -370,7 +370,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         probe = jnp.zeros(probe.shape, probe.dtype)
     with traceable("the observable"):
         count, unravel, out = output_structure(statistic, probe, system)
-    components = Components(statistic, jnp.eye(count, dtype=jnp.float64))
+    components = Components(statistic, jnp.asarray(np.eye(count)))  # no device program
     return system, params, x0, count, unravel, out, components
 
 

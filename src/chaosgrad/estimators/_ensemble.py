@@ -120,19 +120,18 @@ def _forward(
 def run_orbits(
     system, starts, unstable_dim, burn_in, segments, segment_steps, probe=1, window=None
 ) -> Orbits:
-    """Burn in and record R orbits: ``starts`` is [(x0 or None, key)] per orbit (as from
-    ``orbit_starts``); u + ``probe`` tangent vectors, the first u those of u alone. With
-    ``window`` (FAR) the segments start W steps later and ``Orbits.edges`` holds the
-    states around them."""
+    """Burn in and record R orbits: ``starts`` as from ``orbit_starts``; u + ``probe``
+    tangent vectors, the first u those of u alone. With ``window`` (FAR) the segments start
+    W steps later and ``Orbits.edges`` holds the states around them."""
     xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
-    store = len(starts) * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
+    store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     states, edges, collected = _forward(
         system, xs, qs, keys, burn_in, window, segments, segment_steps, store
     )
     bases, rs, x_end, finite = local(collected)
     finite = np.asarray(finite)
     if not finite.all():
-        x0, key = starts[int(np.argmin(finite))]  # replay that orbit alone: names the step
+        x0, key = starts.orbit(int(np.argmin(finite)))  # replay that orbit alone: names the step
         x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
         t += window or 0
         replay, *_ = forward_segments(
@@ -173,11 +172,15 @@ def per_orbit(tree, count: int) -> list:
     return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], host) for r in range(count)]
 
 
+@eqx.filter_jit
+def _stored_mean(system, components, states):
+    return jnp.mean(orbit_values(system, components, states), axis=(0, 1, 2))
+
+
 def orbit_mean(system, components, orbits: Orbits):
     """The raw components' mean over every state of every orbit (recomputed if not kept)."""
     if orbits.stored:
-        values = orbit_values(system, components, orbits.states)
-        return np.asarray(jnp.mean(values, axis=(0, 1, 2)))
+        return np.asarray(_stored_mean(system, components, orbits.states))
     means = jax.vmap(
         lambda firsts, key: mean_values(
             system, components, firsts, key, jnp.asarray(orbits.start), orbits.segment_steps

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_positive_int
@@ -217,7 +216,7 @@ class Shadowing(AbstractEstimator):
         contributions = per_orbit(stacked, self.orbits)
         grad, stderr = ensemble_mean(contributions, self.segment_steps, self.blocks)
         deviation = largest_orbit_deviation(contributions)
-        largest = float(jnp.max(jnp.abs(coefficients), initial=0.0))
+        largest = float(np.max(np.abs(np.asarray(coefficients)), initial=0.0))
         seen = orbit_exponents(list(np.asarray(orbits.rs)), self.segment_steps, system.time_step)
         info = ShadowingInfo(
             method="Shadowing",
