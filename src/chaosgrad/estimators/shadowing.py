@@ -151,7 +151,10 @@ class Shadowing(AbstractEstimator):
         blocks: batch-means blocks of segments for the standard error of one orbit.
         orbits: R independent orbits (each ``segments * segment_steps`` steps after its own
             burn-in, from its own start) averaged; R >= 2 gives the calibrated standard
-            error. x0 may then be None (drawn per orbit) or of shape (R, dim).
+            error. x0 may then be None (drawn per orbit) or of shape (R, dim). Each orbit's
+            estimate carries boundary terms that fall like 1/T: splitting a fixed number of
+            steps into more, shorter orbits runs faster but costs precision (Lorenz-63: 16
+            orbits of T = 50 spread more than one of T = 200); keep each orbit long.
         checkpoint: a directory: the run goes in 16 pieces forward and 16 back, saved
             after each (``DIR/run.ckpt``); started again after a kill with the same
             settings, it continues and returns exactly what an uninterrupted run returns.
