@@ -132,7 +132,7 @@ def sizes(quick: bool) -> dict[str, Any]:
             "scaling_burn_in": 200,
             "scaling_segments": 40,
             "parallel_samples": 2**16,
-            "parallel_segments": 100,
+            "parallel_segments": 250,
             "memory_lorenz_segments": 50_000,
             "memory_rnn_segments": 10_000,
             "memory_burn_in": 1_000,
@@ -301,7 +301,7 @@ def build(name: str, quick: bool, params: dict | None = None) -> Workload:
     if name == "parallel_kernel":
         return nine_neuron_kernel(s["parallel_samples"])
     if name == "parallel_shadowing":
-        return lorenz63_shadowing(s["parallel_segments"], orbits=8)
+        return lorenz63_shadowing(s["parallel_segments"], orbits=16)
     if name == "memory_lorenz":
         return lorenz63_shadowing(s["memory_lorenz_segments"], burn_in=s["memory_burn_in"])
     if name == "memory_rnn":
@@ -788,7 +788,7 @@ def plot_rnn_scaling(path: Path, rows: list[dict]) -> Path:
 
 PARALLEL_WORKLOADS = {
     "parallel_kernel": "Kernel nine-neuron depth 50",
-    "parallel_shadowing": "Shadowing lorenz63 orbits=8",
+    "parallel_shadowing": "Shadowing lorenz63 orbits=16",
 }
 LAYOUTS = ("1x1", "1x2", "2x1")
 ONE_CORE = "1x1 one core"
@@ -797,8 +797,9 @@ ONE_CORE = "1x1 one core"
 
 def run_layout(layout: str, names: list[str], quick: bool) -> dict:
     """Warm timings of ``names`` in fresh processes of one layout: "1x1" (1 process, 1
-    device), "1x2" (1 process, 2 CPU devices), "2x1" (2 processes of 1 device; a
-    workload's seconds are those of the slower process)."""
+    device), "1x2" (1 process, 2 CPU devices), "2x1" (2 processes of 1 device, each held
+    to its own core as ``--processes`` holds them; a workload's seconds are those of the
+    slower process), "1x1 one core"."""
     spec = {"workloads": names, "quick": quick, "mode": "warm"}
     if layout == "1x1":
         return run_child(SCRIPT, spec)
@@ -811,6 +812,7 @@ def run_layout(layout: str, names: list[str], quick: bool) -> dict:
     from chaosgrad.cli.processes import free_port
 
     coordinator = f"localhost:{free_port()}"
+    shares = parallel.cpu_shares(2)  # each process on its own core, as --processes does
     children = [
         start_child(
             SCRIPT,
@@ -819,6 +821,7 @@ def run_layout(layout: str, names: list[str], quick: bool) -> dict:
                 CHAOSGRAD_COORDINATOR=coordinator,
                 CHAOSGRAD_PROCESSES="2",
                 CHAOSGRAD_PROCESS_ID=str(rank),
+                **({"CHAOSGRAD_CPUS": shares[rank]} if shares else {}),
             ),
         )
         for rank in range(2)

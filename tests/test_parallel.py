@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from chaosgrad import parallel
+from chaosgrad.cli import processes
 from chaosgrad.cli.processes import free_port, without_processes
 
 SCRIPT = """
@@ -223,3 +224,52 @@ def test_alone_the_mesh_is_this_process_devices():
     with parallel.each_process_alone():
         assert parallel.device_count() == len(jax.local_devices())
     assert parallel.device_count() == len(jax.devices())
+
+
+def test_cores_are_shared_out_in_contiguous_near_equal_parts():
+    assert parallel.cpu_shares(2, [0, 1, 2, 3]) == ["0,1", "2,3"]
+    assert parallel.cpu_shares(3, [0, 1, 2, 3, 4]) == ["0,1", "2", "3,4"]
+    assert parallel.cpu_shares(2, [4, 7]) == ["4", "7"]
+    assert parallel.cpu_shares(3, [0, 1]) is None  # fewer cores: the processes share them
+
+
+def test_the_launcher_gives_each_process_its_own_cores(monkeypatch):
+    """``--processes 2`` on a machine with 2 cores: process i gets core i through
+    CHAOSGRAD_CPUS, next to the coordinator, count and id (the workers are not started)."""
+    started = []
+
+    class Worker:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    def popen(command, env, stdout):
+        started.append(env)
+        return Worker()
+
+    monkeypatch.setattr(processes.subprocess, "Popen", popen)
+    monkeypatch.setattr(processes, "cpu_shares", lambda n: parallel.cpu_shares(n, [0, 1]))
+    assert processes.launch(2, ["lyapunov", "lorenz63", "--processes", "2"]) == 0
+    assert [env[parallel.CPUS] for env in started] == ["0", "1"]
+    assert [env[parallel.PROCESS_ID] for env in started] == ["0", "1"]
+    assert {env[parallel.COORDINATOR] for env in started} == {started[0][parallel.COORDINATOR]}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU binding is Linux's")
+def test_a_process_is_held_to_the_cores_it_is_given():
+    code = "import os; from chaosgrad import parallel; parallel.initialize(); "
+    code += "print(sorted(os.sched_getaffinity(0)))"
+    first = min(os.sched_getaffinity(0))
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_environment(CHAOSGRAD_CPUS=str(first)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == f"[{first}]"
+    for bad in ("a,b", "100000"):
+        with pytest.raises(ValueError, match="CHAOSGRAD_CPUS must be a comma list"):
+            parallel.bind_cpus(bad)

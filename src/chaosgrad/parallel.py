@@ -47,6 +47,9 @@ PROCESSES = "CHAOSGRAD_PROCESSES"
 """Environment variable: the total number of processes."""
 PROCESS_ID = "CHAOSGRAD_PROCESS_ID"
 """Environment variable: this process's id, 0 .. processes - 1."""
+CPUS = "CHAOSGRAD_CPUS"
+"""Environment variable: the CPU cores this process may run on, e.g. ``0,1`` (optional; the
+``--processes N`` launcher gives each of its processes its own share of the machine's)."""
 
 AXIS = "samples"
 
@@ -57,9 +60,16 @@ def initialize(
     """Join the processes of one run (``jax.distributed.initialize`` with gloo collectives).
 
     Arguments default to ``$CHAOSGRAD_COORDINATOR``, ``$CHAOSGRAD_PROCESSES`` and
-    ``$CHAOSGRAD_PROCESS_ID``. Returns False (and does nothing) for a single process. Call it
-    before any JAX computation, once per process, with the same coordinator everywhere.
+    ``$CHAOSGRAD_PROCESS_ID``. Returns False (and does nothing else) for a single process.
+    Call it before any JAX computation, once per process, with the same coordinator
+    everywhere.
+
+    With ``$CHAOSGRAD_CPUS`` set (Linux), the process is first held to those cores, before
+    XLA sizes its thread pool: several processes on one machine then split its cores
+    instead of each running threads on all of them (a 2-process Kernel run on 2 cores:
+    0.92 s bound, 1.32 s unbound).
     """
+    bind_cpus()
     coordinator = coordinator or os.environ.get(COORDINATOR)
     processes = processes if processes is not None else _env_int(PROCESSES)
     process_id = process_id if process_id is not None else _env_int(PROCESS_ID)
@@ -80,6 +90,41 @@ def initialize(
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=processes, process_id=process_id)
     return True
+
+
+def bind_cpus(text: str | None = None) -> set[int] | None:
+    """Hold this process to the cores in ``text`` (default ``$CHAOSGRAD_CPUS``), a comma
+    list such as ``0,1``; returns them, or None when unset or unsupported (not Linux)."""
+    text = os.environ.get(CPUS, "") if text is None else text
+    if not text.strip() or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        cores = {int(part) for part in text.split(",")}
+    except ValueError:
+        cores = set()
+    available = os.sched_getaffinity(0)
+    if not cores or not cores <= available:
+        raise ValueError(
+            f"{CPUS} must be a comma list of this machine's cores (available: "
+            f"{','.join(map(str, sorted(available)))}), got {text!r}"
+        )
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
+def cpu_shares(processes: int, cores: list[int] | None = None) -> list[str] | None:
+    """``$CHAOSGRAD_CPUS`` for each of ``processes`` local processes: the cores (default:
+    those this process may use) in contiguous, near-equal shares; None when there are
+    fewer cores than processes (the processes then share them all)."""
+    if cores is None:
+        if not hasattr(os, "sched_getaffinity"):
+            return None
+        cores = sorted(os.sched_getaffinity(0))
+    cores = sorted(cores)
+    if processes > len(cores):
+        return None
+    bounds = [round(i * len(cores) / processes) for i in range(processes + 1)]
+    return [",".join(map(str, cores[a:b])) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def _env_int(name: str) -> int | None:

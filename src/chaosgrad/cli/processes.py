@@ -5,7 +5,9 @@ chaosgrad`` with the same arguments, minus ``--processes``) with the coordinator
 localhost at a free port and ``CHAOSGRAD_COORDINATOR``, ``CHAOSGRAD_PROCESSES`` and
 ``CHAOSGRAD_PROCESS_ID`` set; each copy joins the others (``chaosgrad.parallel.initialize``)
 and computes its share of the samples or orbits, and process 0 prints and writes the result.
-The launcher exits with process 0's exit code (or the first failure's).
+Each process is held to its own share of the machine's cores (``CHAOSGRAD_CPUS``), so that
+XLA's threads of one do not compete with the others'. The launcher exits with process 0's
+exit code (or the first failure's).
 
 On several hosts there is no launcher: run the same command on every host with those three
 variables set by hand (or by the batch system): the coordinator's ``host:port`` (reachable
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from ..parallel import COORDINATOR, PROCESS_ID, PROCESSES
+from ..parallel import COORDINATOR, CPUS, PROCESS_ID, PROCESSES, cpu_shares
 
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 10.0
@@ -58,12 +60,15 @@ def launch(processes: int, argv: list[str] | None = None) -> int:
     dropped (they compute the same result) and their stderr kept."""
     argv = without_processes(sys.argv[1:] if argv is None else argv)
     coordinator = f"localhost:{free_port()}"
+    shares = cpu_shares(processes)  # each process its own cores (None: fewer cores)
     workers = []
     for rank in range(processes):
         env = dict(
             os.environ,
             **{COORDINATOR: coordinator, PROCESSES: str(processes), PROCESS_ID: str(rank)},
         )
+        if shares is not None:
+            env[CPUS] = shares[rank]
         workers.append(
             subprocess.Popen(
                 [sys.executable, "-m", "chaosgrad", *argv],
