@@ -162,8 +162,18 @@ def format_estimate(record: dict, shown: int = 2) -> str:
     return text + (" ..." if record["components"] > shown else "")
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (ru_maxrss: kB on Linux, bytes on macOS)."""
+def peak_rss_mb(status: Path = Path("/proc/self/status")) -> float:
+    """This process's peak resident memory in MB.
+
+    On Linux the high-water mark of this process's own memory (``VmHWM``). Not
+    ``ru_maxrss``: Linux carries it over from the parent through fork and exec, so a child
+    started by a large parent reports at least the parent's size. Elsewhere ru_maxrss
+    (bytes on macOS).
+    """
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

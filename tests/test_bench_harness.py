@@ -118,3 +118,11 @@ def test_child_result_line_and_environment(monkeypatch):
     env = measure.clean_env(EXTRA="1")
     assert "CHAOSGRAD_PROCESSES" not in env
     assert env["XLA_FLAGS"] == "--other" and env["EXTRA"] == "1"
+
+
+def test_peak_memory_is_the_process_own_high_water_mark(tmp_path):
+    """VmHWM of /proc/self/status (kB), not ru_maxrss, which a child inherits from its
+    parent through fork and exec on Linux."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 9999999 kB\nVmHWM:\t  524288 kB\nVmRSS:\t 1 kB\n")
+    assert measure.peak_rss_mb(status) == 512.0
