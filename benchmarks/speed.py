@@ -952,8 +952,8 @@ def memory(quick: bool) -> dict:
             flush=True,
         )
     return {
-        "note": f"peak resident memory (ru_maxrss) of a fresh process; seconds: best of "
-        f"{repeats} warm call(s) after the compiling call",
+        "note": "peak resident memory of a fresh process (its own VmHWM on Linux); seconds: "
+        f"best of {repeats} warm call(s) after the compiling call",
         "rows": rows,
     }
 
