@@ -70,8 +70,9 @@ def trainability(
         int,
         typer.Option(
             help="split the runs over N local processes, each computing its runs alone (run "
-            "i in process i mod N; they share the machine's cores); on several hosts set "
-            "CHAOSGRAD_COORDINATOR, CHAOSGRAD_PROCESSES and CHAOSGRAD_PROCESS_ID instead"
+            "i in process i mod N, each process on its own share of the cores); on several "
+            "hosts set CHAOSGRAD_COORDINATOR, CHAOSGRAD_PROCESSES and CHAOSGRAD_PROCESS_ID "
+            "instead"
         ),
     ] = 1,
 ):

@@ -447,8 +447,7 @@ def prepare_orbit(system, x0, key, unstable_dim, burn_in, probe: int = 0):
     ``probe`` extra vectors (at most dim - u) follow the u: their exponents check
     ``unstable_dim`` (QR keeps the first u columns those of the u alone).
     """
-    starts = Starts(None if x0 is None else as_state(x0, "x0")[None], jnp.stack([key]))
-    xs, qs, noise_keys = start_orbits(system, starts, unstable_dim, probe)
+    xs, qs, noise_keys = start_orbits(system, orbit_starts(system, x0, key, 1), unstable_dim, probe)
     x, q, noise_key, t = xs[0], qs[0], noise_keys[0], 0
     if burn_in:
         x, q, _, _, t = run_tangent_blocks(system, x, q, noise_key, 0, burn_in, 1, 1)

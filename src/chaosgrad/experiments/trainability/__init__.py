@@ -108,8 +108,8 @@ def run_trainability(
             then methods, then seeds) runs in process i mod N, each process computing alone
             (``parallel.each_process_alone``); every process then receives all runs
             (``parallel.gather_json``) and returns the same summary. Each run records the
-            process that made it (``extra["process"]``). Processes sharing a machine share
-            its cores: a run's budget buys fewer iterations than it would alone.
+            process that made it (``extra["process"]``). Each process compiles its own
+            programs within its runs' budgets, on its share of the machine's cores.
     """
     if not budget > 0:
         raise ValueError(f"budget must be positive, got {budget}")
@@ -126,15 +126,15 @@ def run_trainability(
         "jax": jax.__version__,
         "tasks": {},
     }
-    built, mine, number = {}, [], 0
+    built, mine, position = {}, [], 0  # position: the run's index in the plan
     for name in expand_tasks(tasks):
         if not any(methods is None or m in methods for m in task_methods(name)):
             continue
         task = built[name] = make_task(name, quick)
         for method in [m for m in task.methods if methods is None or m in methods]:
             for seed in range(int(seeds)):
-                number += 1
-                if (number - 1) % count != index:
+                position += 1
+                if (position - 1) % count != index:
                     continue
                 if progress is not None:
                     progress(f"{name} {method} seed {seed}")
