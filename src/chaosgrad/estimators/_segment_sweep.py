@@ -1,0 +1,151 @@
+"""The adjoint sweep of a small system, parallel over segments (same terms as the sequential one).
+
+Inside segment k (steps n = 0..m-1, states x_n) the backward recursion of ``_adjoint`` is
+linear in the adjoints C_m = [nu'_m | eps_m] it starts from at the segment's end:
+
+    C_n = J_n^T C_{n+1} + [F_n | 0],   so   C_n = P_n C_m + [G_n | 0],
+    P_n = J_n^T P_{n+1} (P_m = I),      G_n = J_n^T G_{n+1} + F_n (G_m = 0),
+
+with J_n = d x_{n+1} / d x_n and F_n = grad Phi~(x_n) (dim, k'). Every per-segment sum of the
+sweep is then a fixed linear (or, for the least-squares terms, quadratic) function of C_m:
+
+    sum_n X_n^T C_{n+1}       = A C_m + [g | 0],  A = sum_n X_n^T P_{n+1},  g = sum_n X_n^T G_{n+1}
+    sum_n eps_n^T eps_n       = eps_m^T S eps_m,  S = sum_n P_n^T P_n
+    sum_n eps_n^T nu'_n       = eps_m^T (S nu'_m + h),  h = sum_n P_n^T G_n
+    sum_n eps_n^T F(x_n)      = eps_m^T w,  w = sum_n P_n^T F(x_n)
+    sum_n nu'_n^T F(x_n)      = nu'_m^T w + z,  z = sum_n G_n^T F(x_n)
+
+(X_n = d_theta x_{n+1}; F the vector field of a flow). So the long loop over every step
+becomes: (1) one ``lax.scan`` over the m steps of a segment, ``vmap``-ed over all K segments,
+that builds (P_0, G_0, A, g, S, h, w, z) from dense Jacobians (dim + P JVPs a step); (2) the
+short sequential chain over the K segments (C_0 = P_0 C_m + [G_0 | 0], the projection b_k and
+the renormalisation M_k of ``_adjoint``); (3) the sums, batched over the segments. The
+sequential part has K steps instead of K m, and each of the m steps of part (1) does K
+segments' work, where one step of the sequential sweep costs a CPU's per-kernel launch
+overhead several times over for a few dozen flops.
+
+The work is O(dim^2 (dim + P)) a step instead of O(dim (u + k') (dim + P)): it is used up to
+``DENSE_LIMIT`` state components and parameters, and for the shadowing contribution only
+(the unstable contribution's trace term of FastAdjointResponse is bilinear in the forward
+tangents and the adjoints: it keeps the sequential sweep).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from .._tangent import step_noise
+
+
+class SegmentPropagator(NamedTuple):
+    """Segment k's backward propagator and the linear forms of its sums (module doc).
+
+    P: (dim, dim) P_0; G: (dim, k') G_0; A: (P, dim); g: (P, k'); and, for a flow, S (dim,
+    dim), h (dim, k'), w (dim,), z (k',) (else None). P counts the raveled parameters.
+    """
+
+    P: jax.Array
+    G: jax.Array
+    A: jax.Array
+    g: jax.Array
+    S: jax.Array | None
+    h: jax.Array | None
+    w: jax.Array | None
+    z: jax.Array | None
+
+
+def _contract(a, b):
+    """sum_i a[i, j, s] b[i, l, s] -> (j, l, s): a^T b for every segment s (the segment axis
+    last, innermost: these tiny products vectorise over the segments)."""
+    return jnp.sum(a[:, :, None, :] * b[:, None, :, :], axis=0)
+
+
+def segment_propagators(system, components, params, states, key, t0s, flow: bool):
+    """The :class:`SegmentPropagator` of B segments (leading axis B) with states ``states``
+    (B, m, dim) from steps ``t0s`` (B,): one reverse ``lax.scan`` over the m steps carrying
+    Z = [P_n | G_n] (module doc) for all B segments at once, the segment axis last."""
+    batch, steps, dim = states.shape
+    count = components.count
+    size = ravel_pytree(params.values)[0].shape[0]
+
+    def local(x, t):
+        """Segment-local pieces of step t at x: J (dim, dim), X (dim, P), F~ (dim, k'), F."""
+        xi = step_noise(system, key, t, x)
+
+        def step(y, p):
+            return params.substitute(system, p).step(t, y, xi)
+
+        jx, jp = jax.jacfwd(step, argnums=(0, 1))(x, params.values)
+        jp = jnp.concatenate(
+            [leaf.reshape(dim, -1) for leaf in jax.tree_util.tree_leaves(jp)], axis=1
+        )  # (dim, P), in ravel_pytree's order
+        forcing = jax.jacrev(lambda y: components(y, system))(x).T
+        direction = system.vector_field(t * system.dt, x) if flow else jnp.zeros(dim)
+        return jx, jp, forcing, direction
+
+    def one(carry, n):
+        Z, AG, SH, WZ = carry
+        jx, jp, forcing, direction = jax.vmap(local, out_axes=-1)(states[:, n], t0s + n)
+        AG = AG + _contract(jp, Z)  # [A | g] += X_n^T [P_{n+1} | G_{n+1}]
+        Z = _contract(jx, Z) + jnp.concatenate([jnp.zeros((dim, dim, batch)), forcing], axis=1)
+        if flow:
+            SH = SH + _contract(Z[:, :dim], Z)  # [S | h] += P_n^T [P_n | G_n]
+            WZ = WZ + jnp.sum(Z * direction[:, None, :], axis=0)  # [w; z] += Z^T F(x_n)
+        return (Z, AG, SH, WZ), None
+
+    identity = jnp.concatenate([jnp.eye(dim), jnp.zeros((dim, count))], axis=1)
+    zeros = jnp.zeros
+    start = (
+        jnp.broadcast_to(identity[:, :, None], (dim, dim + count, batch)),
+        zeros((size, dim + count, batch)),
+        zeros((dim, dim + count, batch)) if flow else None,
+        zeros((dim + count, batch)) if flow else None,
+    )
+    (Z, AG, SH, WZ), _ = jax.lax.scan(one, start, jnp.arange(steps), reverse=True)
+    Z, AG = jnp.moveaxis(Z, -1, 0), jnp.moveaxis(AG, -1, 0)  # the segment axis first
+    least_squares = (None,) * 4
+    if SH is not None and WZ is not None:
+        SH, WZ = jnp.moveaxis(SH, -1, 0), jnp.moveaxis(WZ, -1, 0)
+        least_squares = (SH[:, :, :dim], SH[:, :, dim:], WZ[:, :dim], WZ[:, dim:])
+    return SegmentPropagator(
+        Z[:, :, :dim], Z[:, :, dim:], AG[:, :, :dim], AG[:, :, dim:], *least_squares
+    )
+
+
+def chain(propagators: SegmentPropagator, qs, init):
+    """The sequential part: adjoints C_m at each segment's end (K, dim, .), projections
+    b_k (K, u, k') and renormalisations M_k (K, u, u), from the end adjoints ``init``
+    (eps, nu'), and the adjoints at the first segment (after its renormalisation)."""
+
+    def segment(carry, k):
+        eps, nus = carry
+        P, G = propagators.P[k], propagators.G[k]
+        eps_0, nus_0 = P @ eps, P @ nus + G  # C_0 = P_0 C_m + [G_0 | 0]
+        b = jnp.linalg.solve(eps_0.T @ eps_0, eps_0.T @ nus_0)
+        renorm = jnp.linalg.inv(qs[k].T @ eps_0)
+        return (eps_0 @ renorm, nus_0 - eps_0 @ b), (eps, nus, b, renorm)
+
+    return jax.lax.scan(segment, init, jnp.arange(qs.shape[0] - 1), reverse=True)
+
+
+def segment_sums(propagators: SegmentPropagator, eps, nus):
+    """Every segment's sums from its end adjoints eps (K, dim, u) and nu' (K, dim, k'):
+    (sum X^T nu' (K, P, k'), sum X^T eps (K, P, u), and for a flow the least-squares sums
+    (C (K, u, u), d (K, u, k'), dwf (K, u), dvf (K, k')), else None), batched over K."""
+    p = propagators
+    nu_sums = jnp.einsum("kpd,kdc->kpc", p.A, nus) + p.g
+    eps_sums = jnp.einsum("kpd,kdu->kpu", p.A, eps)
+    if p.S is None:
+        return nu_sums, eps_sums, None
+    assert p.h is not None and p.w is not None and p.z is not None
+    least_squares = (
+        jnp.einsum("kdu,kde,kev->kuv", eps, p.S, eps),
+        jnp.einsum("kdu,kdc->kuc", eps, jnp.einsum("kde,kec->kdc", p.S, nus) + p.h),
+        jnp.einsum("kdu,kd->ku", eps, p.w),
+        jnp.einsum("kdc,kd->kc", nus, p.w) + p.z,
+    )
+    return nu_sums, eps_sums, least_squares
