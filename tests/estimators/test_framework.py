@@ -168,3 +168,22 @@ def test_finite_difference_lorenz63_reference():
     )
     assert abs(float(result.grad) - 1.017) <= 3 * float(result.stderr) + 0.002
     assert result.value == pytest.approx(23.68, abs=0.1)
+
+
+def test_kept_shapes_follow_the_observable_and_the_system():
+    """The traced output structure is kept between calls (no tracing per call) but never
+    reused for another observable, another output shape or a system of another size."""
+    from chaosgrad.estimators import _base
+
+    estimator = Backprop(samples=2, steps=5, burn_in=0)
+    wrt = lambda s: s.args  # noqa: E731
+    shapes = []
+    for width in (1, 3, 2, 3):  # the same code, a different closed-over width each time
+        statistic = TimeAverage(lambda x, w=width: jnp.repeat(x, w))
+        result = linear_response(ar1(), statistic, estimator, wrt=wrt, key=KEY)
+        shapes.append(np.shape(result.value))
+    assert shapes == [(1,), (3,), (2,), (3,)]
+    kept = len(_base._SHAPES)
+    wide = cg.Map(lambda t, x, p: p * x, args=jnp.asarray(0.5), dim=4)
+    result = linear_response(wide, TimeAverage(lambda x: x), estimator, key=KEY)
+    assert np.shape(result.value) == (4,) and len(_base._SHAPES) > kept

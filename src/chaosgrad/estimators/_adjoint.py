@@ -37,7 +37,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._errors import as_state
-from .._tangent import draw_orbit_starts, positive_qr, step_noise
+from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..stats import batch_means
 from ._rollout import check_finite
@@ -143,9 +143,7 @@ def forward_segments(system, x, q, key, start, segments: int, segment_steps: int
 
         def one(state, t):
             x, e = state
-            xi = step_noise(system, key, t, x)
-            x_next, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
-            return (x_next, jax.vmap(lin, in_axes=1, out_axes=1)(e)), x
+            return step_with_tangents(system, t, x, step_noise(system, key, t, x), e), x
 
         first = x
         (x, e), states = jax.lax.scan(one, (x, q), t0 + jnp.arange(segment_steps))

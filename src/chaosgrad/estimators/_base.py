@@ -340,6 +340,36 @@ def _finish(
     return Estimate(value, layout(raw.grad), layout(raw.stderr), info)
 
 
+_SHAPES: dict = {}
+"""Shapes traced by :func:`_traced_shapes`, for repeated calls (at most ``_SHAPES_KEPT``)."""
+_SHAPES_KEPT = 64
+
+
+def _abstract(tree):
+    """A hashable description of a pytree's structure and its leaves' shapes and dtypes."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, tuple(
+        (tuple(leaf.shape), leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves
+    )
+
+
+def _traced_shapes(name: str, trace: Callable, *owners):
+    """``trace()`` (an ``eval_shape`` of functions of ``owners``), kept for the next call with
+    owners of the same structure, shapes and dtypes: tracing costs ~1 ms a call, which is
+    most of a warm small run's overhead. Owners holding functions compare by identity (a
+    fresh lambda is traced again), so a kept result is never one of other code."""
+    try:
+        key = (name,) + tuple(_abstract(owner) for owner in owners)
+        hash(key)
+    except TypeError:  # an unhashable leaf: trace every time
+        return trace()
+    if key not in _SHAPES:
+        if len(_SHAPES) >= _SHAPES_KEPT:
+            _SHAPES.pop(next(iter(_SHAPES)))
+        _SHAPES[key] = trace()
+    return _SHAPES[key]
+
+
 def _prepare(system, statistic, estimator, wrt, x0, key):
     if not isinstance(system, System):
         raise TypeError(f"system must be a chaosgrad System, got {type(system).__name__}")
@@ -366,10 +396,18 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         x0 = as_state(x0, "x0")
         probe = x0[0] if x0.ndim == 2 else x0  # (orbits, dim): one start per orbit
     else:
-        probe = jax.eval_shape(system.initial_state, key)
+        probe = _traced_shapes(
+            "initial_state", lambda: jax.eval_shape(system.initial_state, key), system, key
+        )
         probe = jnp.zeros(probe.shape, probe.dtype)
     with traceable("the observable"):
-        count, unravel, out = output_structure(statistic, probe, system)
+        count, unravel, out = _traced_shapes(
+            "output_structure",
+            lambda: output_structure(statistic, probe, system),
+            statistic,
+            system,
+            probe,
+        )
     components = Components(statistic, jnp.asarray(np.eye(count)))  # no device program
     return system, params, x0, count, unravel, out, components
 
