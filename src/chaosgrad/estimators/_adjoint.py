@@ -52,9 +52,10 @@ through the dense Jacobians (:func:`pullback_columns`), and for which the shadow
 runs parallel over segments (``_segment_sweep``)."""
 
 SEGMENT_BATCH = 64
-"""Segments swept together by the segment-parallel sweep: one batch's arrays stay in a CPU's
-cache (Lorenz-63: 40 ns per segment and step in batches of 50-100, 70 at 200, 125 at 500);
-an orbit whose states are not kept recomputes one batch's states at a time."""
+"""Segments swept together by the segment-parallel sweep, over all orbits vmapped together:
+one batch's arrays stay in a CPU's cache (Lorenz-63: 40 ns per segment and step in batches
+of 50-100, 70 at 200, 125 at 500); an orbit whose states are not kept recomputes one
+batch's states at a time."""
 
 
 def pullback_columns(step, x, params, cotangents):
@@ -273,6 +274,7 @@ def adjoint_sweep_from(
     segment_steps: int | None = None,
     init=None,
     segment_parallel: bool = True,
+    orbits: int = 1,
 ) -> tuple[tuple[jax.Array, jax.Array], SegmentTerms]:
     """Backward sweep over all segments for the k' components of ``components``.
 
@@ -288,7 +290,8 @@ def adjoint_sweep_from(
 
     Without the unstable contribution, a system of at most ``DENSE_LIMIT`` state components
     and parameters is swept parallel over segments (``_segment_sweep``; the same terms to
-    rounding), unless ``segment_parallel`` is False.
+    rounding), unless ``segment_parallel`` is False; ``orbits``: how many orbits the caller
+    vmaps this sweep over (they share the batches of ``SEGMENT_BATCH`` segments).
     """
     recompute = states.ndim == 2
     if recompute:
@@ -303,8 +306,9 @@ def adjoint_sweep_from(
     if init is None:
         init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
     if segment_parallel and not unstable and max(states.shape[-1], params.size()) <= DENSE_LIMIT:
+        batch = max(1, SEGMENT_BATCH // orbits)
         return _segment_parallel_sweep(
-            system, components, params, states, qs, key, start, flow, steps, init
+            system, components, params, states, qs, key, start, flow, steps, init, batch
         )
 
     def segment(carry, k):
@@ -389,15 +393,15 @@ def adjoint_sweep_from(
 
 
 def _segment_parallel_sweep(
-    system, components, params, states, qs, key, start, flow: bool, steps: int, init
+    system, components, params, states, qs, key, start, flow: bool, steps: int, init, batch: int
 ) -> tuple[tuple[jax.Array, jax.Array], SegmentTerms]:
     """:func:`adjoint_sweep_from` without the unstable contribution, parallel over segments
-    (``_segment_sweep``), ``SEGMENT_BATCH`` segments at a time: the same terms to rounding.
+    (``_segment_sweep``), ``batch`` segments at a time: the same terms to rounding.
     Segments whose states were not kept (``states`` (K, dim)) are recomputed batch by batch."""
     segments = states.shape[0]
     t0s = start + jnp.arange(segments) * steps
 
-    def batch(inputs):
+    def propagators_of(inputs):
         states_b, t0s_b = inputs
         if states_b.ndim == 2:
             states_b = jax.vmap(lambda x, t0: segment_states(system, key, x, t0, steps))(
@@ -405,13 +409,13 @@ def _segment_parallel_sweep(
             )
         return segment_propagators(system, components, params, states_b, key, t0s_b, flow)
 
-    size = min(SEGMENT_BATCH, segments)
+    size = min(batch, segments)
     full = (segments // size) * size
     shape = lambda a: a[:full].reshape((full // size, size) + a.shape[1:])  # noqa: E731
-    pieces = [jax.lax.map(batch, (shape(states), shape(t0s)))]
+    pieces = [jax.lax.map(propagators_of, (shape(states), shape(t0s)))]
     pieces[0] = jax.tree_util.tree_map(lambda a: a.reshape((full,) + a.shape[2:]), pieces[0])
     if full < segments:
-        pieces.append(batch((states[full:], t0s[full:])))
+        pieces.append(propagators_of((states[full:], t0s[full:])))
     propagators = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
     first, (eps, nus, b, renorm) = chain(propagators, qs, init)
     nu_flat, eps_flat, least_squares = segment_sums(propagators, eps, nus)

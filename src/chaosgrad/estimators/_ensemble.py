@@ -158,6 +158,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
             jnp.asarray(orbits.start),
             flow,
             segment_steps=orbits.segment_steps,
+            orbits=orbits.keys.shape[0],
         )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
