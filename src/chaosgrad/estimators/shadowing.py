@@ -4,7 +4,10 @@ The algorithm (forward tangents with QR, backward homogeneous and inhomogeneous 
 dual renormalisation, coefficients a_k = M_k a_{k-1} - b_k) is in ``_adjoint.py``; the
 estimate is SC = (1/N) sum_n nu_{n+1} . X_n with X_n = d_theta f(x_n): one VJP with respect
 to all parameters per step, so the cost is about (u + k') backpropagations for k'
-statistic components, whatever the number of parameters.
+statistic components, whatever the number of parameters. A system of at most 16 state
+components and parameters is swept parallel over segments instead (``_segment_sweep``:
+each segment's propagator and the linear forms of its sums at once, then a chain over the
+segments; the same terms to rounding).
 
 A. Ni & C. Talnikar, "Adjoint sensitivity analysis on chaotic dynamical systems by
 non-intrusive least squares adjoint shadowing (NILSAS)", J. Comput. Phys. 395, 690 (2019);
