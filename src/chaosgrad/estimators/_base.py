@@ -356,8 +356,9 @@ def _abstract(tree):
 def _traced_shapes(name: str, trace: Callable, *owners):
     """``trace()`` (an ``eval_shape`` of functions of ``owners``), kept for the next call with
     owners of the same structure, shapes and dtypes: tracing costs ~1 ms a call, which is
-    most of a warm small run's overhead. Owners holding functions compare by identity (a
-    fresh lambda is traced again), so a kept result is never one of other code."""
+    most of a warm small run's overhead. Functions held by the owners compare as the
+    compilation cache compares them (``_functions``: code, globals, closure, defaults), so
+    a kept result is never one of other code."""
     try:
         key = (name,) + tuple(_abstract(owner) for owner in owners)
         hash(key)

@@ -16,12 +16,13 @@ sweep is then a fixed linear (or, for the least-squares terms, quadratic) functi
     sum_n nu'_n^T F(x_n)      = nu'_m^T w + z,  z = sum_n G_n^T F(x_n)
 
 (X_n = d_theta x_{n+1}; F the vector field of a flow). So the long loop over every step
-becomes: (1) one ``lax.scan`` over the m steps of a segment, ``vmap``-ed over all K segments,
-that builds (P_0, G_0, A, g, S, h, w, z) from dense Jacobians (dim + P JVPs a step); (2) the
+becomes: (1) one ``lax.scan`` over the m steps of a segment for a batch of segments at once
+(the segment axis innermost), that builds (P_0, G_0, A, g, S, h, w, z) from dense Jacobians
+(dim + P JVPs a step); (2) the
 short sequential chain over the K segments (C_0 = P_0 C_m + [G_0 | 0], the projection b_k and
 the renormalisation M_k of ``_adjoint``); (3) the sums, batched over the segments. The
-sequential part has K steps instead of K m, and each of the m steps of part (1) does K
-segments' work, where one step of the sequential sweep costs a CPU's per-kernel launch
+sequential part has K steps instead of K m, and each of the m steps of part (1) does a
+batch of segments' work, where one step of the sequential sweep costs a CPU's per-kernel launch
 overhead several times over for a few dozen flops.
 
 The work is O(dim^2 (dim + P)) a step instead of O(dim (u + k') (dim + P)): it is used up to
