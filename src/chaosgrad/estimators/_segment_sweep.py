@@ -117,6 +117,38 @@ def segment_propagators(system, components, params, states, key, t0s, flow: bool
     )
 
 
+SMALL = 4
+"""Up to this many unstable directions the chain's u x u inverses are written out."""
+
+
+def _times(a, b):
+    """a (i, j) @ b (j, l) by broadcast-and-sum (tiny products: one fused kernel, no dot)."""
+    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+
+
+def _inverse(a):
+    """a^-1 of a u x u matrix: Gauss-Jordan written out for u <= ``SMALL`` (a few fused
+    vector operations, where LAPACK's inverse is a library call per segment), else LAPACK.
+
+    No pivoting: the chain inverts Gram matrices eps^T eps (symmetric positive definite) and
+    Q_k^T eps, which equals R_{k+1}^T up to rounding (``_adjoint``: lower triangular with the
+    positive growth factors of the unstable directions on its diagonal)."""
+    size = a.shape[0]
+    if size > SMALL:
+        return jnp.linalg.inv(a)
+    rows = [a[i] for i in range(size)]
+    inverse = [jnp.eye(size, dtype=a.dtype)[i] for i in range(size)]
+    for j in range(size):
+        pivot = rows[j][j]
+        rows[j], inverse[j] = rows[j] / pivot, inverse[j] / pivot
+        for i in range(size):
+            if i != j:
+                factor = rows[i][j]
+                rows[i] = rows[i] - factor * rows[j]
+                inverse[i] = inverse[i] - factor * inverse[j]
+    return jnp.stack(inverse)
+
+
 def chain(propagators: SegmentPropagator, qs, init):
     """The sequential part: adjoints C_m at each segment's end (K, dim, .), projections
     b_k (K, u, k') and renormalisations M_k (K, u, u), from the end adjoints ``init``
@@ -125,12 +157,17 @@ def chain(propagators: SegmentPropagator, qs, init):
     def segment(carry, k):
         eps, nus = carry
         P, G = propagators.P[k], propagators.G[k]
-        eps_0, nus_0 = P @ eps, P @ nus + G  # C_0 = P_0 C_m + [G_0 | 0]
-        b = jnp.linalg.solve(eps_0.T @ eps_0, eps_0.T @ nus_0)
-        renorm = jnp.linalg.inv(qs[k].T @ eps_0)
-        return (eps_0 @ renorm, nus_0 - eps_0 @ b), (eps, nus, b, renorm)
+        eps_0, nus_0 = _times(P, eps), _times(P, nus) + G  # C_0 = P_0 C_m + [G_0 | 0]
+        b = _times(_inverse(_contract2(eps_0, eps_0)), _contract2(eps_0, nus_0))
+        renorm = _inverse(_contract2(qs[k], eps_0))
+        return (_times(eps_0, renorm), nus_0 - _times(eps_0, b)), (eps, nus, b, renorm)
 
     return jax.lax.scan(segment, init, jnp.arange(qs.shape[0] - 1), reverse=True)
+
+
+def _contract2(a, b):
+    """a^T @ b for a (j, i), b (j, l), by broadcast-and-sum."""
+    return jnp.sum(a[:, :, None] * b[:, None, :], axis=0)
 
 
 def segment_sums(propagators: SegmentPropagator, eps, nus):
