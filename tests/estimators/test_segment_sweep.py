@@ -24,6 +24,15 @@ CASES = {
     ),
     # a map, every parameter; 70 segments: a full batch of SEGMENT_BATCH and a remainder
     "henon": (cg.Henon(), lambda x: x[0], None, 1, 10, 70),
+    # a stable map: no unstable direction (u = 0), the plain adjoint
+    "stable_map": (
+        cg.Map(lambda t, x, a: 0.5 * jnp.tanh(x) + a, args=jnp.asarray([0.3, -0.2]), dim=2),
+        lambda x: x[0] * x[1],
+        None,
+        0,
+        10,
+        6,
+    ),
     # noise with a state-dependent amplitude: each step's noise enters J and X
     "noisy_lorenz96": (
         cg.NoisyLorenz96(n=10),
@@ -92,3 +101,26 @@ def test_recomputed_segments_and_a_given_start_of_the_sweep():
     recomputed = both_sweeps("lorenz63", init=init, recompute=True)
     assert_same(stored[0], stored[1])
     assert_same(stored[0], recomputed[1])
+
+
+@pytest.mark.parametrize("case", ["lorenz63", "noisy_lorenz96"])
+def test_forward_bases_from_the_propagators_equal_the_carried_tangents(case):
+    """A forward run without tangents, its bases made from the segment propagators
+    (Q_{k+1} R_{k+1} = P_0^T Q_k), gives the tangent-carrying run's bases, factors and
+    shadowing contributions."""
+    system, phi, wrt, u, m, segments = CASES[case]
+    starts = _adjoint.orbit_starts(system, None, KEY, 1)
+    carried, left = (
+        _ensemble.run_orbits(system, starts, u, 200, segments, m, tangents=tangents)
+        for tangents in (True, False)
+    )
+    assert left.qs.shape[1] == 1 and left.rs.shape[1] == 0
+    np.testing.assert_array_equal(np.asarray(left.states), np.asarray(carried.states))
+    params = Parameters.of(system, wrt)
+    count = np.size(phi(carried.x_end[0]))
+    components = Components(TimeAverage(phi), jnp.eye(count))
+    flow = system.time_step is not None
+    expected = _ensemble.shadowing_contributions(system, components, params, carried, u, flow)
+    made = _ensemble.shadowing_contributions(system, components, params, left, u, flow)
+    assert_same(expected[2:], made[2:])  # bases and factors
+    assert_same(expected[:2], made[:2])  # contributions and coefficients

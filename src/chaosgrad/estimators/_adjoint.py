@@ -41,7 +41,7 @@ from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tan
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..stats import batch_means
 from ._rollout import check_finite
-from ._segment_sweep import chain, segment_propagators, segment_sums
+from ._segment_sweep import SegmentPropagator, chain, segment_propagators, segment_sums
 
 SWEEP_UNROLL = 4
 """Steps of the backward sweep per loop iteration (XLA unrolls them: less loop overhead)."""
@@ -133,10 +133,23 @@ class SegmentTerms(NamedTuple):
 
 
 @eqx.filter_jit
-def forward_segments(system, x, q, key, start, segments: int, segment_steps: int, store=True):
+def forward_segments(
+    system, x, q, key, start, segments: int, segment_steps: int, store=True, tangents=True
+):
     """States of every step (K, m, dim), bases Q_k at interfaces and factors R_{k+1},
     k = 0..K-1. With ``store=False`` only each segment's first state (K, dim) is kept: the
-    adjoint sweep recomputes a segment's states from it (memory O(K + m), not O(K m))."""
+    adjoint sweep recomputes a segment's states from it (memory O(K + m), not O(K m)).
+    With ``tangents=False`` the tangents are not carried: the bases are Q_0 alone (1, dim, k)
+    and the factors empty (0, k, k); the segment-parallel sweep makes the rest from its
+    segment propagators (:func:`~chaosgrad.estimators._segment_sweep.forward_bases`)."""
+    if not tangents:
+
+        def plain(x, k):
+            x_next, states = _segment_run(system, key, x, start + k * segment_steps, segment_steps)
+            return x_next, states if store else x
+
+        x_end, states = jax.lax.scan(plain, x, jnp.arange(segments))
+        return states, q[None], jnp.zeros((0,) + (q.shape[1],) * 2), x_end
 
     def segment(carry, k):
         x, q = carry
@@ -155,13 +168,18 @@ def forward_segments(system, x, q, key, start, segments: int, segment_steps: int
     return states, jnp.concatenate([qs, q_end[None]]), rs, x_end
 
 
-def segment_states(system, key, first, t0, segment_steps: int):
-    """x_{t0} .. x_{t0+m-1} recomputed from the segment's first state (checkpointing)."""
+def _segment_run(system, key, first, t0, segment_steps: int):
+    """(x_{t0+m}, the states x_{t0} .. x_{t0+m-1}) of a segment from its first state."""
 
     def one(x, t):
         return system.step(t, x, step_noise(system, key, t, x)), x
 
-    return jax.lax.scan(one, first, t0 + jnp.arange(segment_steps))[1]
+    return jax.lax.scan(one, first, t0 + jnp.arange(segment_steps))
+
+
+def segment_states(system, key, first, t0, segment_steps: int):
+    """x_{t0} .. x_{t0+m-1} recomputed from the segment's first state (checkpointing)."""
+    return _segment_run(system, key, first, t0, segment_steps)[1]
 
 
 @eqx.filter_jit
@@ -305,7 +323,7 @@ def adjoint_sweep_from(
     columns = count + 1 if unstable else count
     if init is None:
         init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
-    if segment_parallel and not unstable and max(states.shape[-1], params.size()) <= DENSE_LIMIT:
+    if segment_parallel and not unstable and sweeps_in_parallel(states.shape[-1], params):
         batch = max(1, SEGMENT_BATCH // orbits)
         return _segment_parallel_sweep(
             system, components, params, states, qs, key, start, flow, steps, init, batch
@@ -392,12 +410,38 @@ def adjoint_sweep_from(
     return jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
 
 
+def sweeps_in_parallel(dim: int, params) -> bool:
+    """Whether the shadowing sweep of a system with ``dim`` state components for ``params``
+    runs parallel over segments (at most ``DENSE_LIMIT`` components and parameters)."""
+    return max(dim, params.size()) <= DENSE_LIMIT
+
+
+def state_dimension(system, starts: Starts) -> int:
+    """The state dimension of ``system`` (a user model may leave ``dim`` to its start)."""
+    if system.dim is not None:
+        return int(system.dim)
+    if starts.rows is not None:
+        return int(starts.rows.shape[1])
+    return int(jax.eval_shape(system.initial_state, starts.keys[0]).shape[0])
+
+
 def _segment_parallel_sweep(
     system, components, params, states, qs, key, start, flow: bool, steps: int, init, batch: int
 ) -> tuple[tuple[jax.Array, jax.Array], SegmentTerms]:
     """:func:`adjoint_sweep_from` without the unstable contribution, parallel over segments
-    (``_segment_sweep``), ``batch`` segments at a time: the same terms to rounding.
-    Segments whose states were not kept (``states`` (K, dim)) are recomputed batch by batch."""
+    (``_segment_sweep``), ``batch`` segments at a time: the same terms to rounding."""
+    propagators = all_propagators(
+        system, components, params, states, key, start, flow, steps, batch
+    )
+    return terms_from_propagators(propagators, params, qs, init)
+
+
+def all_propagators(
+    system, components, params, states, key, start, flow: bool, steps: int, batch: int
+) -> SegmentPropagator:
+    """The :class:`~chaosgrad.estimators._segment_sweep.SegmentPropagator` of every segment
+    (leading axis: segment), ``batch`` segments at a time. Segments whose states were not
+    kept (``states`` (K, dim)) are recomputed batch by batch."""
     segments = states.shape[0]
     t0s = start + jnp.arange(segments) * steps
 
@@ -416,7 +460,14 @@ def _segment_parallel_sweep(
     pieces[0] = jax.tree_util.tree_map(lambda a: a.reshape((full,) + a.shape[2:]), pieces[0])
     if full < segments:
         pieces.append(propagators_of((states[full:], t0s[full:])))
-    propagators = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+
+
+def terms_from_propagators(
+    propagators: SegmentPropagator, params, qs, init
+) -> tuple[tuple[jax.Array, jax.Array], SegmentTerms]:
+    """The chain over the segments and the batched sums: the adjoints at the first segment
+    and the :class:`SegmentTerms` of every segment (as :func:`adjoint_sweep_from`)."""
     first, (eps, nus, b, renorm) = chain(propagators, qs, init)
     nu_flat, eps_flat, least_squares = segment_sums(propagators, eps, nus)
     unravel = jax.vmap(jax.vmap(ravel_pytree(params.values)[1], in_axes=1))

@@ -24,7 +24,9 @@ from .._system import _run as _run_states
 from ..lyapunov.spectrum import _spectrum_block
 from ..parallel import collect, local, map_samples, sample_parallel
 from ._adjoint import (
+    SEGMENT_BATCH,
     adjoint_sweep,
+    all_propagators,
     check_orbit,
     forward_segments,
     mean_values,
@@ -34,7 +36,9 @@ from ._adjoint import (
     segment_values,
     shadowing_coefficients,
     start_orbits,
+    terms_from_propagators,
 )
+from ._segment_sweep import forward_bases
 
 STORE_LIMIT = 256 * 2**20
 """Bytes of states kept for the adjoint sweep; longer orbits keep one state per segment
@@ -46,7 +50,9 @@ class Orbits(NamedTuple):
 
     states (R, K, m, dim), or (R, K, dim) each segment's first state when the orbits are
     too long to keep (more than ``STORE_LIMIT`` bytes: the sweep recomputes them);
-    qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k); keys (R,) noise keys;
+    qs (R, K + 1, dim, k) bases at the interfaces; rs (R, K, k, k) (before a
+    segment-parallel sweep that makes them: Q_0 alone (R, 1, dim, k), rs (R, 0, k, k));
+    keys (R,) noise keys;
     x_end (R, dim); start: the step index where the segments begin;
     edges, for FastAdjointResponse: (x_{-W} .. x_{-1} (R, W, dim), x_N .. x_{N+W}
     (R, W + 1, dim)), the states around the segments its window sums need; else None.
@@ -79,6 +85,7 @@ def _forward(
     segment_steps,
     store,
     offset: int | jax.Array = 0,
+    tangents: bool = True,
 ):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
     states before and the W + 1 from the end of the segments (the tangents aligned through
@@ -100,7 +107,7 @@ def _forward(
                 x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(start), window, 1)
             start += window
         states, bases, rs, x_end = forward_segments(
-            system, x, q, key, jnp.asarray(start), segments, segment_steps, store
+            system, x, q, key, jnp.asarray(start), segments, segment_steps, store, tangents
         )
         edges = None
         if window is not None:
@@ -118,15 +125,25 @@ def _forward(
 
 
 def run_orbits(
-    system, starts, unstable_dim, burn_in, segments, segment_steps, probe=1, window=None
+    system,
+    starts,
+    unstable_dim,
+    burn_in,
+    segments,
+    segment_steps,
+    probe=1,
+    window=None,
+    tangents=True,
 ) -> Orbits:
     """Burn in and record R orbits: ``starts`` as from ``orbit_starts``; u + ``probe``
     tangent vectors, the first u those of u alone. With ``window`` (FAR) the segments start
-    W steps later and ``Orbits.edges`` holds the states around them."""
+    W steps later and ``Orbits.edges`` holds the states around them. With
+    ``tangents=False`` the tangents stop after the burn-in (``Orbits.qs`` holds Q_0 only):
+    the segment-parallel sweep makes the bases from its propagators."""
     xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
     store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     states, edges, collected = _forward(
-        system, xs, qs, keys, burn_in, window, segments, segment_steps, store
+        system, xs, qs, keys, burn_in, window, segments, segment_steps, store, 0, tangents
     )
     bases, rs, x_end, finite = local(collected)
     finite = np.asarray(finite)
@@ -145,25 +162,46 @@ def run_orbits(
 
 @sample_parallel
 def shadowing_contributions(system, components, params, orbits: Orbits, unstable_dim, flow):
-    """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)) and coefficients."""
+    """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)), coefficients, and
+    the orbits' bases and QR factors (made here from the segment propagators when the
+    forward run left them, ``Orbits.qs`` of one basis)."""
+    count = orbits.keys.shape[0]
 
-    def one(states, qs, key):
-        terms = adjoint_sweep(
-            system,
-            components,
-            params,
-            states,
-            qs[..., :unstable_dim],
-            key,
-            jnp.asarray(orbits.start),
-            flow,
-            segment_steps=orbits.segment_steps,
-            orbits=orbits.keys.shape[0],
-        )
+    def one(states, qs, rs, key):
+        start = jnp.asarray(orbits.start)
+        if qs.shape[0] == 1:  # the tangents from the propagators (segment-parallel sweep)
+            propagators = all_propagators(
+                system,
+                components,
+                params,
+                states,
+                key,
+                start,
+                flow,
+                orbits.segment_steps,
+                max(1, SEGMENT_BATCH // count),
+            )
+            qs, rs = forward_bases(propagators, qs[0])
+            init = (qs[-1, :, :unstable_dim], jnp.zeros((qs.shape[1], components.count)))
+            _, terms = terms_from_propagators(propagators, params, qs[..., :unstable_dim], init)
+        else:
+            terms = adjoint_sweep(
+                system,
+                components,
+                params,
+                states,
+                qs[..., :unstable_dim],
+                key,
+                start,
+                flow,
+                segment_steps=orbits.segment_steps,
+                orbits=count,
+            )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
-        return segment_contributions(terms.sums.nu, terms.sums.eps, coefficients), coefficients
+        contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
+        return contributions, coefficients, qs, rs
 
-    return map_samples(one, orbits.states, orbits.qs, orbits.keys)
+    return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys)
 
 
 def per_orbit(tree, count: int) -> list:

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from .._tangent import step_noise
+from .._tangent import positive_qr, step_noise
 
 
 class SegmentPropagator(NamedTuple):
@@ -88,9 +88,10 @@ def segment_propagators(system, components, params, states, key, t0s, flow: bool
         direction = system.vector_field(t * system.dt, x) if flow else jnp.zeros(dim)
         return jx, jp, forcing, direction
 
-    def one(carry, n):
+    def one(carry, inputs):
         Z, AG, SH, WZ = carry
-        jx, jp, forcing, direction = jax.vmap(local, out_axes=-1)(states[:, n], t0s + n)
+        x, n = inputs
+        jx, jp, forcing, direction = jax.vmap(local, in_axes=(1, 0), out_axes=-1)(x, t0s + n)
         AG = AG + _contract(jp, Z)  # [A | g] += X_n^T [P_{n+1} | G_{n+1}]
         Z = _contract(jx, Z) + jnp.concatenate([jnp.zeros((dim, dim, batch)), forcing], axis=1)
         if flow:
@@ -106,7 +107,8 @@ def segment_propagators(system, components, params, states, key, t0s, flow: bool
         zeros((dim, dim + count, batch)) if flow else None,
         zeros((dim + count, batch)) if flow else None,
     )
-    (Z, AG, SH, WZ), _ = jax.lax.scan(one, start, jnp.arange(steps), reverse=True)
+    by_step = jnp.transpose(states, (1, 2, 0))  # (m, dim, B): each step's states, B innermost
+    (Z, AG, SH, WZ), _ = jax.lax.scan(one, start, (by_step, jnp.arange(steps)), reverse=True)
     Z, AG = jnp.moveaxis(Z, -1, 0), jnp.moveaxis(AG, -1, 0)  # the segment axis first
     least_squares = (None,) * 4
     if SH is not None and WZ is not None:
@@ -134,6 +136,8 @@ def _inverse(a):
     Q_k^T eps, which equals R_{k+1}^T up to rounding (``_adjoint``: lower triangular with the
     positive growth factors of the unstable directions on its diagonal)."""
     size = a.shape[0]
+    if size == 0:  # no unstable direction (a stable system)
+        return a
     if size > SMALL:
         return jnp.linalg.inv(a)
     rows = [a[i] for i in range(size)]
@@ -163,6 +167,20 @@ def chain(propagators: SegmentPropagator, qs, init):
         return (_times(eps_0, renorm), nus_0 - _times(eps_0, b)), (eps, nus, b, renorm)
 
     return jax.lax.scan(segment, init, jnp.arange(qs.shape[0] - 1), reverse=True)
+
+
+def forward_bases(propagators: SegmentPropagator, q0):
+    """Q_k (K + 1, dim, k) and R_{k+1} (K, k, k) of the forward tangents from Q_0 ``q0``:
+    Q_{k+1} R_{k+1} = Phi_k Q_k with Phi_k = P_0^T, segment k's tangent map (the product of
+    its Jacobians, which the propagator already holds), instead of carrying the k tangents
+    through every step of the forward run."""
+
+    def segment(q, k):
+        q_next, r = positive_qr(_contract2(propagators.P[k], q))  # P_0^T q
+        return q_next, (q_next, r)
+
+    _, (qs, rs) = jax.lax.scan(segment, q0, jnp.arange(propagators.P.shape[0]))
+    return jnp.concatenate([q0[None], qs]), rs
 
 
 def _contract2(a, b):

@@ -34,7 +34,9 @@ from ._adjoint import (
     orbit_exponents,
     orbit_starts,
     outlier_warning,
+    state_dimension,
     stderr_method,
+    sweeps_in_parallel,
     unstable_dim_warning,
 )
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
@@ -191,12 +193,17 @@ class Shadowing(AbstractEstimator):
         starts = orbit_starts(system, x0, key, self.orbits)
         flow = is_flow(system)
         if self.checkpoint is None:
-            orbits = run_orbits(system, starts, u, burn_in, segments, self.segment_steps)
+            # a segment-parallel sweep makes the forward bases from its propagators
+            tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
+            orbits = run_orbits(
+                system, starts, u, burn_in, segments, self.segment_steps, tangents=tangents
+            )
             value = orbit_mean(system, components, orbits)
             components = project(components, cotangent, value)  # the same orbits' value
-            stacked, coefficients = shadowing_contributions(
+            stacked, coefficients, qs, rs = shadowing_contributions(
                 system, components, params, orbits, u, flow
             )
+            orbits = orbits._replace(qs=qs, rs=rs)
         else:
             run = RunCheckpoint(
                 self.checkpoint,
