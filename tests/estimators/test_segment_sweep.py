@@ -124,3 +124,39 @@ def test_forward_bases_from_the_propagators_equal_the_carried_tangents(case):
     made = _ensemble.shadowing_contributions(system, components, params, left, u, flow)
     assert_same(expected[2:], made[2:])  # bases and factors
     assert_same(expected[:2], made[:2])  # contributions and coefficients
+
+
+@pytest.mark.parametrize("unstable", [False, True])
+def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch, unstable):
+    """The step-by-step sweep with each segment's Jacobians computed before it is swept
+    (vectorised over its steps) gives the terms of per-step vector-Jacobian products, with
+    and without the unstable contribution (FastAdjointResponse's psi-weighted sums)."""
+    system, u, m, segments = cg.ModifiedSolenoid(dim=5), 4, 10, 6
+    starts = _adjoint.orbit_starts(system, None, KEY, 1)
+    orbits = _ensemble.run_orbits(system, starts, u, 100, segments, m)
+    params = Parameters.of(system, None)
+    components = Components(TimeAverage(cg.ModifiedSolenoid.observable), jnp.eye(1))
+    rng = np.random.default_rng(1)
+    extra = {}
+    if unstable:
+        extra = dict(psi=jnp.asarray(rng.normal(size=(segments, m, 1))), rs=orbits.rs[0][:, :u, :u])
+
+    def sweep():
+        return _adjoint.adjoint_sweep_from(
+            system,
+            components,
+            params,
+            orbits.states[0],
+            orbits.qs[0][..., :u],
+            orbits.keys[0],
+            jnp.asarray(orbits.start),
+            False,
+            segment_parallel=False,
+            **extra,
+        )
+
+    assert _adjoint.precomputes_jacobians(5, params)
+    at_once = sweep()
+    monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
+    per_step = sweep()
+    assert_same(per_step, at_once)

@@ -51,6 +51,11 @@ DENSE_LIMIT = 16
 through the dense Jacobians (:func:`pullback_columns`), and for which the shadowing sweep
 runs parallel over segments (``_segment_sweep``)."""
 
+PRECOMPUTED_LIMIT = 64
+"""Largest state dimension and parameter count for which the step-by-step sweep computes
+the Jacobians of a whole segment's steps at once, before sweeping it
+(:func:`segment_jacobians`)."""
+
 SEGMENT_BATCH = 64
 """Segments swept together by the segment-parallel sweep, over all orbits vmapped together:
 one batch's arrays stay in a CPU's cache (Lorenz-63: 40 ns per segment and step in batches
@@ -73,14 +78,7 @@ def pullback_columns(step, x, params, cotangents):
         _, pullback = jax.vjp(step, x, params)
         return jax.vmap(pullback, in_axes=1, out_axes=(1, 0))(cotangents)
     jx, jp = jax.jacfwd(step, argnums=(0, 1))(x, params)  # (dim, dim), leaves (dim, *shape)
-    back_x = jnp.sum(jx[:, :, None] * cotangents[:, None, :], axis=0)
-
-    def back(leaf):
-        flat = leaf.reshape(leaf.shape[0], -1)  # (dim, size)
-        summed = jnp.sum(flat[:, None, :] * cotangents[:, :, None], axis=0)  # (c, size)
-        return summed.reshape((cotangents.shape[1],) + leaf.shape[1:])
-
-    return back_x, jax.tree_util.tree_map(back, jp)
+    return _pullback_with(jx, jp, cotangents)
 
 
 class LeastSquaresSums(NamedTuple):
@@ -209,16 +207,66 @@ def mean_values(system, components, firsts, key, start, segment_steps: int):
     return total / (firsts.shape[0] * segment_steps)
 
 
-def _segment_tangents(system, key, states_k, q_k, t0):
-    """e_n, n in the segment: the forward tangents from Q_k, recomputed (not stored)."""
+def _segment_tangents(system, key, states_k, q_k, t0, jacobians=None):
+    """e_n, n in the segment: the forward tangents from Q_k, recomputed (not stored), with
+    the segment's Jacobians J_x (m, dim, dim) when they are at hand (e_{n+1} = J_n e_n)."""
 
     def one(e, n):
+        if jacobians is not None:
+            return _times(jacobians[n], e), e
         t, x = t0 + n, states_k[n]
         xi = step_noise(system, key, t, x)
         _, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
         return jax.vmap(lin, in_axes=1, out_axes=1)(e), e
 
     return jax.lax.scan(one, q_k, jnp.arange(states_k.shape[0]))[1]
+
+
+def precomputes_jacobians(dim: int, params) -> bool:
+    """Whether the step-by-step sweep computes each segment's Jacobians before sweeping it
+    (at most ``PRECOMPUTED_LIMIT`` state components and parameters)."""
+    return max(dim, params.size()) <= PRECOMPUTED_LIMIT
+
+
+def segment_jacobians(system, key, params, states_k, t0):
+    """(J_x (m, dim, dim), J_theta (leaves (m, dim, *shape))) of each step of a segment with
+    states ``states_k`` (m, dim) from step ``t0``, vectorised over its steps (``jax.jacfwd``).
+
+    Inside a loop body XLA's CPU fusion evaluates a transcendental function (the solenoid's
+    sines and cosines) again for every element of each product it feeds: a step's 22
+    vector-Jacobian products cost 17 us on the 21-dimensional solenoid. Computed for all of
+    a segment's steps at once, outside the loop over its steps, they cost 1.9 us a step,
+    and the sweep's products with them are plain matrix products."""
+
+    def one(n):
+        t, x = t0 + n, states_k[n]
+        xi = step_noise(system, key, t, x)
+
+        def step(y, p):
+            return params.substitute(system, p).step(t, y, xi)
+
+        return jax.jacfwd(step, argnums=(0, 1))(x, params.values)
+
+    return jax.vmap(one)(jnp.arange(states_k.shape[0]))
+
+
+def _times(a, b):
+    """a @ b: broadcast-and-sum for small operands (fused with its neighbours), else a dot."""
+    if max(a.shape) <= DENSE_LIMIT:
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return a @ b
+
+
+def _pullback_with(jacobian_x, jacobian_p, cotangents):
+    """(J_x^T C, J_theta^T C (leaves (c, ...))) from Jacobians at hand (as
+    :func:`pullback_columns`)."""
+    back_x = _times(jacobian_x.T, cotangents)
+
+    def back(leaf):
+        flat = leaf.reshape(leaf.shape[0], -1)  # (dim, size)
+        return _times(cotangents.T, flat).reshape((cotangents.shape[1],) + leaf.shape[1:])
+
+    return back_x, jax.tree_util.tree_map(back, jacobian_p)
 
 
 def _add(total, increment):
@@ -336,9 +384,14 @@ def adjoint_sweep_from(
             states_k = segment_states(system, key, states[k], t0, steps)
         else:
             states_k = states[k]
+        jacobians = None
+        if precomputes_jacobians(states_k.shape[1], params):
+            jacobians = segment_jacobians(system, key, params, states_k, t0)
         if unstable:
             assert rs is not None and psi is not None
-            tangents = _segment_tangents(system, key, states_k, qs[k], t0)
+            tangents = _segment_tangents(
+                system, key, states_k, qs[k], t0, None if jacobians is None else jacobians[0]
+            )
             dual = jnp.linalg.inv(rs[k]).T
 
         def one(acc, n):
@@ -350,7 +403,11 @@ def adjoint_sweep_from(
             def step(y, p):
                 return params.substitute(system, p).step(t, y, xi)
 
-            back_x, back_p = pullback_columns(step, x, params.values, cotangents)
+            if jacobians is None:
+                back_x, back_p = pullback_columns(step, x, params.values, cotangents)
+            else:
+                jacobian_x, jacobian_p = jax.tree_util.tree_map(lambda j: j[n], jacobians)
+                back_x, back_p = _pullback_with(jacobian_x, jacobian_p, cotangents)
             forcing = jax.jacrev(lambda y: components(y, system))(x).T  # (dim, k')
             nu_part = jax.tree_util.tree_map(lambda b: b[:count], back_p)
             eps_part = jax.tree_util.tree_map(lambda b: b[columns:], back_p)
