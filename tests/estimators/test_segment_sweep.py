@@ -155,7 +155,7 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch,
             **extra,
         )
 
-    assert _adjoint.precomputes_jacobians(5, params)
+    assert _adjoint.precomputes_jacobians(5, params, u + 1)
     at_once = sweep()
     monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
     per_step = sweep()
