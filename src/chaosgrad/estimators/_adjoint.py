@@ -516,8 +516,17 @@ def all_propagators(
 
     size = min(batch, segments)
     full = (segments // size) * size
-    shape = lambda a: a[:full].reshape((full // size, size) + a.shape[1:])  # noqa: E731
-    pieces = [jax.lax.map(propagators_of, (shape(states), shape(t0s)))]
+
+    def batch_at(i):  # sliced inside the loop: the orbit's states are not copied
+        first = i * size
+        return propagators_of(
+            (
+                jax.lax.dynamic_slice_in_dim(states, first, size),
+                jax.lax.dynamic_slice_in_dim(t0s, first, size),
+            )
+        )
+
+    pieces = [jax.lax.map(batch_at, jnp.arange(full // size))]
     pieces[0] = jax.tree_util.tree_map(lambda a: a.reshape((full,) + a.shape[2:]), pieces[0])
     if full < segments:
         pieces.append(propagators_of((states[full:], t0s[full:])))

@@ -163,8 +163,8 @@ def run_orbits(
 @sample_parallel
 def shadowing_contributions(system, components, params, orbits: Orbits, unstable_dim, flow):
     """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)), coefficients, and
-    the orbits' bases and QR factors (made here from the segment propagators when the
-    forward run left them, ``Orbits.qs`` of one basis)."""
+    the orbits' bases and QR factors when they are made here, from the segment propagators
+    (the forward run left them: ``Orbits.qs`` of one basis), else None (not copied)."""
     count = orbits.keys.shape[0]
 
     def one(states, qs, rs, key):
@@ -182,9 +182,11 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
                 max(1, SEGMENT_BATCH // count),
             )
             qs, rs = forward_bases(propagators, qs[0])
+            bases = (qs, rs)
             init = (qs[-1, :, :unstable_dim], jnp.zeros((qs.shape[1], components.count)))
             _, terms = terms_from_propagators(propagators, params, qs[..., :unstable_dim], init)
         else:
+            bases = None
             terms = adjoint_sweep(
                 system,
                 components,
@@ -199,7 +201,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
             )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
-        return contributions, coefficients, qs, rs
+        return contributions, coefficients, bases
 
     return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys)
 

@@ -200,10 +200,11 @@ class Shadowing(AbstractEstimator):
             )
             value = orbit_mean(system, components, orbits)
             components = project(components, cotangent, value)  # the same orbits' value
-            stacked, coefficients, qs, rs = shadowing_contributions(
+            stacked, coefficients, bases = shadowing_contributions(
                 system, components, params, orbits, u, flow
             )
-            orbits = orbits._replace(qs=qs, rs=rs)
+            if bases is not None:  # made by the segment-parallel sweep
+                orbits = orbits._replace(qs=bases[0], rs=bases[1])
         else:
             run = RunCheckpoint(
                 self.checkpoint,
