@@ -41,7 +41,7 @@ from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tan
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..stats import batch_means
 from ._rollout import check_finite
-from ._segment_sweep import SegmentPropagator, chain, segment_propagators, segment_sums
+from ._segment_sweep import SegmentPropagator, chain, segment_propagators, segment_sums, times
 
 SWEEP_UNROLL = 4
 """Steps of the backward sweep per loop iteration (XLA unrolls them: less loop overhead)."""
@@ -213,7 +213,7 @@ def _segment_tangents(system, key, states_k, q_k, t0, jacobians=None):
 
     def one(e, n):
         if jacobians is not None:
-            return _times(jacobians[n], e), e
+            return times(jacobians[n], e), e
         t, x = t0 + n, states_k[n]
         xi = step_noise(system, key, t, x)
         _, lin = jax.linearize(lambda y: system.step(t, y, xi), x)
@@ -254,21 +254,14 @@ def segment_jacobians(system, key, params, states_k, t0):
     return jax.vmap(one)(jnp.arange(states_k.shape[0]))
 
 
-def _times(a, b):
-    """a @ b: broadcast-and-sum for small operands (fused with its neighbours), else a dot."""
-    if max(a.shape) <= DENSE_LIMIT:
-        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
-    return a @ b
-
-
 def _pullback_with(jacobian_x, jacobian_p, cotangents):
     """(J_x^T C, J_theta^T C (leaves (c, ...))) from Jacobians at hand (as
     :func:`pullback_columns`)."""
-    back_x = _times(jacobian_x.T, cotangents)
+    back_x = times(jacobian_x.T, cotangents)
 
     def back(leaf):
         flat = leaf.reshape(leaf.shape[0], -1)  # (dim, size)
-        return _times(cotangents.T, flat).reshape((cotangents.shape[1],) + leaf.shape[1:])
+        return times(cotangents.T, flat).reshape((cotangents.shape[1],) + leaf.shape[1:])
 
     return back_x, jax.tree_util.tree_map(back, jacobian_p)
 

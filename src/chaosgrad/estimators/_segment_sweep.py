@@ -123,9 +123,21 @@ SMALL = 4
 """Up to this many unstable directions the chain's u x u inverses are written out."""
 
 
-def _times(a, b):
-    """a (i, j) @ b (j, l) by broadcast-and-sum (tiny products: one fused kernel, no dot)."""
-    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+DENSE_PRODUCT_LIMIT = 16
+"""Largest operand side multiplied by broadcast-and-sum rather than a dot (:func:`times`)."""
+
+
+def times(a, b):
+    """a (i, j) @ b (j, l): broadcast-and-sum for small operands (one kernel fused with its
+    neighbours, where a dot is a library call of its own), else a dot."""
+    if max(a.shape) <= DENSE_PRODUCT_LIMIT:
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return a @ b
+
+
+def _transposed_times(a, b):
+    """a^T @ b for a (j, i), b (j, l)."""
+    return times(a.T, b)
 
 
 def _inverse(a):
@@ -161,10 +173,10 @@ def chain(propagators: SegmentPropagator, qs, init):
     def segment(carry, k):
         eps, nus = carry
         P, G = propagators.P[k], propagators.G[k]
-        eps_0, nus_0 = _times(P, eps), _times(P, nus) + G  # C_0 = P_0 C_m + [G_0 | 0]
-        b = _times(_inverse(_contract2(eps_0, eps_0)), _contract2(eps_0, nus_0))
-        renorm = _inverse(_contract2(qs[k], eps_0))
-        return (_times(eps_0, renorm), nus_0 - _times(eps_0, b)), (eps, nus, b, renorm)
+        eps_0, nus_0 = times(P, eps), times(P, nus) + G  # C_0 = P_0 C_m + [G_0 | 0]
+        b = times(_inverse(_transposed_times(eps_0, eps_0)), _transposed_times(eps_0, nus_0))
+        renorm = _inverse(_transposed_times(qs[k], eps_0))
+        return (times(eps_0, renorm), nus_0 - times(eps_0, b)), (eps, nus, b, renorm)
 
     return jax.lax.scan(segment, init, jnp.arange(qs.shape[0] - 1), reverse=True)
 
@@ -176,16 +188,11 @@ def forward_bases(propagators: SegmentPropagator, q0):
     through every step of the forward run."""
 
     def segment(q, k):
-        q_next, r = positive_qr(_contract2(propagators.P[k], q))  # P_0^T q
+        q_next, r = positive_qr(_transposed_times(propagators.P[k], q))  # P_0^T q
         return q_next, (q_next, r)
 
     _, (qs, rs) = jax.lax.scan(segment, q0, jnp.arange(propagators.P.shape[0]))
     return jnp.concatenate([q0[None], qs]), rs
-
-
-def _contract2(a, b):
-    """a^T @ b for a (j, i), b (j, l), by broadcast-and-sum."""
-    return jnp.sum(a[:, :, None] * b[:, None, :], axis=0)
 
 
 def segment_sums(propagators: SegmentPropagator, eps, nus):
