@@ -27,6 +27,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._errors import (
+    _X64_HINT,
     as_state,
     check_finite_array,
     check_float64,
@@ -494,16 +495,26 @@ def check_start(system: System, x0) -> Array:
     """``x0`` as a float64 state of ``system``: refused, naming the reason, when it is not a
     real vector, its length is not the system's ``dim``, or the step does not map it to a
     state of its shape (:func:`check_step`). The checks of :func:`resolve_start` after the
-    draw; orbits drawn together (:func:`chaosgrad._tangent.draw_orbit_starts`) check one."""
+    draw; orbits drawn together (:func:`chaosgrad._tangent.draw_orbit_starts`) check one
+    with :func:`check_state_shape`, which needs no conversion."""
     x0 = as_state(x0, "x0")
+    check_state_shape(system, x0)
+    return x0
+
+
+def check_state_shape(system: System, x0) -> None:
+    """The checks of :func:`check_start` on anything with a ``shape`` and ``dtype`` (an
+    array or a ``jax.ShapeDtypeStruct``), already a real array: float64, a vector of the
+    system's ``dim``, mapped by the step to a state of its shape."""
     check_float64(system, "system parameters")
-    if x0.ndim != 1:
-        raise ValueError(f"x0 must be a vector of shape (dim,), got shape {x0.shape}")
+    if x0.dtype != jnp.float64:
+        raise TypeError(f"x0 has dtype {x0.dtype}; {_X64_HINT}")
+    if len(x0.shape) != 1:
+        raise ValueError(f"x0 must be a vector of shape (dim,), got shape {tuple(x0.shape)}")
     dim = getattr(system, "dim", None)
     if dim is not None and x0.shape[0] != dim:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
     check_step(system, x0)
-    return x0
 
 
 def _step_owner(system: System) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._errors import as_state
-from ._system import check_start
+from ._system import check_state_shape
 
 
 def step_with_tangents(system, t, x, xi, vectors):
@@ -43,18 +42,20 @@ def positive_qr(vectors):
 
 
 def _gram_schmidt(vectors):
+    """Modified Gram-Schmidt: q_j = w_j / |w_j|, w_j = v_j - sum_{i<j} (q_i . w) q_i (each
+    projection taken from the partly reduced w), R_ij = q_i . w, R_jj = |w_j|. R is
+    assembled from its entries in one stack (updating it entry by entry costs one kernel
+    per entry inside a loop: a QR every step of a Lorenz-63 spectrum, 0.50 -> 0.42 s)."""
     k = vectors.shape[1]
-    columns, r = [], jnp.zeros((k, k), vectors.dtype)
+    columns, entries = [], [[jnp.zeros((), vectors.dtype)] * k for _ in range(k)]
     for j in range(k):
-        v = vectors[:, j]
+        w = vectors[:, j]
         for i, q in enumerate(columns):
-            coefficient = q @ v
-            r = r.at[i, j].set(coefficient)
-            v = v - coefficient * q
-        norm = jnp.linalg.norm(v)
-        r = r.at[j, j].set(norm)
-        columns.append(v / norm)
-    return jnp.stack(columns, axis=1), r
+            entries[i][j] = q @ w
+            w = w - entries[i][j] * q
+        entries[j][j] = jnp.sqrt(w @ w)
+        columns.append(w / entries[j][j])
+    return jnp.stack(columns, axis=1), jnp.stack([jnp.stack(row) for row in entries])
 
 
 def random_orthonormal(key, dim, k):
@@ -91,8 +92,8 @@ def draw_orbit_starts(system, keys, rows, k: int | None):
     """
     if rows is not None:
         rows = as_state(rows, "x0")
-        check_start(system, np.asarray(rows)[0])  # on the host: no device program to compile
+        check_state_shape(system, jax.ShapeDtypeStruct(rows.shape[1:], rows.dtype))
     xs, vectors, noise_keys = _draw_starts(system, keys, rows, k)
-    if rows is None:
-        check_start(system, np.asarray(xs)[0])
+    if rows is None:  # shapes only: no transfer, no device program
+        check_state_shape(system, jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype))
     return xs, vectors, noise_keys

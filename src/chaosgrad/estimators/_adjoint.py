@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 from .._errors import as_state
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import run_tangent_blocks
+from ..parallel import batch_of_one
 from ..stats import batch_means
 from ._rollout import check_finite
 from ._segment_sweep import SegmentPropagator, chain, segment_propagators, segment_sums, times
@@ -494,8 +495,10 @@ def all_propagators(
     system, components, params, states, key, start, flow: bool, steps: int, batch: int
 ) -> SegmentPropagator:
     """The :class:`~chaosgrad.estimators._segment_sweep.SegmentPropagator` of every segment
-    (leading axis: segment), ``batch`` segments at a time. Segments whose states were not
-    kept (``states`` (K, dim)) are recomputed batch by batch."""
+    (leading axis: segment), in ceil(K / ``batch``) batches of equal size (at most
+    ``batch``; the last one ends at segment K and recomputes the few it shares with the one
+    before). Segments whose states were not kept (``states`` (K, dim)) are recomputed batch
+    by batch."""
     segments = states.shape[0]
     t0s = start + jnp.arange(segments) * steps
 
@@ -507,11 +510,11 @@ def all_propagators(
             )
         return segment_propagators(system, components, params, states_b, key, t0s_b, flow)
 
-    size = min(batch, segments)
-    full = (segments // size) * size
+    count = -(-segments // batch)  # batches of equal size: a small last one costs almost
+    size = -(-segments // count)  # what a full one does (the loop's per-step overhead)
 
     def batch_at(i):  # sliced inside the loop: the orbit's states are not copied
-        first = i * size
+        first = jnp.minimum(i * size, segments - size)  # the last batch ends at the last segment
         return propagators_of(
             (
                 jax.lax.dynamic_slice_in_dim(states, first, size),
@@ -519,11 +522,14 @@ def all_propagators(
             )
         )
 
-    pieces = [jax.lax.map(batch_at, jnp.arange(full // size))]
-    pieces[0] = jax.tree_util.tree_map(lambda a: a.reshape((full,) + a.shape[2:]), pieces[0])
-    if full < segments:
-        pieces.append(propagators_of((states[full:], t0s[full:])))
-    return jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *pieces)
+    batches = jax.lax.map(batch_at, jnp.arange(count))
+    overlap = count * size - segments  # segments the last batch shares with the one before
+
+    def joined(leaf):
+        head = leaf[:-1].reshape(((count - 1) * size,) + leaf.shape[2:])
+        return jnp.concatenate([head, leaf[-1, overlap:]])
+
+    return jax.tree_util.tree_map(joined, batches)
 
 
 def terms_from_propagators(
@@ -641,8 +647,8 @@ def blocked_mean(contributions, segment_steps, blocks):
         count = min(blocks, per_step.shape[0])
         usable = (per_step.shape[0] // count) * count
         block_means = per_step[:usable].reshape((count, -1) + per_step.shape[1:]).mean(axis=1)
-        means.append(jnp.asarray(per_step.mean(axis=0)))
-        errors.append(jnp.asarray(batch_means(block_means)))
+        means.append(per_step.mean(axis=0))  # on the host: linear_response moves them once
+        errors.append(batch_means(block_means))
     return treedef.unflatten(means), treedef.unflatten(errors)
 
 
@@ -660,8 +666,8 @@ def ensemble_mean(per_orbit, segment_steps, blocks):
         for tree in per_orbit
     ]
     stacked = jax.tree_util.tree_map(lambda *leaves: np.stack(leaves), *orbit_means)
-    mean = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf.mean(axis=0)), stacked)
-    error = jax.tree_util.tree_map(lambda leaf: jnp.asarray(batch_means(leaf)), stacked)
+    mean = jax.tree_util.tree_map(lambda leaf: leaf.mean(axis=0), stacked)
+    error = jax.tree_util.tree_map(batch_means, stacked)
     return mean, error
 
 
@@ -754,7 +760,8 @@ def orbit_starts(system, x0, key, orbits: int) -> Starts:
                     f"or set orbits={x0.shape[0]}"
                 )
             x0 = x0[0]
-        return Starts(None if x0 is None else x0[None], jnp.stack([key]))
+        rows, keys = batch_of_one((x0, key))
+        return Starts(rows, keys)
     keys = jax.random.split(key, orbits)
     if x0 is None:
         return Starts(None, keys)

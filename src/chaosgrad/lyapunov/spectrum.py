@@ -30,7 +30,7 @@ from .._errors import as_state, check_key, check_positive_int, first_nonfinite_s
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
-from ..parallel import sample_parallel, spread
+from ..parallel import batch_of_one, sample_parallel, spread
 from ..stats import batch_means
 
 
@@ -183,8 +183,7 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
     keys of its start and of its vectors; orbit r of R > 1 does the same with
     ``fold_in(key, r)``, so it is the single run with that key. ``k``: None for all."""
     if orbits == 1:
-        keys = jnp.stack([key])
-        rows = None if x0 is None else as_state(x0, "x0")[None]
+        rows, keys = batch_of_one((None if x0 is None else as_state(x0, "x0"), key))
     else:
         if x0 is not None:
             shape = tuple(np.shape(x0))
