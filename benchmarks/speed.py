@@ -6,7 +6,9 @@ efficiency and memory.
     python benchmarks/speed.py --only rnn_scaling
 
 Every timing is the best of 3 warm calls after one compiling call (:func:`warm_seconds`,
-each call waited for with ``jax.block_until_ready``), on this machine; every estimate is
+each call waited for with ``jax.block_until_ready``), on this machine; the reference rows
+repeat a call of milliseconds until its warm calls fill ``WARM_BUDGET`` seconds, as the
+reference codes' times are the best of repeated runs; every estimate is
 stored with its standard error, so that speed is never bought with a wrong answer. The
 JSON is rewritten after each section (a crash keeps the sections already done; a section
 that fails is stored as its error and the run goes on). Cold starts, device layouts and
@@ -90,6 +92,8 @@ REFERENCE_CODES = {
     "lyapunov_lorenz_rk4": "lyapynov, Lorenz-63 RK4 dt=0.005, 1e6 steps",
 }
 SPEEDUP_TARGET = 100
+WARM_BUDGET = 0.5
+"""Seconds of warm calls a reference row repeats for (at least 3 calls, at most 200)."""
 COLD_MARGIN_SECONDS = 1.0
 """Target: a first call in a new process with a filled cache within this of a warm call."""
 PARALLEL_TARGET = 0.8
@@ -414,7 +418,7 @@ def reference_rows(quick: bool) -> dict:
     ]
     for name in names:
         workload = build(name, quick)
-        timing = warm_seconds(workload.run)
+        timing = warm_seconds(workload.run, budget=WARM_BUDGET)
         reference_name = next(r for r in REFERENCE_SECONDS if name.startswith(r))
         reference = REFERENCE_SECONDS[reference_name]
         ratio = speedup(reference, timing.seconds)

@@ -57,6 +57,15 @@ def test_warm_seconds_repeats_and_a_real_function():
         measure.warm_seconds(clock.run, repeats=0)
 
 
+def test_warm_seconds_repeats_short_calls_up_to_the_budget():
+    clock = FakeClock([1.0] + [0.1] * 10)
+    timing = measure.warm_seconds(clock.run, repeats=2, clock=clock, budget=0.35)
+    assert len(timing.warm) == 4  # 2 calls, then more until 0.4 >= 0.35
+    clock = FakeClock([1.0] + [0.1] * 10)
+    timing = measure.warm_seconds(clock.run, repeats=2, clock=clock, budget=5.0, most=6)
+    assert len(timing.warm) == 6 and clock.calls == 7
+
+
 def test_first_call_seconds():
     clock = FakeClock([3.5])
     seconds, result = measure.first_call_seconds(clock.run, clock=clock)

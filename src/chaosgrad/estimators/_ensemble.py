@@ -55,7 +55,10 @@ class Orbits(NamedTuple):
     keys (R,) noise keys;
     x_end (R, dim); start: the step index where the segments begin;
     edges, for FastAdjointResponse: (x_{-W} .. x_{-1} (R, W, dim), x_N .. x_{N+W}
-    (R, W + 1, dim)), the states around the segments its window sums need; else None.
+    (R, W + 1, dim)), the states around the segments its window sums need; else None;
+    means (R, k): each orbit's mean of the raw components over its segments, when the
+    forward run was given them and kept the states (else None: :func:`orbit_mean`
+    computes it).
     """
 
     states: jax.Array
@@ -66,6 +69,7 @@ class Orbits(NamedTuple):
     start: int
     segment_steps: int
     edges: tuple[jax.Array, jax.Array] | None = None
+    means: jax.Array | None = None
 
     @property
     def stored(self) -> bool:
@@ -86,11 +90,14 @@ def _forward(
     store,
     offset: int | jax.Array = 0,
     tangents: bool = True,
+    components=None,
 ):
     """Burn-in and recorded segments of every orbit. With ``window`` W (FAR), also the W
     states before and the W + 1 from the end of the segments (the tangents aligned through
     the first W). ``offset``: the step index of ``xs``
-    (a resumed run's next piece).
+    (a resumed run's next piece). With ``components`` and the states kept, also each
+    orbit's mean of the raw components (the statistic's value: no second program reads the
+    states again).
 
     The states stay laid out over the mesh (each device keeps its own orbits' states);
     the small arrays and each orbit's finiteness are collected on every device."""
@@ -115,13 +122,16 @@ def _forward(
             end = jnp.asarray(start + segments * segment_steps)
             _, after = _run_states(system, x_end, key, end, window)
             edges = (before, jnp.concatenate([x_end[None], after]))
-        return states, bases, rs, x_end, edges
+        means = None
+        if components is not None and store:
+            means = jnp.mean(orbit_values(system, components, states), axis=(0, 1))
+        return states, bases, rs, x_end, edges, means
 
-    states, bases, rs, x_end, edges = map_samples(one, xs, qs, keys)
+    states, bases, rs, x_end, edges, means = map_samples(one, xs, qs, keys)
     finite = jnp.all(jnp.isfinite(states), axis=tuple(range(1, states.ndim))) & jnp.all(
         jnp.isfinite(x_end), axis=1
     )
-    return states, edges, collect((bases, rs, x_end, finite))
+    return states, edges, collect((bases, rs, x_end, finite, means))
 
 
 def run_orbits(
@@ -134,18 +144,31 @@ def run_orbits(
     probe=1,
     window=None,
     tangents=True,
+    components=None,
 ) -> Orbits:
     """Burn in and record R orbits: ``starts`` as from ``orbit_starts``; u + ``probe``
     tangent vectors, the first u those of u alone. With ``window`` (FAR) the segments start
     W steps later and ``Orbits.edges`` holds the states around them. With
     ``tangents=False`` the tangents stop after the burn-in (``Orbits.qs`` holds Q_0 only):
-    the segment-parallel sweep makes the bases from its propagators."""
+    the segment-parallel sweep makes the bases from its propagators. With ``components``
+    the forward run also takes each orbit's mean of them (``Orbits.means``)."""
     xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
     store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
     states, edges, collected = _forward(
-        system, xs, qs, keys, burn_in, window, segments, segment_steps, store, 0, tangents
+        system,
+        xs,
+        qs,
+        keys,
+        burn_in,
+        window,
+        segments,
+        segment_steps,
+        store,
+        0,
+        tangents,
+        components,
     )
-    bases, rs, x_end, finite = local(collected)
+    bases, rs, x_end, finite, means = local(collected)
     finite = np.asarray(finite)
     if not finite.all():
         x0, key = starts.orbit(int(np.argmin(finite)))  # replay that orbit alone: names the step
@@ -157,7 +180,7 @@ def run_orbits(
         check_orbit(replay, t)
         raise FloatingPointError("an orbit became NaN/inf")
     start = burn_in + (window or 0)
-    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, edges)
+    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, edges, means)
 
 
 @sample_parallel
@@ -219,7 +242,10 @@ def _stored_mean(system, components, states):
 
 
 def orbit_mean(system, components, orbits: Orbits):
-    """The raw components' mean over every state of every orbit (recomputed if not kept)."""
+    """The raw components' mean over every state of every orbit (recomputed if not kept):
+    the mean of the orbits' means (equal lengths), taken by the forward run when it could."""
+    if orbits.means is not None:
+        return np.asarray(orbits.means).mean(axis=0)
     if orbits.stored:
         return np.asarray(_stored_mean(system, components, orbits.states))
     means = jax.vmap(

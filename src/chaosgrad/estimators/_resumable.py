@@ -77,7 +77,7 @@ def run_orbits_resumable(
             False,
             jnp.asarray(0 if first == 0 else burn_in + first * segment_steps),
         )
-        bases, rs, x_end, finite = local(collected)
+        bases, rs, x_end, finite, _ = local(collected)
         if not np.all(finite):  # replay in one piece: names the orbit and the step
             run_orbits(system, starts, unstable_dim, burn_in, segments, segment_steps, 1)
         saved = dict(

@@ -196,7 +196,14 @@ class Shadowing(AbstractEstimator):
             # a segment-parallel sweep makes the forward bases from its propagators
             tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
             orbits = run_orbits(
-                system, starts, u, burn_in, segments, self.segment_steps, tangents=tangents
+                system,
+                starts,
+                u,
+                burn_in,
+                segments,
+                self.segment_steps,
+                tangents=tangents,
+                components=components,
             )
             value = orbit_mean(system, components, orbits)
             components = project(components, cotangent, value)  # the same orbits' value
