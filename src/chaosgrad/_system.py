@@ -505,7 +505,11 @@ def check_start(system: System, x0) -> Array:
 def check_state_shape(system: System, x0) -> None:
     """The checks of :func:`check_start` on anything with a ``shape`` and ``dtype`` (an
     array or a ``jax.ShapeDtypeStruct``), already a real array: float64, a vector of the
-    system's ``dim``, mapped by the step to a state of its shape."""
+    system's ``dim``, mapped by the step to a state of its shape. Passed checks are
+    remembered per :func:`_step_signature` (which holds every dtype and shape they read)."""
+    signature = _step_signature(system.for_sample(0), x0)
+    if signature is not None and ("start", signature) in _CHECKED_STEPS:
+        return
     check_float64(system, "system parameters")
     if x0.dtype != jnp.float64:
         raise TypeError(f"x0 has dtype {x0.dtype}; {_X64_HINT}")
@@ -515,6 +519,8 @@ def check_state_shape(system: System, x0) -> None:
     if dim is not None and x0.shape[0] != dim:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
     check_step(system, x0)
+    if signature is not None:
+        _CHECKED_STEPS.add(("start", signature))
 
 
 def _step_owner(system: System) -> str:
@@ -565,14 +571,13 @@ def _step_signature(system: System, x):
     fields (its functions included), its arrays' shapes and dtypes, and x's; None when a
     field cannot be hashed (then the check runs every time). A repeated call (a second
     estimate, the next training step) skips the abstract evaluation (about 2 ms)."""
-    arrays, rest = eqx.partition(system, eqx.is_array)
-    leaves, structure = jax.tree_util.tree_flatten(arrays)
-    fixed, fixed_structure = jax.tree_util.tree_flatten(rest)
+    leaves, structure = jax.tree_util.tree_flatten(system)
     signature = (
         structure,
-        tuple((leaf.shape, str(leaf.dtype)) for leaf in leaves),
-        fixed_structure,
-        tuple((type(leaf), leaf) for leaf in fixed),
+        tuple(
+            ("array", leaf.shape, str(leaf.dtype)) if eqx.is_array(leaf) else (type(leaf), leaf)
+            for leaf in leaves
+        ),
         tuple(x.shape),
         str(x.dtype),
     )

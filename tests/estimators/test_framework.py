@@ -173,7 +173,7 @@ def test_finite_difference_lorenz63_reference():
 def test_kept_shapes_follow_the_observable_and_the_system():
     """The traced output structure is kept between calls (no tracing per call) but never
     reused for another observable, another output shape or a system of another size."""
-    from chaosgrad.estimators import _base
+    from chaosgrad import _shapes
 
     estimator = Backprop(samples=2, steps=5, burn_in=0)
     wrt = lambda s: s.args  # noqa: E731
@@ -189,4 +189,4 @@ def test_kept_shapes_follow_the_observable_and_the_system():
     for system, shape in ((narrow, (1,)), (wide, (4,)), (narrow, (1,))):
         result = linear_response(system, TimeAverage(observable), estimator, key=KEY)
         assert np.shape(result.value) == shape
-    assert any(name == "output_structure" for name, *_ in _base._SHAPES)
+    assert any(name == "output_structure" for name, *_ in _shapes._SHAPES)

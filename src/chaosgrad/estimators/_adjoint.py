@@ -635,7 +635,8 @@ def check_orbit(states, start):
 
 
 def is_flow(system) -> bool:
-    return system.time_step is not None and hasattr(system, "vector_field")
+    """A flow with a vector field (its class defines one: no bound method is made)."""
+    return system.time_step is not None and hasattr(type(system), "vector_field")
 
 
 def blocked_mean(contributions, segment_steps, blocks):

@@ -36,6 +36,7 @@ from .._errors import (
     traceable,
 )
 from .._functions import StaticFunction, static
+from .._shapes import initial_state_shape, traced_shapes
 from .._system import System, check_noise_setting
 from ..parallel import to_device
 from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
@@ -378,37 +379,6 @@ def _unflatten(flat, out_structure):
     return treedef.unflatten(pieces)
 
 
-_SHAPES: dict = {}
-"""Shapes traced by :func:`_traced_shapes`, for repeated calls (at most ``_SHAPES_KEPT``)."""
-_SHAPES_KEPT = 64
-
-
-def _abstract(tree):
-    """A hashable description of a pytree's structure and its leaves' shapes and dtypes."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple(
-        (tuple(leaf.shape), leaf.dtype) if eqx.is_array(leaf) else leaf for leaf in leaves
-    )
-
-
-def _traced_shapes(name: str, trace: Callable, *owners):
-    """``trace()`` (an ``eval_shape`` of functions of ``owners``), kept for the next call with
-    owners of the same structure, shapes and dtypes: tracing costs ~1 ms a call, which is
-    most of a warm small run's overhead. Functions held by the owners compare as the
-    compilation cache compares them (``_functions``: code, globals, closure, defaults), so
-    a kept result is never one of other code."""
-    try:
-        key = (name,) + tuple(_abstract(owner) for owner in owners)
-        hash(key)
-    except TypeError:  # an unhashable leaf: trace every time
-        return trace()
-    if key not in _SHAPES:
-        if len(_SHAPES) >= _SHAPES_KEPT:
-            _SHAPES.pop(next(iter(_SHAPES)))
-        _SHAPES[key] = trace()
-    return _SHAPES[key]
-
-
 def _strong(leaf):
     """A weak-typed inexact array (``jnp.asarray(28.0)``) as a strong one of its dtype."""
     if eqx.is_inexact_array(leaf) and getattr(leaf, "weak_type", False):
@@ -446,12 +416,10 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         x0 = as_state(x0, "x0")
         probe = x0[0] if x0.ndim == 2 else x0  # (orbits, dim): one start per orbit
     else:
-        probe = _traced_shapes(
-            "initial_state", lambda: jax.eval_shape(system.initial_state, key), system, key
-        )
+        probe = initial_state_shape(system, key)
         probe = np.zeros(probe.shape, probe.dtype)  # host: a device zeros is a program
     with traceable("the observable"):
-        count, unravel, out = _traced_shapes(
+        count, unravel, out = traced_shapes(
             "output_structure",
             lambda: output_structure(statistic, probe, system),
             statistic,
