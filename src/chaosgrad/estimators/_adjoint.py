@@ -549,7 +549,6 @@ def terms_from_propagators(
     return first, SegmentTerms(b, None, renorm, sums)
 
 
-@eqx.filter_jit
 def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
     """a_k (K, u, c) for right-hand sides b (K, u, c): a_k = M_k a_{k-1} - b_k, a_0 fixed
     by boundedness (a map) or by the constrained least squares of a flow (module doc)."""
@@ -580,7 +579,6 @@ def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
     return jnp.einsum("kia,ac->kic", t_all, a0) + p_all
 
 
-@eqx.filter_jit
 def segment_contributions(sums_nu, sums_eps, coefficients):
     """Per segment: sum_n nu_{n+1} . X_n = g_nu + sum_i a_i g_eps_i, leaves (K, k', ...)."""
     return jax.tree_util.tree_map(

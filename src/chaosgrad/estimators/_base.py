@@ -137,7 +137,7 @@ class Parameters(eqx.Module):
         )
 
     def size(self) -> int:
-        return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.values))
+        return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(self.values))
 
     def zeros(self, leading: tuple[int, ...] = ()):
         """Zeros shaped like the parameters, with extra leading axes."""
@@ -409,7 +409,8 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     # strong float64 everywhere: a weak-typed scalar (jnp.asarray(28.0)) would key a new
     # compilation although the values are all that changed (only weak leaves are converted:
     # a conversion is a device transfer, ~50 us each)
-    system = jax.tree_util.tree_map(_strong, system)
+    if any(_strong(leaf) is not leaf for leaf in jax.tree_util.tree_leaves(system)):
+        system = jax.tree_util.tree_map(_strong, system)  # rebuilt only when it must be
     estimator.check_statistic(statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
