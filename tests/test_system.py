@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 import chaosgrad as cg
-from chaosgrad._system import _CHECKED_STEPS, _step_signature, check_step, integrate_step
+from chaosgrad._system import (
+    _CHECKED_STEPS,
+    _step_signature,
+    check_state_shape,
+    check_step,
+    integrate_step,
+)
 
 
 def test_simulate_shape_and_start():
@@ -132,3 +138,21 @@ def test_a_passed_step_check_is_remembered_and_a_new_function_is_checked_again()
     check_step(first_three, jnp.ones(3))
     with pytest.raises(ValueError, match=r"returned shape \(3,\) for a state of shape \(4,\)"):
         check_step(first_three, jnp.ones(4))
+
+
+def test_a_passed_start_check_is_remembered_only_for_what_it_checked():
+    """check_state_shape skips a start it has passed (the same system object, or one of the
+    same signature), and still refuses another system's wrong step, another shape or a
+    float32 state, each with its message."""
+    good = cg.Map(lambda t, x, a: a * x, args=jnp.asarray(0.5), dim=3)
+    state = jax.ShapeDtypeStruct((3,), jnp.float64)
+    check_state_shape(good, state)
+    check_state_shape(good, state)  # remembered
+    wrong = cg.Map(lambda t, x, a: a * x[:2], args=jnp.asarray(0.5), dim=3)
+    with pytest.raises(ValueError, match=r"returned shape \(2,\)"):
+        check_state_shape(wrong, state)
+    with pytest.raises(ValueError, match="x0 has 4 components"):
+        check_state_shape(good, jax.ShapeDtypeStruct((4,), jnp.float64))
+    with pytest.raises(TypeError, match="float32"):
+        check_state_shape(good, jax.ShapeDtypeStruct((3,), jnp.float32))
+    check_state_shape(good, state)  # still passes after the refusals

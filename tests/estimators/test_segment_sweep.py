@@ -24,7 +24,7 @@ CASES = {
         100,
         12,
     ),
-    # a map, every parameter; 70 segments: a full batch of SEGMENT_BATCH and a remainder
+    # a map, every parameter; 70 segments: two batches of 35 (at most SEGMENT_BATCH each)
     "henon": (cg.Henon(), lambda x: x[0], None, 1, 10, 70),
     # a stable map: no unstable direction (u = 0), the plain adjoint
     "stable_map": (
@@ -163,3 +163,46 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch,
     monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
     per_step = sweep()
     assert_same(per_step, at_once)
+
+
+@pytest.mark.parametrize("batch", [3, 4, 10])
+def test_segment_batches_that_share_segments_give_the_one_batch_propagators(batch):
+    """Ten segments in batches of at most 3 (4 batches of 3: the last shares two segments
+    with the one before), 4 (3 batches of 4, two shared) or 10 (one): the propagators of
+    every segment, in order, are those of one batch of all ten."""
+    system, phi, wrt, u, m, _ = CASES["lorenz63"]
+    orbits = _ensemble.run_orbits(system, _adjoint.orbit_starts(system, None, KEY, 1), u, 50, 10, m)
+    params = Parameters.of(system, wrt)
+    components = Components(TimeAverage(phi), jnp.eye(2))
+
+    def propagators(size):
+        return _adjoint.all_propagators(
+            system,
+            components,
+            params,
+            orbits.states[0],
+            orbits.keys[0],
+            jnp.asarray(orbits.start),
+            True,
+            m,
+            size,
+        )
+
+    whole, batched = propagators(10), propagators(batch)
+    assert batched.P.shape[0] == 10
+    assert_same(whole, batched, rtol=1e-12)
+
+
+def test_the_forward_run_takes_the_mean_the_stored_states_give():
+    """run_orbits(components=...) takes each orbit's mean of the raw components in the
+    forward program; orbit_mean then equals the mean over the stored states."""
+    system, phi, wrt, u, m, segments = CASES["lorenz63"]
+    starts = _adjoint.orbit_starts(system, None, KEY, 1)
+    components = Components(TimeAverage(phi), jnp.eye(2))
+    plain = _ensemble.run_orbits(system, starts, u, 50, segments, m)
+    with_means = _ensemble.run_orbits(system, starts, u, 50, segments, m, components=components)
+    assert plain.means is None and with_means.means.shape == (1, 2)
+    expected = np.mean(np.asarray(jax.vmap(phi)(plain.states.reshape(-1, 3))), axis=0)
+    for orbits in (plain, with_means):
+        mean = _ensemble.orbit_mean(system, components, orbits)
+        np.testing.assert_allclose(mean, expected, rtol=1e-13)
