@@ -256,10 +256,13 @@ def orbit_mean(system, components, orbits: Orbits):
     return np.asarray(jnp.mean(means, axis=0))
 
 
+@eqx.filter_jit
 def padded_values(system, components, orbits: Orbits):
     """Raw components at x_{-W} .. x_{N+W} of every orbit, (R, N + 2W + 1, k): what the
     window sums of FastAdjointResponse need (O(N k) numbers per orbit; the states of the
-    segments are recomputed when they were not kept)."""
+    segments are recomputed when they were not kept), and their mean over the segments'
+    N states of every orbit (k,), the statistic's value: one compiled program (each eager
+    piece would be one more program to trace and load in a new process)."""
     assert orbits.edges is not None
     before, after = (orbit_values(system, components, edge) for edge in orbits.edges)
     if orbits.stored:
@@ -271,4 +274,4 @@ def padded_values(system, components, orbits: Orbits):
             )
         )(orbits.states, orbits.keys)
     middle = middle.reshape(middle.shape[0], -1, middle.shape[-1])
-    return jnp.concatenate([before, middle, after], axis=1)
+    return jnp.concatenate([before, middle, after], axis=1), jnp.mean(middle, axis=(0, 1))

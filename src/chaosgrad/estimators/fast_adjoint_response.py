@@ -156,8 +156,8 @@ class FastAdjointResponse(AbstractEstimator):
         orbits = run_orbits(
             system, starts, u, burn_in, segments, int(self.segment_steps), window=window
         )
-        raw_values = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
-        value = np.asarray(jnp.mean(raw_values[:, window : window + steps], axis=(0, 1)))
+        raw_values, value = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
+        value = np.asarray(value)
         components = project(components, cotangent, value)  # the same orbits' value
         shadowing_stack, unstable_stack = _contributions(
             system, components, params, orbits, raw_values, u, window, steps
