@@ -508,7 +508,7 @@ def check_state_shape(system: System, x0) -> None:
     system's ``dim``, mapped by the step to a state of its shape. Passed checks are
     remembered per :func:`_step_signature` (which holds every dtype and shape they read)."""
     seen = (system, tuple(x0.shape), str(x0.dtype))
-    if _LAST_START[0] is system and _LAST_START[1:] == seen[1:]:
+    if _LAST_START[0] is system and tuple(_LAST_START[1:]) == seen[1:]:
         return  # the same (immutable) system object as the last check: nothing to compute
     signature = _step_signature(system.for_sample(0), x0)
     if signature is not None and ("start", signature) in _CHECKED_STEPS:

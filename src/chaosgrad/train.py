@@ -383,7 +383,7 @@ def fit(
             "regularizer": penalty,
             "seconds": 0.0,
             "parameters": np.asarray(ravel_pytree(values)[0]).tolist()
-            if params.size() <= 64
+            if params.size <= 64
             else None,
         }
         finite_loss = np.isfinite(loss_value) or not task_weight

@@ -229,7 +229,7 @@ def precomputes_jacobians(dim: int, params, columns: int) -> bool:
     + P JVPs a step) not much dearer than the ``columns`` pullbacks they replace: dim + P
     <= 3 columns (measured: the 21-dimensional solenoid with 22 columns 2.6x faster,
     Lorenz-96 n = 40 with 15 columns 1.2x; a tanh RNN n = 40 with 7 columns 2.3x slower)."""
-    size = params.size()
+    size = params.size
     return max(dim, size) <= PRECOMPUTED_LIMIT and dim + size <= 3 * columns
 
 
@@ -468,7 +468,7 @@ def adjoint_sweep_from(
 def sweeps_in_parallel(dim: int, params) -> bool:
     """Whether the shadowing sweep of a system with ``dim`` state components for ``params``
     runs parallel over segments (at most ``DENSE_LIMIT`` components and parameters)."""
-    return max(dim, params.size()) <= DENSE_LIMIT
+    return max(dim, params.size) <= DENSE_LIMIT
 
 
 def state_dimension(system, starts: Starts) -> int:
@@ -830,9 +830,8 @@ def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) ->
     values, errors = seen.values, np.nan_to_num(seen.stderr, nan=0.0)
     margin = 3 * errors + 0.02
     unit = "per unit time" if flow else "per step"
-    counted = count_unstable(values, errors, flow)
-    shown = ", ".join(f"{v:.3g} ± {e:.2g}" for v, e in zip(values, errors, strict=True))
     if unstable_dim and values[unstable_dim - 1] < -margin[unstable_dim - 1]:
+        counted = count_unstable(values, errors, flow)
         problem = f"exponent {unstable_dim} is negative; unstable_dim={counted} fits them"
     elif unstable_dim < len(values) and (
         values[unstable_dim] > -margin[unstable_dim]
@@ -851,6 +850,7 @@ def unstable_dim_warning(seen: OrbitExponents, unstable_dim: int, flow: bool) ->
         )
     else:
         return None
+    shown = ", ".join(f"{v:.3g} ± {e:.2g}" for v, e in zip(values, errors, strict=True))
     return (
         f"unstable_dim={unstable_dim} contradicts the exponents seen on the orbit "
         f"({shown} {unit}): {problem}"

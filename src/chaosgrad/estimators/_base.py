@@ -136,7 +136,10 @@ class Parameters(eqx.Module):
             self.wrt, system, eqx.combine(values, rest), is_leaf=lambda node: node is None
         )
 
+    @property
     def size(self) -> int:
+        """How many numbers the parameters hold (a property: an equinox method is bound
+        afresh at every access, ~35 us on the host)."""
         return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(self.values))
 
     def zeros(self, leading: tuple[int, ...] = ()):
@@ -411,7 +414,8 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     # a conversion is a device transfer, ~50 us each)
     if any(_strong(leaf) is not leaf for leaf in jax.tree_util.tree_leaves(system)):
         system = jax.tree_util.tree_map(_strong, system)  # rebuilt only when it must be
-    estimator.check_statistic(statistic, system)
+    # called through the class: equinox binds a method afresh at every access (~35 us)
+    type(estimator).check_statistic(estimator, statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
         x0 = as_state(x0, "x0")
@@ -460,7 +464,7 @@ def linear_response(
         system, statistic, estimator, wrt, x0, key
     )
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
-        raw = estimator.estimate(system, components, params, x0, key, None)
+        raw = type(estimator).estimate(estimator, system, components, params, x0, key, None)
     return _finish(
         raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began, statistic, out
     )
@@ -505,7 +509,7 @@ def loss_estimate(
         return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
 
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
-        raw = estimator.estimate(system, components, params, x0, key, cotangent)
+        raw = type(estimator).estimate(estimator, system, components, params, x0, key, cotangent)
     estimate = _finish(
         raw,
         lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree),

@@ -125,7 +125,7 @@ class Auto(AbstractEstimator):
         reasons = [describe_exponents(pilot)]
         neutral = int(pilot.flow)  # a flow's neutral direction is not an instability
         finite = not isinstance(statistic, TimeAverage)
-        few = params.size() <= FEW_PARAMETERS
+        few = params.size <= FEW_PARAMETERS
         samples = self.samples
         if pilot.noisy and not isinstance(statistic, WindowAverage):
             reasons.append(

@@ -196,7 +196,7 @@ class Kernel(AbstractKernelEstimator):
         )
         components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
         shift = jnp.mean(pilot_raw @ components.projection, axis=0)
-        batches = sample_batches(self.samples, self.batch, params.size() * components.count)
+        batches = sample_batches(self.samples, self.batch, params.size * components.count)
         sums = None
         for first, size in batches:
             batch = _finite_depth_sums(

@@ -276,7 +276,7 @@ class PathKernel(AbstractKernelEstimator):
         baseline = jnp.mean(pilot_raw @ components.projection, axis=0)
         dim = batch_starts(system, x0, init_key, 0, 1).shape[1]
         batches = sample_batches(
-            self.samples, self.batch, params.size() * components.count + 2 * steps * dim
+            self.samples, self.batch, params.size * components.count + 2 * steps * dim
         )  # per sample: the parameters' sums, the states and noises kept
         sums = squares = None
         largest, raw_total = 0.0, 0.0
