@@ -104,7 +104,15 @@ def _forward(
 
     def one(x, q, key):
         if burn_in:
-            x, q, _ = _spectrum_block(system, x, q, key, jnp.asarray(offset), burn_in, 1)
+            # the segment-parallel sweep orthonormalises once a segment (its bases come from
+            # the segments' tangent maps): its burn-in does the same, the rest step by step
+            every = 1 if tangents else segment_steps
+            periods, rest = divmod(burn_in, every)
+            at = jnp.asarray(offset)
+            if periods:
+                x, q, _ = _spectrum_block(system, x, q, key, at, periods, every)
+            if rest:
+                x, q, _ = _spectrum_block(system, x, q, key, at + periods * every, rest, 1)
         start = offset + burn_in
         before = None
         if window is not None:
