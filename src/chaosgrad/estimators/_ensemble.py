@@ -157,7 +157,8 @@ def run_orbits(
     """Burn in and record R orbits: ``starts`` as from ``orbit_starts``; u + ``probe``
     tangent vectors, the first u those of u alone. With ``window`` (FAR) the segments start
     W steps later and ``Orbits.edges`` holds the states around them. With
-    ``tangents=False`` the tangents stop after the burn-in (``Orbits.qs`` holds Q_0 only):
+    ``tangents=False`` the tangents stop after the burn-in, which orthonormalises them once
+    a segment as the sweep's bases are (``Orbits.qs`` holds Q_0 only):
     the segment-parallel sweep makes the bases from its propagators. With ``components``
     the forward run also takes each orbit's mean of them (``Orbits.means``)."""
     xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
