@@ -331,16 +331,15 @@ def check_estimate_finite(raw: Estimate, statistic: AbstractStatistic, info):
 def _finish(
     raw: Estimate,
     layout: Callable,
-    value_unravel: Callable | None,
     began: float,
     statistic: AbstractStatistic,
-    out_structure=None,
+    out_structure,
 ) -> Estimate:
     """The estimator's flat result in the user's layout: value in the observable's
-    structure (``out_structure`` or ``value_unravel``), grad, stderr and the per-parameter
-    diagnostics through ``layout``. A concrete result is laid out on the host and moved to
-    the device in one transfer (an eager slice or reshape costs tens of microseconds, which
-    a small warm estimate of a few milliseconds would spend several times over)."""
+    structure ``out_structure``, grad, stderr and the per-parameter diagnostics through
+    ``layout``. A concrete result is laid out on the host and moved to the device in one
+    transfer (an eager slice or reshape costs tens of microseconds, which a small warm
+    estimate of a few milliseconds would spend several times over)."""
     info = check_estimate_finite(raw, statistic, raw.info)
     names = [name for name in info.per_parameter if getattr(info, name) is not None]
     parts = (raw.value, raw.grad, raw.stderr, [getattr(info, name) for name in names])
@@ -348,11 +347,7 @@ def _finish(
     if concrete:
         parts = jax.tree_util.tree_map(_to_host, parts)
     value, grad, stderr, extras = parts
-    if value_unravel is not None:
-        if concrete and out_structure is not None:
-            value = _unflatten(value, out_structure)
-        else:
-            value = value_unravel(jnp.asarray(value))
+    value = _jacobian_tree(value, out_structure, np.shape(value)[0])  # the flat value unravelled
     laid = (value, layout(grad), layout(stderr), [layout(extra) for extra in extras])
     if concrete:
         leaves, treedef = jax.tree_util.tree_flatten(laid)
@@ -370,23 +365,14 @@ def _to_host(leaf):
     return np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf
 
 
-def _unflatten(flat, out_structure):
-    """A flat vector of the observable's components in its structure (shapes of
-    ``out_structure``'s leaves), as ``ravel_pytree``'s unravel does, on the host."""
-    leaves, treedef = jax.tree_util.tree_flatten(out_structure)
-    pieces, offset = [], 0
-    for leaf in leaves:
-        size = int(np.prod(leaf.shape, dtype=int))
-        pieces.append(np.reshape(flat[offset : offset + size], leaf.shape).astype(leaf.dtype))
-        offset += size
-    return treedef.unflatten(pieces)
+def _weak(leaf) -> bool:
+    """A weak-typed inexact array (``jnp.asarray(28.0)``)."""
+    return eqx.is_inexact_array(leaf) and getattr(leaf, "weak_type", False)
 
 
 def _strong(leaf):
-    """A weak-typed inexact array (``jnp.asarray(28.0)``) as a strong one of its dtype."""
-    if eqx.is_inexact_array(leaf) and getattr(leaf, "weak_type", False):
-        return jnp.asarray(leaf, dtype=leaf.dtype)
-    return leaf
+    """A weak-typed inexact array as a strong one of its dtype (others unchanged)."""
+    return jnp.asarray(leaf, dtype=leaf.dtype) if _weak(leaf) else leaf
 
 
 @functools.lru_cache(maxsize=64)
@@ -412,7 +398,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     # strong float64 everywhere: a weak-typed scalar (jnp.asarray(28.0)) would key a new
     # compilation although the values are all that changed (only weak leaves are converted:
     # a conversion is a device transfer, ~50 us each)
-    if any(_strong(leaf) is not leaf for leaf in jax.tree_util.tree_leaves(system)):
+    if any(_weak(leaf) for leaf in jax.tree_util.tree_leaves(system)):
         system = jax.tree_util.tree_map(_strong, system)  # rebuilt only when it must be
     # called through the class: equinox binds a method afresh at every access (~35 us)
     type(estimator).check_statistic(estimator, statistic, system)
@@ -424,7 +410,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         probe = initial_state_shape(system, key)
         probe = np.zeros(probe.shape, probe.dtype)  # host: a device zeros is a program
     with traceable("the observable"):
-        count, unravel, out = traced_shapes(
+        count, _, out = traced_shapes(
             "output_structure",
             lambda: output_structure(statistic, probe, system),
             statistic,
@@ -432,7 +418,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
             probe,
         )
     components = Components(statistic, _identity(count))
-    return system, params, x0, count, unravel, out, components
+    return system, params, x0, count, out, components
 
 
 def linear_response(
@@ -460,14 +446,12 @@ def linear_response(
     with new parameter values, a new key or a fresh lambda of the same code is warm.
     """
     began = time.perf_counter()
-    system, params, x0, count, unravel, out, components = _prepare(
+    system, params, x0, count, out, components = _prepare(
         system, statistic, estimator, wrt, x0, key
     )
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
         raw = type(estimator).estimate(estimator, system, components, params, x0, key, None)
-    return _finish(
-        raw, lambda tree: _jacobian_tree(tree, out, count), unravel, began, statistic, out
-    )
+    return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), began, statistic, out)
 
 
 @eqx.filter_jit
@@ -499,7 +483,7 @@ def loss_estimate(
     if not callable(loss):
         raise TypeError("loss must be a function statistic -> scalar")
     began = time.perf_counter()
-    system, params, x0, count, unravel, out, components = _prepare(
+    system, params, x0, count, out, components = _prepare(
         system, statistic, estimator, wrt, x0, key
     )
 
@@ -513,7 +497,6 @@ def loss_estimate(
     estimate = _finish(
         raw,
         lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree),
-        unravel,
         began,
         statistic,
         out,
