@@ -21,7 +21,8 @@ Sections (one function each, returning a dict):
 2. shadowing_vs_backprop: Shadowing against plain Backprop over the same steps (target
    u + 2).
 3. kernel_vs_forward: Kernel and PathKernel against one forward pass (targets 2 and 2).
-4. lorenz96_renorm: lyapunov_spectrum's cost and exponents against renorm_every.
+4. lorenz96_renorm: lyapunov_spectrum's cost and exponents against renorm_every;
+   far_floor: the FAR row's nonlinear work per step at its cheapest, a floor on that row.
 5. rnn_scaling: tanh RNN n = 64 .. 1024, spectrum and Shadowing, warm cost and compile
    time (rnn_scaling.png).
 6. parallel_efficiency: 1 process x 1 device, 1 x 2 devices, 2 processes x 1 device.
@@ -715,6 +716,69 @@ def lorenz96_renorm(quick: bool) -> dict:
     return {"k": 40, "steps": steps, "burn_in": burn_in, "rows": rows}
 
 
+# --- 4b. what the FAR row's arithmetic costs at best ----------------------------------
+
+
+def far_floor(quick: bool) -> dict:
+    """The FAR row's nonlinear work per step, each piece vectorised over a batch of states in
+    one compiled call (outside any loop: the cheapest XLA does it on this machine), against
+    the warm FAR row: the solenoid's step; its dense Jacobians in x and theta (dim + P = 23
+    JVPs); the second-order trace term (a VJP of u = 20 JVPs); the products with the 21 x 21
+    Jacobian that one step of the sweep needs (21 forward tangents, 22 adjoints). Each piece
+    is timed at several batch sizes (large batches leave the CPU's caches) and its cheapest
+    is kept. Their sum per step, times the row's steps, is a floor no schedule of this
+    algorithm beats here; ``best_ratio`` is the reference time over that floor."""
+    from chaosgrad.estimators._adjoint import second_order_terms, segment_jacobians
+    from chaosgrad.estimators._base import Parameters
+
+    batches = (320, 1280) if quick else (320, 1280, 5120, 20480)
+    system, u = cg.ModifiedSolenoid(dim=21), 20
+    key = jax.random.key(0)
+    params = Parameters.of(system, None)
+    rng = np.random.default_rng(0)
+    table: dict[str, dict[str, float]] = {}
+    for size in batches:
+        states = cg.simulate(system, steps=size - 1, key=key, burn_in=1000)
+        tangents, adjoints = (jnp.asarray(rng.normal(size=(size, 21, u))) for _ in range(2))
+        columns = jnp.asarray(rng.normal(size=(size, 21, 2 * u + 3)))
+        ts = jnp.arange(size)
+        pieces = {
+            "step": jax.jit(lambda x, ts=ts: jax.vmap(lambda y, t: system.step(t, y, None))(x, ts)),
+            "jacobians": jax.jit(lambda x: segment_jacobians(system, key, params, x, 0)),
+            "second_order": jax.jit(
+                lambda x, ts=ts, e=tangents, a=adjoints: second_order_terms(
+                    system, params, key, x, ts, e, a
+                )
+            ),
+            "products": jax.jit(lambda j, c=columns: jnp.einsum("nij,nic->njc", j, c)),
+        }
+        jacobians = pieces["jacobians"](states)[0]
+        for name, function in pieces.items():
+            argument = jacobians if name == "products" else states
+            timing = warm_seconds(lambda f=function, a=argument: f(a), budget=0.5)
+            table.setdefault(name, {})[str(size)] = per_step_microseconds(timing.seconds, size)
+    cheapest = {name: min(by_size.values()) for name, by_size in table.items()}
+    floor = sum(cheapest.values())
+    row_steps = 100_000
+    floor_seconds = floor * row_steps * 1e-6
+    reference = REFERENCE_SECONDS["far_solenoid"]
+    for name, by_size in table.items():
+        shown = "  ".join(f"{size}: {value:5.2f}" for size, value in by_size.items())
+        print(f"far floor  {name:13s} us/step by batch  {shown}", flush=True)
+    print(
+        f"far floor  total {floor:.2f} us/step: {floor_seconds:.3f} s for {row_steps} steps, "
+        f"at best {reference / floor_seconds:.0f}x the reference",
+        flush=True,
+    )
+    return {
+        "microseconds_per_step_by_batch": table,
+        "cheapest_microseconds_per_step": cheapest,
+        "floor_microseconds_per_step": floor,
+        "floor_seconds_for_the_row": floor_seconds,
+        "best_ratio": reference / floor_seconds,
+    }
+
+
 # --- 5. tanh RNN scaling -----------------------------------------------------------------
 
 
@@ -993,6 +1057,7 @@ SECTIONS: dict[str, Callable[[bool], dict]] = {
     "shadowing_vs_backprop": shadowing_vs_backprop,
     "kernel_vs_forward": kernel_vs_forward,
     "lorenz96_renorm": lorenz96_renorm,
+    "far_floor": far_floor,
     "rnn_scaling": rnn_scaling,
     "parallel_efficiency": parallel_efficiency,
     "memory": memory,
