@@ -433,12 +433,24 @@ def adjoint_sweep_from(
                 system, key, states_k, qs[k], t0, None if jacobians is None else jacobians[0]
             )
             dual = jnp.linalg.inv(rs[k]).T
-            second_order = None
-            if jacobians is not None:  # all the segment's steps at once, outside the step loop
-                adjoints = segment_adjoints(jacobians[0], eps)
-                second_order = second_order_terms(
-                    system, params, key, states_k, t0 + jnp.arange(steps), tangents, adjoints @ dual
-                )
+        if jacobians is not None:
+            unstable_inputs = None
+            if unstable:
+                assert psi is not None
+                unstable_inputs = (tangents, dual, psi[k])
+            cotangents, sums = _segment_at_once(
+                system,
+                components,
+                params,
+                key,
+                states_k,
+                t0,
+                jacobians,
+                (nus, eps),
+                flow,
+                unstable_inputs,
+            )
+            return _segment_end(cotangents, sums, qs[k], count, columns, unstable)
 
         def one(acc, n):
             cotangents, total = acc  # (dim, columns + u): [nu' | eps], one carried matrix
@@ -449,11 +461,7 @@ def adjoint_sweep_from(
             def step(y, p):
                 return params.substitute(system, p).step(t, y, xi)
 
-            if jacobians is None:
-                back_x, back_p = pullback_columns(step, x, params.values, cotangents)
-            else:
-                jacobian_x, jacobian_p = jax.tree_util.tree_map(lambda j: j[n], jacobians)
-                back_x, back_p = _pullback_with(jacobian_x, jacobian_p, cotangents)
+            back_x, back_p = pullback_columns(step, x, params.values, cotangents)
             forcing = jax.jacrev(lambda y: components(y, system))(x).T  # (dim, k')
             nu_part = jax.tree_util.tree_map(lambda b: b[:count], back_p)
             eps_part = jax.tree_util.tree_map(lambda b: b[columns:], back_p)
@@ -461,10 +469,7 @@ def adjoint_sweep_from(
             if unstable:
                 assert psi is not None
                 weight = psi[k, n]
-                if second_order is None:
-                    omega, d_trace = trace_gradient(step, x, params.values, tangents[n], eps @ dual)
-                else:
-                    omega, d_trace = jax.tree_util.tree_map(lambda leaf: leaf[n], second_order)
+                omega, d_trace = trace_gradient(step, x, params.values, tangents[n], eps @ dual)
                 forcing = jnp.concatenate([forcing, omega[:, None]], axis=1)
                 tilde = jax.tree_util.tree_map(lambda b: b[count], back_p)
                 unstable_part = UnstableSums(
@@ -495,15 +500,99 @@ def adjoint_sweep_from(
             reverse=True,
             unroll=SWEEP_UNROLL,
         )
-        nus, eps = cotangents[:, :columns], cotangents[:, columns:]
-        sums = finish(total)
-        b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
-        nus = nus - eps @ b
-        renorm = jnp.linalg.inv(qs[k].T @ eps)
-        terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
-        return (eps @ renorm, nus), terms
+        return _segment_end(cotangents, finish(total), qs[k], count, columns, unstable)
 
     return jax.lax.scan(segment, init, jnp.arange(segments), reverse=True)
+
+
+def _segment_end(cotangents, sums, q_k, count: int, columns: int, unstable: bool):
+    """Steps 3 of the module doc at a segment's start, from the adjoints [nu' | eps] there:
+    the projection b, the renormalised adjoints carried on, and the segment's terms."""
+    nus, eps = cotangents[:, :columns], cotangents[:, columns:]
+    b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
+    nus = nus - eps @ b
+    renorm = jnp.linalg.inv(q_k.T @ eps)
+    terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
+    return (eps @ renorm, nus), terms
+
+
+def _pulled_back(jacobians_x, end, forcing):
+    """C_n = J_n^T C_{n+1} + forcing_n through a segment from C_m = ``end`` (dim, c), with
+    forcing (m, dim, c): (C_0, C_{n+1} for n = 0..m-1 (m, dim, c)). One product a step."""
+
+    def back(c, inputs):
+        jacobian, force = inputs
+        return times(jacobian.T, c) + force, c
+
+    return jax.lax.scan(back, end, (jacobians_x, forcing), reverse=True, unroll=SWEEP_UNROLL)
+
+
+def _segment_at_once(
+    system, components, params, key, states_k, t0, jacobians, end, flow: bool, unstable_inputs
+):
+    """One segment of the step-by-step sweep with its Jacobians at hand: only the adjoint
+    recursion runs step by step (one product a step, :func:`_pulled_back`); the observable's
+    gradients, the second-order term, the parameter sums and the least-squares sums are
+    taken for all the segment's steps at once from the stored adjoints (the terms of the
+    per-step loop, summed in another order).
+
+    ``end``: (nu', eps) at the segment's end; ``unstable_inputs``: (e_n (m, dim, u),
+    R_{k+1}^{-T}, psi of the segment (m, k')) for FastAdjointResponse, else None. Returns
+    the adjoints [nu' | eps] at the segment's start and its :class:`SweepSums`."""
+    jacobians_x, jacobians_p = jacobians
+    nus, eps = end
+    steps, count = states_k.shape[0], components.count
+    ts = t0 + jnp.arange(steps)
+    forcing = jax.vmap(lambda y: jax.jacrev(lambda z: components(z, system))(y).T)(states_k)
+    unstable = None
+    if unstable_inputs is None:
+        zeros = jnp.zeros(eps.shape, eps.dtype)
+        full = jnp.concatenate([forcing, jnp.broadcast_to(zeros, (steps,) + zeros.shape)], 2)
+        start, nexts = _pulled_back(jacobians_x, jnp.concatenate([nus, eps], axis=1), full)
+    else:
+        tangents, dual, weights = unstable_inputs
+        eps_next = segment_adjoints(jacobians_x, eps)  # eps_{n+1}
+        omega, d_trace = second_order_terms(
+            system, params, key, states_k, ts, tangents, eps_next @ dual
+        )
+        forcing = jnp.concatenate([forcing, omega[:, :, None]], axis=2)
+        nus_0, nus_next = _pulled_back(jacobians_x, nus, forcing)
+        start = jnp.concatenate([nus_0, times(jacobians_x[0].T, eps_next[0])], axis=1)
+        nexts = jnp.concatenate([nus_next, eps_next], axis=2)
+    columns = nus.shape[1]
+
+    def back_p(leaf):  # X_n^T C_{n+1} of every step: (m, c, *shape)
+        flat = leaf.reshape(steps, leaf.shape[1], -1)
+        pulled = jnp.einsum("mdp,mdc->mcp", flat, nexts)
+        return pulled.reshape((steps, nexts.shape[2]) + leaf.shape[2:])
+
+    pulled = jax.tree_util.tree_map(back_p, jacobians_p)
+    nu_sum = jax.tree_util.tree_map(lambda b: jnp.sum(b[:, :count], axis=0), pulled)
+    eps_sum = jax.tree_util.tree_map(lambda b: jnp.sum(b[:, columns:], axis=0), pulled)
+    if unstable_inputs is not None:
+
+        def weighted(tree):  # sum_n psi_{n+1} (x) leaf_n: leaves (k', ...)
+            return jax.tree_util.tree_map(
+                lambda leaf: jnp.tensordot(weights, leaf, axes=(0, 0)), tree
+            )
+
+        unstable = UnstableSums(
+            weighted(jax.tree_util.tree_map(lambda b: b[:, count], pulled)),
+            weighted(jax.tree_util.tree_map(lambda b: b[:, columns:], pulled)),
+            weighted(d_trace),
+        )
+    least_squares = None
+    if flow:  # the adjoints at n = 0..m-1 (after each step's pullback) and F(x_n)
+        here = jnp.concatenate([start[None], nexts[:-1]])
+        eps_n, nus_n = here[:, :, columns:], here[:, :, :count]
+        directions = jax.vmap(lambda t, y: system.vector_field(t * system.dt, y))(ts, states_k)
+        least_squares = LeastSquaresSums(
+            jnp.einsum("mdu,mdv->uv", eps_n, eps_n),
+            jnp.einsum("mdu,mdc->uc", eps_n, nus_n),
+            jnp.einsum("mdu,md->u", eps_n, directions),
+            jnp.einsum("mdc,md->c", nus_n, directions),
+        )
+    return start, SweepSums(nu_sum, eps_sum, unstable, least_squares)
 
 
 def sweeps_in_parallel(dim: int, params) -> bool:
