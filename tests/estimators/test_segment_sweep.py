@@ -165,6 +165,21 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch,
     assert_same(per_step, at_once)
 
 
+@pytest.mark.parametrize("case", ["lorenz63", "noisy_lorenz96", "henon"])
+def test_the_step_by_step_sweep_at_once_equals_the_per_step_loop(monkeypatch, case):
+    """With a segment's Jacobians at hand the step-by-step sweep runs only the adjoint
+    recursion step by step and takes every sum at once (a flow's least-squares sums, a
+    noisy system's, a map's): the terms of the per-step loop."""
+    system, phi, wrt, u, m, segments = CASES[case]
+    params = Parameters.of(system, wrt)
+    count = np.size(phi(system.initial_state(KEY)))
+    assert _adjoint.precomputes_jacobians(system.dim, params, count + u)
+    at_once = both_sweeps(case)[0]
+    monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
+    per_step = both_sweeps(case)[0]
+    assert_same(per_step, at_once)
+
+
 @pytest.mark.parametrize("batch", [3, 4, 10])
 def test_segment_batches_that_share_segments_give_the_one_batch_propagators(batch):
     """Ten segments in batches of at most 3 (4 batches of 3: the last shares two segments
