@@ -75,6 +75,11 @@ CLI_ROWS = [
     ("count", ["lyapunov", "henon", "--k", "0"], "--k must be positive"),
     ("count", ["lyapunov", "henon", "--steps", "0"], "--steps must be positive"),
     ("count", ["lyapunov", "henon", "--renorm-every", "0"], "--renorm-every must be"),
+    (
+        "count",
+        ["lyapunov", "henon", "--renorm-every", "often"],
+        'positive whole number or "auto"',
+    ),
     ("count", ["experiment", "tune-lorenz", "--iterations", "0"], "--iterations must be"),
     ("count", ["lyapunov", "henon", "--k", "2.5"], "'--k'"),
     ("count", grad("--samples", "abc"), "'--samples'"),

@@ -7,6 +7,7 @@ import pytest
 
 import chaosgrad as cg
 from chaosgrad import kaplan_yorke_dimension, lyapunov_spectrum
+from chaosgrad.lyapunov.spectrum import auto_renorm_every
 
 KEY = jax.random.key(0)
 
@@ -130,6 +131,37 @@ def test_renorm_every_agrees():
     a = lyapunov_spectrum(cg.Henon(), steps=200_000, burn_in=1_000, renorm_every=1, key=KEY)
     b = lyapunov_spectrum(cg.Henon(), steps=200_000, burn_in=1_000, renorm_every=5, key=KEY)
     np.testing.assert_allclose(a.exponents, b.exponents, atol=3e-3)
+
+
+def test_auto_renorm_every_is_a_qr_every_step_to_rounding():
+    """The default, renorm_every="auto": the burn-in renormalises every step, its exponents
+    choose m (Lorenz-63, dt = 0.005: (0.91 + 14.58) * 0.005 per step, so m = 50 <= 89, a
+    divisor of a block's 6250 steps), and the exponents and their errors are those of a
+    QR every step from the same burn-in to rounding (stated model error 1e-11 on the
+    exponents, the QR's rounding over 2e5 steps; 1e-8 relative on the errors)."""
+    every_step = lyapunov_spectrum(
+        cg.Lorenz63(), steps=200_000, burn_in=2_000, renorm_every=1, key=KEY
+    )
+    auto = lyapunov_spectrum(cg.Lorenz63(), steps=200_000, burn_in=2_000, key=KEY)
+    assert (every_step.renorm_every, auto.renorm_every) == (1, 50)
+    assert auto.steps == 200_000
+    np.testing.assert_allclose(auto.exponents, every_step.exponents, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(auto.stderr, every_step.stderr, rtol=1e-8)
+    no_burn_in = lyapunov_spectrum(cg.Henon(), steps=1_000, burn_in=0, key=KEY)
+    assert no_burn_in.renorm_every == 1  # nothing measured: a QR every step
+
+
+def test_auto_renorm_every_rule():
+    """m * max(spread, |lambda_i|) <= log(1e3), m <= 100, m divides a block's steps."""
+    lorenz = np.array([0.9108, 0.0, -14.5775]) * 0.005
+    assert auto_renorm_every(lorenz, 1_000_000) == 80  # bound 89
+    assert auto_renorm_every(lorenz, 1_000_000, 32) == 50  # blocks of 31 250 steps
+    assert auto_renorm_every(lorenz, 1_000_003, 32) == 1  # a prime number of steps
+    assert auto_renorm_every(np.array([np.log(2), np.log(0.05)]), 10_000) == 1  # solenoid-like
+    assert auto_renorm_every(np.array([0.0045]), 1_000_000) == 100  # one slow exponent
+    assert auto_renorm_every(np.zeros(2), 10_000) == 100
+    with pytest.raises(ValueError, match='give a positive int or "auto"'):
+        lyapunov_spectrum(cg.Henon(), steps=10, renorm_every="often", key=KEY)
 
 
 def test_kaplan_yorke_definition():

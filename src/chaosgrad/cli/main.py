@@ -33,7 +33,7 @@ from ..plot import plot_spectrum
 from .benchmark import benchmark_app
 from .expressions import ExpressionError
 from .learn import learn_command
-from .options import check_numbers
+from .options import check_numbers, renorm_cadence
 from .processes import in_worker, launch
 from .registry import SYSTEMS, build_system, settable_parameters
 from .report import dumps, json_ready, prepare_out, write_json
@@ -307,7 +307,13 @@ def lyapunov(
         int | None,
         typer.Option("--burn-in", help="transient steps (default 10000; a network: 0)"),
     ] = None,
-    renorm_every: Annotated[int, typer.Option("--renorm-every")] = 1,
+    renorm_every: Annotated[
+        str,
+        typer.Option(
+            "--renorm-every",
+            help='steps between QR renormalisations, or "auto" (chosen from the burn-in)',
+        ),
+    ] = "auto",
     orbits: Annotated[
         int,
         typer.Option(help="independent orbits averaged (standard error: their spread)"),
@@ -330,12 +336,13 @@ def lyapunov(
     run_as_processes(processes)
     out = writer(out)
     with user_errors():
+        every = renorm_cadence(renorm_every)
         check_numbers(
             {
                 "k": k,
                 "steps": steps,
                 "burn_in": burn_in,
-                "renorm_every": renorm_every,
+                "renorm_every": None if every == "auto" else every,
                 "orbits": orbits,
                 "seed": seed,
             }
@@ -352,7 +359,7 @@ def lyapunov(
                 k,
                 steps=steps,
                 burn_in=burn_in,
-                renorm_every=renorm_every,
+                renorm_every=every,
                 key=jax.random.key(seed),
                 progress=advance,
                 orbits=orbits,
@@ -367,6 +374,7 @@ def lyapunov(
             "stderr": jsonable(result.stderr),
             "kaplan_yorke_dimension": result.kaplan_yorke_dimension,
             "steps": result.steps,
+            "renorm_every": result.renorm_every,
             "orbits": result.orbits,
             "seconds": result.seconds,
             "unit": unit,
@@ -394,7 +402,7 @@ def lyapunov(
     console.print(table)
     console.print(
         f"Kaplan-Yorke dimension {result.kaplan_yorke_dimension:.4f}; "
-        f"{result.steps} steps in {result.seconds:.2f} s"
+        f"{result.steps} steps in {result.seconds:.2f} s, a QR every {result.renorm_every}"
     )
     if out is not None:
         console.print(f"wrote {out / 'spectrum.png'} and {out / 'spectrum.json'}")

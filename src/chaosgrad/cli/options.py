@@ -52,6 +52,18 @@ LARGEST = 2**63 - 1
 """Integer options are 64-bit integers (array sizes, step counters, PRNG seeds)."""
 
 
+def renorm_cadence(value: str) -> int | str:
+    """``--renorm-every``: "auto" or a whole number of steps (checked by check_numbers)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f'--renorm-every must be a positive whole number or "auto", got {value!r}'
+        ) from None
+
+
 def check_numbers(values: dict[str, Any]) -> None:
     """Refuse the first out-of-range option in ``values`` (None: not given, skipped)."""
     for name, value in values.items():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -38,7 +39,8 @@ class LyapunovResult(eqx.Module):
     """Exponents (per unit time for a flow, per step for a map) with their standard errors:
     batch means over blocks of one orbit, or the spread of ``orbits`` independent orbits
     (then ``per_orbit`` holds each orbit's exponents, shape (orbits, k), per unit time, and
-    ``final_state`` is (orbits, dim))."""
+    ``final_state`` is (orbits, dim)). ``renorm_every``: the steps between QR
+    renormalisations the run used (the one ``"auto"`` chose)."""
 
     exponents: np.ndarray
     stderr: np.ndarray
@@ -51,6 +53,7 @@ class LyapunovResult(eqx.Module):
     final_state: np.ndarray
     orbits: int = 1
     per_orbit: np.ndarray | None = None
+    renorm_every: int = 1
 
     @property
     def exponents_per_time(self):
@@ -205,8 +208,9 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
     return x, vectors, noise_keys
 
 
-def _snapshot(x, vectors, t: int, sums: list) -> dict[str, np.ndarray]:
-    """What a resumed run needs: state(s), tangent basis (bases), step, blocks done, sums."""
+def _snapshot(x, vectors, t: int, sums: list, every: int) -> dict[str, np.ndarray]:
+    """What a resumed run needs: state(s), tangent basis (bases), step, blocks done, sums, and
+    the steps between renormalisations after the burn-in."""
     shape = np.shape(vectors)[:-2] + np.shape(vectors)[-1:]  # a block's log sums: (R,) k
     return {
         "state": np.asarray(x),
@@ -214,61 +218,100 @@ def _snapshot(x, vectors, t: int, sums: list) -> dict[str, np.ndarray]:
         "t": np.asarray(t, np.int64),
         "blocks_done": np.asarray(len(sums), np.int64),
         "log_sums": np.array(sums) if sums else np.zeros((0, *shape)),
+        "renorm_every": np.asarray(every, np.int64),
     }
 
 
-def _resume(store: RunCheckpoint, steps_after: Callable[[int], int]):
-    """(state, Q, t, per-block sums) saved by a killed run, or None; refuses a checkpoint
-    whose step does not fit its number of blocks done."""
+AUTO_GROWTH = 1e3
+"""``renorm_every="auto"``: the largest growth (or shrinkage) of a tangent vector, and
+ratio between the k vectors' growths, allowed between two renormalisations, from the
+exponents the burn-in measured: 3 of double precision's 16 digits."""
+
+AUTO_MOST = 100
+"""``renorm_every="auto"``: at most this many steps between renormalisations."""
+
+
+def auto_renorm_every(per_step, steps: int, blocks: int = 1) -> int:
+    """The steps m between renormalisations for exponents ``per_step`` (per step; the
+    burn-in's estimate): the largest m <= ``AUTO_MOST`` with
+    m * max(lambda_1 - lambda_k, |lambda_i|) <= log(``AUTO_GROWTH``) that divides the
+    length of a block, steps / ``blocks`` (or, when the blocks are unequal, the steps): the
+    run has exactly ``steps`` steps and the blocks of a QR every step, so its exponents and
+    their batch-means errors are those of a QR every step to rounding (the sums of
+    log R_ii are equal in exact arithmetic)."""
+    values = np.asarray(per_step, dtype=float)
+    rate = max(float(values.max() - values.min()), float(np.max(np.abs(values))))
+    bound = AUTO_MOST if rate <= 0 else min(AUTO_MOST, int(np.log(AUTO_GROWTH) / rate))
+    unit = steps // blocks if steps % blocks == 0 else steps
+    return max(m for m in range(1, max(bound, 1) + 1) if unit % m == 0)
+
+
+def _resume(store: RunCheckpoint, burn_steps: int, plan: Callable[[int], list[int]], fixed):
+    """(state, Q, t, per-block sums, steps between renormalisations) saved by a killed run,
+    or None; refuses a checkpoint whose step does not fit its number of blocks done.
+    ``fixed``: the run's own renorm_every, for a checkpoint saved without it (None: "auto")."""
     saved = store.load()
     if saved is None:
         return None
     done = int(saved["blocks_done"])
     t = int(saved["t"])
     sums = list(saved["log_sums"])
-    if len(sums) != done or t != steps_after(done):
+    every = int(saved["renorm_every"]) if "renorm_every" in saved else fixed
+    if every is None or len(sums) != done or t != burn_steps + sum(plan(every)[:done]) * every:
         raise ValueError(
             f"checkpoint {store.directory} is corrupt: {done} blocks done at step {t} do not "
             "fit the run's blocks; delete it"
         )
-    return saved["state"], saved["vectors"], t, sums
+    return saved["state"], saved["vectors"], t, sums, every
 
 
 def _run_blocks(
-    system, x, vectors, key, burn_periods, sizes, renorm_every, ensemble, store, progress
+    system,
+    x,
+    vectors,
+    key,
+    burn_periods: int,
+    burn_every: int,
+    cadence: int | Callable[[Any], int],
+    plan: Callable[[int], list[int]],
+    ensemble: bool,
+    store,
+    progress,
 ):
-    """The burn-in (``burn_periods``, not counted) then blocks of ``sizes`` periods from x and
-    Q; with a checkpoint ``store``, continue from what it holds and save after each block.
-    Returns the final state(s) and the per-block log sums."""
-
-    def steps_after(done: int) -> int:
-        return (burn_periods + sum(sizes[:done])) * renorm_every
-
-    resumed = None if store is None else _resume(store, steps_after)
+    """The burn-in (``burn_periods`` of ``burn_every`` steps, not counted), then blocks of
+    ``plan(every)`` periods of ``every = cadence(burn-in log sums)`` steps from x and Q; with
+    a checkpoint ``store``, continue from what it holds and save after each block.
+    ``cadence`` is a fixed number of steps, or chooses it from the burn-in (``"auto"``).
+    Returns the final state(s), the per-block log sums and ``every``."""
+    burn_steps = burn_periods * burn_every
+    fixed = cadence if isinstance(cadence, int) else None
+    resumed = None if store is None else _resume(store, burn_steps, plan, fixed)
     if resumed is not None:
-        x, vectors, t, sums = resumed
+        x, vectors, t, sums, every = resumed
         if progress is not None and t:
             progress(t)  # once, so that progress bars count the steps already done
     else:
-        t, sums = 0, []
+        t, sums, logs = 0, [], None
         if burn_periods:
-            x, vectors, _ = _checked_block(
-                system, x, vectors, key, 0, burn_periods, renorm_every, ensemble
+            x, vectors, logs = _checked_block(
+                system, x, vectors, key, 0, burn_periods, burn_every, ensemble
             )
-            t = burn_periods * renorm_every
+            t = burn_steps
+        every = cadence if isinstance(cadence, int) else cadence(logs)
+        if burn_periods:
             if store is not None:
-                store.save(_snapshot(x, vectors, t, sums))
+                store.save(_snapshot(x, vectors, t, sums, every))
             if progress is not None:
                 progress(t)
-    for size in sizes[len(sums) :]:
-        x, vectors, logs = _checked_block(system, x, vectors, key, t, size, renorm_every, ensemble)
-        t += size * renorm_every
+    for size in plan(every)[len(sums) :]:
+        x, vectors, logs = _checked_block(system, x, vectors, key, t, size, every, ensemble)
+        t += size * every
         sums.append(logs)
         if store is not None:
-            store.save(_snapshot(x, vectors, t, sums))
+            store.save(_snapshot(x, vectors, t, sums, every))
         if progress is not None:
-            progress(size * renorm_every)
-    return x, sums
+            progress(size * every)
+    return x, sums, every
 
 
 def lyapunov_spectrum(
@@ -277,7 +320,7 @@ def lyapunov_spectrum(
     *,
     steps: int = 100_000,
     burn_in: int = 10_000,
-    renorm_every: int = 1,
+    renorm_every: int | str = "auto",
     x0=None,
     key=None,
     blocks: int = 32,
@@ -297,7 +340,13 @@ def lyapunov_spectrum(
         steps: steps averaged over (per orbit), after ``burn_in`` steps (per orbit) for
             state and vectors.
         renorm_every: steps between QR renormalisations (``steps`` and ``burn_in`` are
-            rounded up to a multiple of it).
+            rounded up to a multiple of it), or ``"auto"``: the burn-in renormalises every
+            step and measures the exponents, and the run then renormalises every m steps,
+            the largest divisor of a block's steps (at most 100) over which no tangent
+            vector grows or shrinks, nor two vectors' growths part, by more than 10^3
+            (:func:`auto_renorm_every`). The sum of log R_ii is the same in exact arithmetic
+            (Lorenz-63: the exponents agree with a QR every step to 1e-14); without a
+            burn-in it is 1. ``renorm_every`` of the result says which was used.
         x0, key: start (default: ``system.initial_state``) and the key for x0, the initial
             vectors and the noise. With ``orbits=R > 1``, x0 is None (each orbit draws its
             own) or has shape (R, dim), one start per orbit.
@@ -319,7 +368,11 @@ def lyapunov_spectrum(
     """
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)
-    check_positive_int(renorm_every, "renorm_every")
+    auto = renorm_every == "auto"
+    if not auto:
+        if isinstance(renorm_every, str):
+            raise ValueError(f'renorm_every={renorm_every!r}: give a positive int or "auto"')
+        check_positive_int(renorm_every, "renorm_every")
     check_positive_int(blocks, "blocks")
     check_positive_int(orbits, "orbits")
     check_horizon(system, burn_in + steps)
@@ -329,11 +382,19 @@ def lyapunov_spectrum(
     k = None if k is None else check_positive_int(k, "k")
     x, vectors, noise_key = _orbit_starts(system, x0, key, orbits, k)
     k = vectors.shape[-1]
-    periods = -(-steps // renorm_every)
-    burn_periods = -(-burn_in // renorm_every)
-    blocks = min(blocks, periods)
-    sizes = _block_sizes(periods, blocks)
+    burn_every = 1 if auto else int(renorm_every)
+    burn_periods = -(-burn_in // burn_every)
     ensemble = orbits > 1
+
+    def plan(every: int) -> list[int]:
+        periods = -(-steps // every)
+        return _block_sizes(periods, min(blocks, periods))
+
+    def cadence(logs) -> int:
+        if logs is None:  # no burn-in: nothing measured
+            return 1
+        per_step = np.asarray(logs).reshape(-1, k).mean(axis=0) / burn_periods
+        return auto_renorm_every(per_step, steps, min(blocks, steps))
 
     store = None
     if checkpoint is not None:
@@ -352,10 +413,22 @@ def lyapunov_spectrum(
         store = RunCheckpoint(checkpoint, settings)
 
     began = time.perf_counter()
-    x, sums = _run_blocks(
-        system, x, vectors, noise_key, burn_periods, sizes, renorm_every, ensemble, store, progress
+    x, sums, renorm_every = _run_blocks(
+        system,
+        x,
+        vectors,
+        noise_key,
+        burn_periods,
+        burn_every,
+        renorm_every if not auto else cadence,
+        plan,
+        ensemble,
+        store,
+        progress,
     )
     seconds = time.perf_counter() - began
+    periods = -(-steps // renorm_every)
+    blocks = min(blocks, periods)
 
     counted = periods * renorm_every
     dt = system.time_step
@@ -382,4 +455,5 @@ def lyapunov_spectrum(
         final_state=np.asarray(x),
         orbits=orbits,
         per_orbit=None if per_orbit is None else per_orbit / unit,
+        renorm_every=renorm_every,
     )
