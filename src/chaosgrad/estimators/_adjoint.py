@@ -506,7 +506,7 @@ def adjoint_sweep_from(
 
 
 def _segment_end(cotangents, sums, q_k, count: int, columns: int, unstable: bool):
-    """Steps 3 of the module doc at a segment's start, from the adjoints [nu' | eps] there:
+    """Step 3 of the module doc at a segment's start, from the adjoints [nu' | eps] there:
     the projection b, the renormalised adjoints carried on, and the segment's terms."""
     nus, eps = cotangents[:, :columns], cotangents[:, columns:]
     b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
