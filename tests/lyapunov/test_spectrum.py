@@ -160,6 +160,8 @@ def test_auto_renorm_every_rule():
     assert auto_renorm_every(np.array([np.log(2), np.log(0.05)]), 10_000) == 1  # solenoid-like
     assert auto_renorm_every(np.array([0.0045]), 1_000_000) == 100  # one slow exponent
     assert auto_renorm_every(np.zeros(2), 10_000) == 100
+    assert auto_renorm_every(np.array([0.5, -np.inf]), 10_000) == 1  # an annihilated direction
+    assert auto_renorm_every(np.array([-np.inf]), 10_000) == 1
     with pytest.raises(ValueError, match='give a positive int or "auto"'):
         lyapunov_spectrum(cg.Henon(), steps=10, renorm_every="often", key=KEY)
 

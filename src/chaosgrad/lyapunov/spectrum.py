@@ -238,8 +238,11 @@ def auto_renorm_every(per_step, steps: int, blocks: int = 1) -> int:
     length of a block, steps / ``blocks`` (or, when the blocks are unequal, the steps): the
     run has exactly ``steps`` steps and the blocks of a QR every step, so its exponents and
     their batch-means errors are those of a QR every step to rounding (the sums of
-    log R_ii are equal in exact arithmetic)."""
+    log R_ii are equal in exact arithmetic). An exponent that is not finite (a direction
+    the map annihilates) gives m = 1."""
     values = np.asarray(per_step, dtype=float)
+    if not np.all(np.isfinite(values)):  # a direction the map annihilates (log R_ii = -inf)
+        return 1
     rate = max(float(values.max() - values.min()), float(np.max(np.abs(values))))
     bound = AUTO_MOST if rate <= 0 else min(AUTO_MOST, int(np.log(AUTO_GROWTH) / rate))
     unit = steps // blocks if steps % blocks == 0 else steps
