@@ -176,6 +176,17 @@ def test_samples_split_only_in_multiples_of_the_devices():
         assert parallel.sample_sharding(8) is None
 
 
+def test_each_device_computes_its_share_of_the_samples(monkeypatch):
+    """per_device: what one device computes (the orbit ensembles size their segment
+    batches by it): all samples on one device or when they do not split, else a share."""
+    devices = parallel.device_count()
+    assert parallel.per_device(16) == (16 // devices if 16 % devices == 0 else 16)
+    monkeypatch.setattr(parallel, "device_count", lambda: 2)
+    monkeypatch.setattr(parallel, "sample_sharding", lambda count: None if count % 2 else "split")
+    assert parallel.per_device(16) == 8
+    assert parallel.per_device(15) == 15
+
+
 def test_processes_option_is_removed_for_the_workers():
     argv = ["grad", "x", "--processes", "2", "--json", "--processes=3", "--seed", "1"]
     assert without_processes(argv) == ["grad", "x", "--json", "--seed", "1"]

@@ -197,6 +197,13 @@ def sample_sharding(count: int) -> NamedSharding | None:
     return NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec(AXIS))
 
 
+def per_device(count: int) -> int:
+    """How many of ``count`` samples each device computes: count / devices when the
+    samples split over the mesh (:func:`sample_sharding`), else all of them."""
+    devices = device_count()
+    return count // devices if sample_sharding(count) is not None else count
+
+
 def spread(tree):
     """Inside a compiled function: lay every leaf of ``tree`` (the same leading axis: the
     samples) on the mesh. Identity on one device."""

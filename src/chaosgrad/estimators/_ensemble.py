@@ -22,7 +22,7 @@ import numpy as np
 
 from .._system import _run as _run_states
 from ..lyapunov.spectrum import _spectrum_block
-from ..parallel import collect, local, map_samples, sample_parallel
+from ..parallel import collect, local, map_samples, per_device, sample_parallel
 from ._adjoint import (
     SEGMENT_BATCH,
     adjoint_sweep,
@@ -211,7 +211,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
                 start,
                 flow,
                 orbits.segment_steps,
-                max(1, SEGMENT_BATCH // count),
+                max(1, SEGMENT_BATCH // per_device(count)),
             )
             qs, rs = forward_bases(propagators, qs[0])
             bases = (qs, rs)
@@ -229,7 +229,7 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
                 start,
                 flow,
                 segment_steps=orbits.segment_steps,
-                orbits=count,
+                orbits=per_device(count),
             )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
