@@ -255,16 +255,6 @@ def second_order_terms(system, params, key, states, ts, tangents, eps_bars):
     return jax.vmap(one)(states, ts, tangents, eps_bars)
 
 
-def segment_adjoints(jacobians_x, eps_end):
-    """eps_{n+1}, n = 0..m-1 (m, dim, u): the homogeneous adjoints inside a segment from its
-    end value eps_m, through its Jacobians J_x (m, dim, dim) (eps_n = J_n^T eps_{n+1})."""
-
-    def back(eps, jacobian):
-        return times(jacobian.T, eps), eps
-
-    return jax.lax.scan(back, eps_end, jacobians_x, reverse=True)[1]
-
-
 def precomputes_jacobians(dim: int, params, columns: int) -> bool:
     """Whether the step-by-step sweep computes each segment's Jacobians before sweeping it:
     at most ``PRECOMPUTED_LIMIT`` state components and parameters, and dense Jacobians (dim
@@ -516,13 +506,15 @@ def _segment_end(cotangents, sums, q_k, count: int, columns: int, unstable: bool
     return (eps @ renorm, nus), terms
 
 
-def _pulled_back(jacobians_x, end, forcing):
-    """C_n = J_n^T C_{n+1} + forcing_n through a segment from C_m = ``end`` (dim, c), with
-    forcing (m, dim, c): (C_0, C_{n+1} for n = 0..m-1 (m, dim, c)). One product a step."""
+def _pulled_back(jacobians_x, end, forcing=None):
+    """C_n = J_n^T C_{n+1} (+ forcing_n) through a segment from C_m = ``end`` (dim, c), with
+    forcing (m, dim, c) or none: (C_0, C_{n+1} for n = 0..m-1 (m, dim, c)). One product a
+    step."""
 
     def back(c, inputs):
         jacobian, force = inputs
-        return times(jacobian.T, c) + force, c
+        pulled = times(jacobian.T, c)
+        return (pulled if force is None else pulled + force), c
 
     return jax.lax.scan(back, end, (jacobians_x, forcing), reverse=True, unroll=SWEEP_UNROLL)
 
@@ -545,19 +537,18 @@ def _segment_at_once(
     ts = t0 + jnp.arange(steps)
     forcing = jax.vmap(lambda y: jax.jacrev(lambda z: components(z, system))(y).T)(states_k)
     unstable = None
-    if unstable_inputs is None:
-        zeros = jnp.zeros(eps.shape, eps.dtype)
-        full = jnp.concatenate([forcing, jnp.broadcast_to(zeros, (steps,) + zeros.shape)], 2)
-        start, nexts = _pulled_back(jacobians_x, jnp.concatenate([nus, eps], axis=1), full)
-    else:
+    if unstable_inputs is None:  # [nu' | eps] together, forced by [grad Phi~ | 0]
+        padded = jnp.pad(forcing, ((0, 0), (0, 0), (0, eps.shape[1])))
+        start, nexts = _pulled_back(jacobians_x, jnp.concatenate([nus, eps], axis=1), padded)
+    else:  # eps first: the second-order term that forces nu~' needs eps_{n+1}
         tangents, dual, weights = unstable_inputs
-        eps_next = segment_adjoints(jacobians_x, eps)  # eps_{n+1}
+        eps_0, eps_next = _pulled_back(jacobians_x, eps)
         omega, d_trace = second_order_terms(
             system, params, key, states_k, ts, tangents, eps_next @ dual
         )
         forcing = jnp.concatenate([forcing, omega[:, :, None]], axis=2)
         nus_0, nus_next = _pulled_back(jacobians_x, nus, forcing)
-        start = jnp.concatenate([nus_0, times(jacobians_x[0].T, eps_next[0])], axis=1)
+        start = jnp.concatenate([nus_0, eps_0], axis=1)
         nexts = jnp.concatenate([nus_next, eps_next], axis=2)
     columns = nus.shape[1]
 

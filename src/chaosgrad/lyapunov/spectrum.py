@@ -430,7 +430,7 @@ def lyapunov_spectrum(
         progress,
     )
     seconds = time.perf_counter() - began
-    periods = -(-steps // renorm_every)
+    periods = -(-steps // renorm_every)  # as plan() counted them
     blocks = min(blocks, periods)
 
     counted = periods * renorm_every
