@@ -10,6 +10,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from . import _linalg
 from ._errors import as_state
 from ._system import check_state_shape
 
@@ -25,18 +26,20 @@ def step_noise(system, key, t, x):
     return system.noise(key, t, x.shape[0]) if system.stochastic else None
 
 
-def positive_qr(vectors):
+def positive_qr(vectors, differentiable: bool = False):
     """Q, R with R's diagonal made positive (the unique QR of a full-rank matrix).
 
     Small k (<= 4) uses modified Gram-Schmidt written out, which XLA fuses into a handful
-    of vector operations; larger k calls LAPACK's Householder QR.
+    of vector operations; larger k calls LAPACK's Householder QR, one matrix at a time on
+    CPU (``_linalg``: a batched call can hang), or batched when ``differentiable`` (that
+    path has no derivative).
     """
     k = vectors.shape[1]
     if k == 0:
         return vectors, jnp.zeros((0, 0), vectors.dtype)
     if k <= 4:
         return _gram_schmidt(vectors)
-    q, r = jnp.linalg.qr(vectors)
+    q, r = jnp.linalg.qr(vectors) if differentiable else _linalg.qr(vectors)
     signs = jnp.where(jnp.diag(r) < 0, -1.0, 1.0)
     return q * signs, r * signs[:, None]
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from .. import _linalg
 from .._errors import as_state
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import run_tangent_blocks
@@ -401,6 +402,9 @@ def adjoint_sweep_from(
     columns = count + 1 if unstable else count
     if init is None:
         init = (qs[-1], jnp.zeros((states.shape[-1], columns)))
+    if unstable:  # R_{k+1}^{-T} of every segment at once, not a library call in the loop body
+        assert rs is not None
+        duals = jnp.swapaxes(_linalg.inv(rs), -1, -2)
     if segment_parallel and not unstable and sweeps_in_parallel(states.shape[-1], params):
         batch = max(1, SEGMENT_BATCH // orbits)
         return _segment_parallel_sweep(
@@ -422,7 +426,7 @@ def adjoint_sweep_from(
             tangents = _segment_tangents(
                 system, key, states_k, qs[k], t0, None if jacobians is None else jacobians[0]
             )
-            dual = jnp.linalg.inv(rs[k]).T
+            dual = duals[k]
         if jacobians is not None:
             unstable_inputs = None
             if unstable:
@@ -499,9 +503,9 @@ def _segment_end(cotangents, sums, q_k, count: int, columns: int, unstable: bool
     """Step 3 of the module doc at a segment's start, from the adjoints [nu' | eps] there:
     the projection b, the renormalised adjoints carried on, and the segment's terms."""
     nus, eps = cotangents[:, :columns], cotangents[:, columns:]
-    b = jnp.linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
+    b = _linalg.solve(eps.T @ eps, eps.T @ nus)  # (u, columns)
     nus = nus - eps @ b
-    renorm = jnp.linalg.inv(q_k.T @ eps)
+    renorm = _linalg.inv(q_k.T @ eps)
     terms = SegmentTerms(b[:, :count], b[:, count] if unstable else None, renorm, sums)
     return (eps @ renorm, nus), terms
 
@@ -696,7 +700,7 @@ def shadowing_coefficients(b, m, least_squares: LeastSquaresSums | None):
             jnp.einsum("ki,kic->kc", least_squares.dwf, p_all) + least_squares.dvf, axis=0
         )
         kkt = jnp.block([[hess, con[:, None]], [con[None, :], jnp.zeros((1, 1))]])
-        a0 = jnp.linalg.solve(kkt, jnp.concatenate([-lin, -rhs[None]]))[:u]
+        a0 = _linalg.solve(kkt, jnp.concatenate([-lin, -rhs[None]]))[:u]
     return jnp.einsum("kia,ac->kic", t_all, a0) + p_all
 
 

@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from .. import _linalg
 from .._tangent import positive_qr, step_noise
 
 
@@ -151,7 +152,7 @@ def _inverse(a):
     if size == 0:  # no unstable direction (a stable system)
         return a
     if size > SMALL:
-        return jnp.linalg.inv(a)
+        return _linalg.inv(a)
     rows = [a[i] for i in range(size)]
     inverse = [jnp.eye(size, dtype=a.dtype)[i] for i in range(size)]
     for j in range(size):

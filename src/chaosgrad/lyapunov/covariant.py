@@ -30,8 +30,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
 
+from .. import _linalg
 from .._errors import check_key, check_positive_int
 from .._system import System, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
@@ -95,13 +95,13 @@ def _backward(system, key, xs, qs, c, p, start, length: int, record_every: int, 
 
         def back(carry, n):
             c, p = carry
-            c = solve_triangular(r_next[n], c, lower=False)
+            c = _linalg.solve_upper(r_next[n], c)
             c = c / jnp.linalg.norm(c, axis=0)
             growth = jnp.log(jnp.linalg.norm(r_next[n] @ c, axis=0))
             v = q_n[n] @ c
             if adjoint:
                 p = _adjoint_step(system, key, seg_start + n, x_n[n], p)
-                w = p @ jnp.linalg.inv(v.T @ p)
+                w = p @ _linalg.inv(v.T @ p)
                 w = w / jnp.linalg.norm(w, axis=0)
             else:
                 w = jnp.zeros((0,))

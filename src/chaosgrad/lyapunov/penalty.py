@@ -43,7 +43,7 @@ def _exponents_of_orbit(system, x, vectors, noise_key, start, periods: int, reno
             return step_with_tangents(system, t, y, step_noise(system, noise_key, t, y), v), None
 
         (x, v), _ = jax.lax.scan(tangent_step, (x, q), t0 + jnp.arange(renorm_every))
-        q, r = positive_qr(v)
+        q, r = positive_qr(v, differentiable=True)
         return (x, q, logs + jnp.log(jnp.diag(r))), None
 
     k = vectors.shape[1]
