@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 
 import equinox as eqx
@@ -227,14 +228,41 @@ def map_samples(function, *arrays):
 
 def collect(tree):
     """Inside a compiled function: ``tree`` replicated on every device (sums reduced,
-    per-sample arrays all-gathered). Identity on one device."""
+    per-sample arrays all-gathered). Identity on one device.
+
+    Leaves of one dtype and one leading (sample) length are packed side by side, (R, n_1 +
+    n_2 + ...), and gathered as one array: between processes each collective through gloo
+    costs about 3 ms whatever its size (2 processes on one machine: one 288 KB all-gather
+    0.4-4 ms, eight of 1.3 KB 23-28 ms), so a tree is gathered in one collective per
+    dtype instead of one per leaf."""
     devices = _mesh_devices()
     if len(devices) < 2:
         return tree
     replicated = NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec())
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.lax.with_sharding_constraint(leaf, replicated), tree
-    )
+
+    def gathered(leaf):
+        return jax.lax.with_sharding_constraint(leaf, replicated)
+
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = list(leaves)
+    groups: dict[tuple, list[int]] = {}
+    for i, leaf in enumerate(leaves):
+        packable = leaf.ndim >= 1 and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        if packable:
+            groups.setdefault((leaf.dtype, leaf.shape[0]), []).append(i)
+        else:
+            out[i] = gathered(leaf)
+    for (_, rows), members in groups.items():
+        widths = [math.prod(leaves[i].shape[1:]) for i in members]
+        packed = gathered(
+            jax.numpy.concatenate(
+                [leaves[i].reshape(rows, w) for i, w in zip(members, widths, strict=True)], axis=1
+            )
+        )
+        edges = np.cumsum([0, *widths])
+        for i, a, b in zip(members, edges[:-1], edges[1:], strict=True):
+            out[i] = packed[:, a:b].reshape(leaves[i].shape)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def local(tree):
