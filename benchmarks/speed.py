@@ -138,6 +138,7 @@ def sizes(quick: bool) -> dict[str, Any]:
             "scaling_segments": 40,
             "parallel_samples": 2**16,
             "parallel_segments": 250,
+            "parallel_long_segments": 1000,
             "memory_lorenz_segments": 50_000,
             "memory_rnn_segments": 10_000,
             "memory_burn_in": 1_000,
@@ -169,6 +170,7 @@ def sizes(quick: bool) -> dict[str, Any]:
         "scaling_segments": 4,
         "parallel_samples": 2**10,
         "parallel_segments": 10,
+        "parallel_long_segments": 20,
         "memory_lorenz_segments": 50,
         "memory_rnn_segments": 100,
         "memory_burn_in": 100,
@@ -323,6 +325,8 @@ def build(name: str, quick: bool, params: dict | None = None) -> Workload:
         return nine_neuron_kernel(s["parallel_samples"])
     if name == "parallel_shadowing":
         return lorenz63_shadowing(s["parallel_segments"], orbits=16)
+    if name == "parallel_shadowing_long":  # T = 200 an orbit, as the NILSAS T = 200 row
+        return lorenz63_shadowing(s["parallel_long_segments"], orbits=16)
     if name == "memory_lorenz":
         return lorenz63_shadowing(s["memory_lorenz_segments"], burn_in=s["memory_burn_in"])
     if name == "memory_rnn":
@@ -882,9 +886,13 @@ def plot_rnn_scaling(path: Path, rows: list[dict]) -> Path:
 # --- 6. parallel efficiency -------------------------------------------------------------
 
 
+# The 16-orbit shadowing ensemble at two sizes: T = 50 an orbit (~90 ms in all, where the
+# few collectives between processes, each ~3-4 ms through gloo on cores held by XLA's
+# threads, weigh) and T = 200 (~4x the work, the same collectives).
 PARALLEL_WORKLOADS = {
     "parallel_kernel": "Kernel nine-neuron depth 50",
     "parallel_shadowing": "Shadowing lorenz63 orbits=16",
+    "parallel_shadowing_long": "Shadowing lorenz63 16 x T=200",
 }
 LAYOUTS = ("1x1", "1x2", "2x1")
 ONE_CORE = "1x1 one core"
