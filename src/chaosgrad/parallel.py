@@ -219,11 +219,28 @@ def spread(tree):
 def map_samples(function, *arrays):
     """``jax.vmap(function)`` over the leading (sample) axis of ``arrays``, spread over the
     mesh. One sample runs unbatched (its axis added back): a batch of one costs more per
-    step than the plain loop (extra transposes in every iteration of a scan)."""
-    if jax.tree_util.tree_leaves(arrays)[0].shape[0] == 1:
+    step than the plain loop (extra transposes in every iteration of a scan).
+
+    On several devices each runs ``jax.vmap(function)`` on its own samples
+    (``jax.shard_map``), so that a loop over the batch stays on the device: left to the
+    partitioner, the one-at-a-time library calls of ``_linalg`` (a loop over the batch)
+    all-gathered the batch in every iteration, and FAR with 16 orbits in 2 processes took
+    1.33 s instead of 0.17 s."""
+    count = jax.tree_util.tree_leaves(arrays)[0].shape[0]
+    if count == 1:
         single = jax.tree_util.tree_map(lambda leaf: leaf[0], arrays)
         return jax.tree_util.tree_map(lambda leaf: leaf[None], function(*single))
-    return jax.vmap(function)(*spread(arrays))
+    if sample_sharding(count) is None:
+        return jax.vmap(function)(*arrays)
+    mesh = Mesh(np.array(_mesh_devices()), (AXIS,))
+    local = jax.shard_map(
+        jax.vmap(function),
+        mesh=mesh,
+        in_specs=PartitionSpec(AXIS),
+        out_specs=PartitionSpec(AXIS),
+        check_vma=False,
+    )
+    return local(*arrays)
 
 
 def collect(tree):
