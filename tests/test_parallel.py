@@ -59,21 +59,20 @@ def _last_json(text: str) -> dict:
     return json.loads(text.strip().splitlines()[-1])
 
 
-def _one_process(devices: int, case: str) -> dict:
+def _one_process(devices: int, case: str = "", script: str = SCRIPT) -> dict:
     env = _environment(devices)
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, case], env=env, capture_output=True, text=True, timeout=300
-    )
+    command = [sys.executable, "-c", script, *([case] if case else [])]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return _last_json(out.stdout)
 
 
-def _two_hosts(case: str) -> dict:
+def _two_hosts(case: str = "", script: str = SCRIPT) -> dict:
     """Two processes joined by the environment variables (as on two hosts)."""
     coordinator = f"localhost:{free_port()}"
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", SCRIPT, case],
+            [sys.executable, "-c", script, *([case] if case else [])],
             env=_environment(
                 CHAOSGRAD_COORDINATOR=coordinator,
                 CHAOSGRAD_PROCESSES="2",
@@ -338,36 +337,9 @@ def test_collect_packs_a_mixed_tree_and_returns_it_unchanged(layout):
     back equal and in their shapes, gathered in one collective per dtype and length (a
     collective between processes costs ~3 ms whatever its size)."""
     if layout == "1x2":
-        out = subprocess.run(
-            [sys.executable, "-c", COLLECT_SCRIPT],
-            env=_environment(2),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        result = _last_json(out.stdout)
+        result = _one_process(2, script=COLLECT_SCRIPT)
     else:
-        coordinator = f"localhost:{free_port()}"
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", COLLECT_SCRIPT],
-                env=_environment(
-                    1,
-                    CHAOSGRAD_COORDINATOR=coordinator,
-                    CHAOSGRAD_PROCESSES="2",
-                    CHAOSGRAD_PROCESS_ID=str(rank),
-                ),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for rank in range(2)
-        ]
-        outputs = [worker.communicate(timeout=120) for worker in workers]
-        for worker, (_, err) in zip(workers, outputs, strict=True):
-            assert worker.returncode == 0, err[-2000:]
-        result = _last_json(outputs[0][0])
+        result = _two_hosts(script=COLLECT_SCRIPT)
     assert result["devices"] == 2
     assert all(result["same"].values()), result
     assert result["shapes"]["a"] == [4, 3, 2] and result["shapes"]["empty"] == [4, 0]
@@ -397,13 +369,5 @@ def test_each_device_loops_over_its_own_samples_matrices():
     library calls of ``_linalg`` loop over each device's own samples, with no all-gather of
     the batch inside the loop (one in each iteration cost 5x on FAR in 2 processes); the
     single gather is ``collect``'s."""
-    out = subprocess.run(
-        [sys.executable, "-c", LOCAL_LOOP_SCRIPT],
-        env=_environment(2),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = _last_json(out.stdout)
+    result = _one_process(2, script=LOCAL_LOOP_SCRIPT)
     assert result == {"gathers": 1, "devices": 2}, result

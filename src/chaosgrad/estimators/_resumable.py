@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._runstate import RunCheckpoint
-from ..parallel import local, sample_parallel, spread, to_host
+from ..parallel import local, map_samples, sample_parallel, to_host
 from ._adjoint import (
     adjoint_sweep_from,
     segment_contributions,
@@ -120,7 +120,7 @@ def _sweep(system, components, params, firsts, qs, keys, start, init, u, flow, s
             init=init,
         )
 
-    return jax.vmap(one)(*spread((firsts, qs, keys, init)))
+    return map_samples(one, firsts, qs, keys, init)
 
 
 _sweep_piece = sample_parallel(_sweep)

@@ -31,7 +31,7 @@ from .._errors import as_state, check_key, check_positive_int, first_nonfinite_s
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
-from ..parallel import batch_of_one, sample_parallel, spread
+from ..parallel import batch_of_one, map_samples, sample_parallel
 from ..stats import batch_means
 
 
@@ -112,9 +112,8 @@ def _spectrum_block(system: System, x, vectors, key, start, periods: int, renorm
 def _ensemble_block(system: System, xs, qs, keys, start, periods: int, renorm_every: int):
     """:func:`_advance` for R orbits at once (leading axis: orbit), the orbits laid out over
     the devices; returns states (R, dim), bases (R, dim, k) and log sums (R, k)."""
-    xs, qs, keys = spread((xs, qs, keys))
-    return jax.vmap(lambda x, q, key: _advance(system, x, q, key, start, periods, renorm_every))(
-        xs, qs, keys
+    return map_samples(
+        lambda x, q, key: _advance(system, x, q, key, start, periods, renorm_every), xs, qs, keys
     )
 
 
