@@ -230,12 +230,12 @@ def map_samples(function, *arrays):
     if count == 1:
         single = jax.tree_util.tree_map(lambda leaf: leaf[0], arrays)
         return jax.tree_util.tree_map(lambda leaf: leaf[None], function(*single))
-    if sample_sharding(count) is None:
+    sharding = sample_sharding(count)
+    if sharding is None:
         return jax.vmap(function)(*arrays)
-    mesh = Mesh(np.array(_mesh_devices()), (AXIS,))
     local = jax.shard_map(
         jax.vmap(function),
-        mesh=mesh,
+        mesh=sharding.mesh,
         in_specs=PartitionSpec(AXIS),
         out_specs=PartitionSpec(AXIS),
         check_vma=False,
