@@ -52,7 +52,7 @@ def grad(*extra, method="backprop", system="lorenz63", wrt="rho"):
 
 
 # (kind, arguments, what the one line must contain). "{file}" is an existing file,
-# "{npy}" a valid trajectory for `learn`.
+# "{npy}" a valid trajectory for `learn`; "{complex}" and "{huge}" (values near 1e200) not.
 CLI_ROWS = [
     # numeric options: never a silent default, never truncated, never NaN
     ("count", grad("--samples", "0", "--steps", "100"), "--samples must be at least 2"),
@@ -94,6 +94,18 @@ CLI_ROWS = [
     ("real", ["learn", "--data", "{npy}", "--dt", "nan"], "--dt must be a finite number"),
     ("real", ["learn", "--data", "{npy}", "--dt", "0.01", "--budget", "-1"], "--budget must be"),
     ("usage", grad("--bogus", "3"), "--bogus"),
+    ("usage", grad("--steps", "10", "--steps", "20"), "--steps is given twice: give it once"),
+    ("usage", grad("--method", "fd", *CHEAP), "--method is given twice"),
+    (
+        "usage",
+        ["benchmark", "trainability", "--out", "{file}", "--budget", "1", "--budget", "2"],
+        "--budget is given twice",
+    ),
+    ("real", grad("--eps", "1e-300", *CHEAP, method="fd"), "eps=1e-300 is lost in rounding"),
+    ("real", ["learn", "--data", "{npy}", "--dt", "1e300"], "--dt 1e+300 is too large"),
+    ("real", ["learn", "--data", "{npy}", "--dt", "1e-300"], "--dt 1e-300 is too small"),
+    ("real", ["learn", "--data", "{complex}", "--dt", "0.01"], "complex128, and learn fits real"),
+    ("real", ["learn", "--data", "{huge}", "--dt", "0.01"], "overflow float64 when squared"),
     ("usage", ["grad", "lorenz63", "--method", "backprop"], "'--wrt'"),
     # -p name=value: typed by the parameter's default
     ("param", grad("-p", "rho=nan", *CHEAP), "-p rho=nan: rho must be a finite number"),
@@ -155,6 +167,14 @@ CLI_ROWS = [
     ("out", ["demo", "--out", "{file}"], "is a file"),
     ("out", ["learn", "--data", "{npy}", "--dt", "0.01", "--out", "{file}"], "is a file"),
     ("out", ["benchmark", "trainability", "--out", "{file}"], "is a file"),
+    ("out", ["lyapunov", "henon", "--checkpoint", "{file}/sub"], "a-file/sub cannot be written"),
+    (
+        "out",
+        grad(
+            "--unstable-dim", "2", "--segments", "4", "--checkpoint", "{file}", method="shadowing"
+        ),
+        "a-file is a file, not a directory",
+    ),
     # the design's list: names, shapes, dimensions, noise
     ("design", ["lyapunov", "lorenz64"], "unknown system 'lorenz64'"),
     ("design", grad(wrt="rhoo"), "no parameter 'rhoo'"),
@@ -168,6 +188,11 @@ CLI_ROWS = [
     ),
     ("design", grad(*CHEAP, method="kernel"), "needs a noisy system"),
     ("design", ["compare", "lorenz63", "--wrt", "rho", "--methods", "fd,fd"], "once"),
+    (
+        "design",
+        ["benchmark", "trainability", "--out", "{file}", "--method", "nonsense"],
+        "unknown --method 'nonsense'",
+    ),
 ]
 
 
@@ -177,8 +202,16 @@ def paths(tmp_path_factory):
     existing = folder / "a-file"
     existing.write_text("not a directory")
     trajectory = folder / "trajectory.npy"
-    np.save(trajectory, np.random.default_rng(0).normal(size=(200, 3)))
-    return {"file": str(existing), "npy": str(trajectory)}
+    states = np.random.default_rng(0).normal(size=(200, 3))
+    np.save(trajectory, states)
+    np.save(folder / "complex.npy", states + 1j * states)
+    np.save(folder / "huge.npy", 1e200 * states)
+    return {
+        "file": str(existing),
+        "npy": str(trajectory),
+        "complex": str(folder / "complex.npy"),
+        "huge": str(folder / "huge.npy"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -299,7 +332,7 @@ API_ROWS = [
         "state",
         lambda: linear_response(cg.Lorenz63(), lorenz_z(), tiny(), x0=jnp.ones((2, 2)), key=KEY),
         ValueError,
-        ["x0", "shape (dim,)"],
+        ["x0 has 2 components", "dim=3"],
     ),
     (
         "step shape",

@@ -135,3 +135,59 @@ def test_learn_command_writes_strict_json(tmp_path, lorenz_data):
     assert (out / "learn.png").stat().st_size > 0
     missing = CliRunner().invoke(app, ["learn", "--data", "nope.npy", "--dt", "0.01"])
     assert missing.exit_code == 2 and "no such file" in missing.output
+
+
+def _roessler_data(steps: int = 4000):
+    """A Roessler time series (a = b = 0.2, c = 5.7), dt = 0.05, burn-in 1000 steps."""
+
+    def field(t, x, args):
+        a, b, c = args
+        return jnp.stack([-x[1] - x[2], x[0] + a * x[1], b + x[2] * (x[0] - c)])
+
+    flow = cg.Flow(field, dt=0.05, args=(0.2, 0.2, 5.7), dim=3)
+    path = cg.simulate(flow, x0=jnp.array([1.0, 1.0, 0.0]), steps=steps, burn_in=1000)
+    return np.asarray(path)
+
+
+def test_statistics_method_caps_u_when_every_exponent_is_above_the_threshold(monkeypatch):
+    """The condition that crashed long runs ("unstable_dim=3 must be smaller than the
+    dimension 3"): the model's three exponents all above -0.05. It is met here on purpose
+    (the measurement returns 3); the run goes on with u = 2 and records both numbers."""
+    import chaosgrad.reconstruct as reconstruct
+
+    monkeypatch.setattr(reconstruct, "unstable_dimension", lambda *args, **kwargs: 3)
+    fit = fit_trajectory(
+        _roessler_data(1500),
+        model=neural_vector_field(3, 0.05, key=jax.random.key(5)),
+        dt=0.05,
+        method="statistics",
+        key=KEY,
+        iterations=2,
+        window=10,
+        batch=4,
+        spectrum_every=1,
+        statistics_estimator=cg.Shadowing(unstable_dim=1, segment_steps=10, segments=6, burn_in=20),
+    )
+    assert fit.status == "ok"
+    assert fit.history["unstable_dim_measured"] == [3, 3]
+    assert fit.history["unstable_dim"] == [2, 2]
+    assert len(fit.history["loss"]) == 2
+
+
+@pytest.mark.slow
+def test_statistics_method_trains_on_roessler_data_for_45_seconds():
+    """The run that crashed after minutes: 45 s of the statistics method on Roessler data."""
+    fit = fit_trajectory(
+        _roessler_data(),
+        model=neural_vector_field(3, 0.05, key=jax.random.key(5)),
+        dt=0.05,
+        method="statistics",
+        key=KEY,
+        budget=45.0,
+        window=10,
+        batch=8,
+        learning_rate=1e-2,
+    )
+    assert fit.status == "ok"
+    assert len(fit.history["loss"]) > 0
+    assert all(u <= 2 for u in fit.history["unstable_dim"])

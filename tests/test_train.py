@@ -288,10 +288,13 @@ def test_resume_refuses_different_settings_naming_them(tmp_path, setting, change
     assert "\n" not in str(info.value)
 
 
-def test_resume_accepts_a_changed_learning_rate(tmp_path):
-    """Documented limit: the optimizer's state structure is compared, not its rate."""
+def test_resume_refuses_a_changed_learning_rate(tmp_path):
+    """An ok run resumed with sgd(0.01) instead of sgd(0.05): the same state structure, but
+    a different optimizer (its update of a probe gradient differs), refused by name."""
     cg.fit(ar1(), iterations=2, checkpoint=tmp_path, **quick())
-    result = cg.fit(ar1(), iterations=4, resume=tmp_path, **quick(optimizer=optax.sgd(0.01)))
+    with pytest.raises(ValueError, match="written with a different optimizer"):
+        cg.fit(ar1(), iterations=4, resume=tmp_path, **quick(optimizer=optax.sgd(0.01)))
+    result = cg.fit(ar1(), iterations=4, resume=tmp_path, **quick())  # the same one resumes
     assert result.status == "ok" and result.iterations == 4
 
 

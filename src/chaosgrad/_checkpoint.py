@@ -315,8 +315,8 @@ def same_probe(a: list[float] | None, b: list[float] | None) -> bool:
 def fingerprint(system, values, statistic, estimator, opt_state, key) -> dict:
     """The settings a resumed run must share with the run that wrote the checkpoint.
 
-    The optimiser probe is added only to a failed run's checkpoint (it is compared only
-    there), computed at the last good values it holds (see ``optimizer_probe``).
+    The optimiser probe is added by the writer, computed at the values the checkpoint
+    holds (see ``optimizer_probe``).
     """
     structure, outline = describe_optimizer_state(opt_state)
     return {

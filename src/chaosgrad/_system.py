@@ -39,6 +39,7 @@ from ._errors import (
     is_traced,
     traceable,
 )
+from ._functions import reads, with_static
 
 __all__ = [
     "System",
@@ -53,6 +54,7 @@ __all__ = [
     "check_noise_setting",
     "resolve_start",
     "check_step",
+    "bind",
 ]
 
 
@@ -106,6 +108,9 @@ class System(eqx.Module):
     """
 
     dim: eqx.AbstractVar[int]
+    reads: str | None = eqx.field(static=True, default=None, kw_only=True, repr=False)
+    """What the step computes and reads (:mod:`chaosgrad._functions`), set by :func:`bind`
+    at each call of a public function; it keys every compiled program of the system."""
     layered: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
@@ -252,7 +257,16 @@ def _user_noise(noise) -> tuple[bool, Any]:
 
 
 def _evaluate_noise(amplitude, t, x, args):
-    return amplitude(t, x, args) if callable(amplitude) else amplitude
+    if not callable(amplitude):
+        return amplitude
+    scale = amplitude(t, x, args)
+    shape = np.shape(scale)  # type: ignore[arg-type]
+    if shape not in ((), x.shape):
+        raise ValueError(
+            f"the noise function returned shape {shape} for a state of shape {x.shape}: it "
+            f"must return a scalar or an array of the state's shape {x.shape}"
+        )
+    return scale
 
 
 def _initial_state_of_user_model(model, key):
@@ -506,13 +520,10 @@ def check_state_shape(system: System, x0) -> None:
     """The checks of :func:`check_start` on anything with a ``shape`` and ``dtype`` (an
     array or a ``jax.ShapeDtypeStruct``), already a real array: float64, a vector of the
     system's ``dim``, mapped by the step to a state of its shape. Passed checks are
-    remembered per :func:`_step_signature` (which holds every dtype and shape they read)."""
-    seen = (system, tuple(x0.shape), str(x0.dtype))
-    if _LAST_START[0] is system and tuple(_LAST_START[1:]) == seen[1:]:
-        return  # the same (immutable) system object as the last check: nothing to compute
+    remembered per :func:`_step_signature` (which holds every dtype and shape they read,
+    and the step's reads once :func:`bind` set them)."""
     signature = _step_signature(system.for_sample(0), x0)
     if signature is not None and ("start", signature) in _CHECKED_STEPS:
-        _LAST_START[:] = seen
         return
     check_float64(system, "system parameters")
     if x0.dtype != jnp.float64:
@@ -525,12 +536,6 @@ def check_state_shape(system: System, x0) -> None:
     check_step(system, x0)
     if signature is not None:
         _CHECKED_STEPS.add(("start", signature))
-        _LAST_START[:] = seen
-
-
-_LAST_START: list = [None, None, None]
-"""The system object, state shape and dtype of the last start that passed
-:func:`check_state_shape` (the next call of a loop passes the same object)."""
 
 
 def _step_owner(system: System) -> str:
@@ -598,20 +603,29 @@ def _step_signature(system: System, x):
     return signature
 
 
-def _probe_step(system: System, one: System, x) -> None:
+def _step_of(system: System, t, x, xi):
+    return system.step(t, x, xi)
+
+
+def _probe_step(system: System, one: System, x) -> str:
+    """Check the step abstractly (module doc of :func:`check_step`) and return what it
+    computes and reads (:func:`chaosgrad._functions.reads`)."""
     owner = _step_owner(system)
     t = jax.ShapeDtypeStruct((), jnp.int64)
     state = jax.ShapeDtypeStruct(x.shape, x.dtype)
     xi = state if one.stochastic else None
-    probes = [lambda: eqx.filter_eval_shape(_step_shape, one, t, state, xi)]
+    probes: list[Callable[[], tuple[str | None, Any]]] = [
+        lambda: reads(_step_of, one, t, state, xi)
+    ]
     if isinstance(one, AbstractFlow):
-        probes.insert(0, lambda: eqx.filter_eval_shape(_field_shape, one, t, state))
+        probes.insert(0, lambda: (None, eqx.filter_eval_shape(_field_shape, one, t, state)))
+    digest = None
     for probe in probes:
         try:
             with traceable(owner):
-                out = probe()
+                digest, out = probe()
         except (TypeError, ValueError, IndexError) as exc:
-            if str(exc).startswith(owner):
+            if str(exc).startswith(owner) or str(exc).startswith("the noise function"):
                 raise
             raise ValueError(
                 f"{owner} failed on a state of shape {x.shape} ({first_line(exc).rstrip('.')}): "
@@ -629,6 +643,27 @@ def _probe_step(system: System, one: System, x) -> None:
                 f"{owner} returned dtype {out.dtype} for a state of dtype {x.dtype}: "
                 "compute in float64 (jnp operations on float64 arrays)"
             )
+    assert digest is not None
+    return digest
+
+
+def bind(system: System, x) -> System:
+    """``system`` keyed on what its step computes and reads at states shaped like ``x``.
+
+    Every public function that takes a system calls this first: the step is traced
+    (abstractly: nothing runs) and checked as :func:`check_step` checks it, and the digest
+    of the trace (:mod:`chaosgrad._functions`) is set as the system's static ``reads``. A
+    compiled program of the system is then looked up by the values the step read: a
+    ``Map`` whose function reads a changed global or a closed-over array mutated in place
+    compiles afresh instead of returning the old trajectory.
+    """
+    one = system.for_sample(0)
+    digest = _probe_step(system, one, x)
+    bound = with_static(system, reads=digest)
+    signature = _step_signature(bound.for_sample(0), x)
+    if signature is not None:
+        _CHECKED_STEPS.add(signature)
+    return bound
 
 
 @eqx.filter_jit
@@ -656,6 +691,7 @@ def simulate(
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     check_horizon(system, burn_in + steps)
     x0, noise_key = resolve_start(system, x0, key)
+    system = bind(system, x0)
     if burn_in:
         x0, _ = _run(system, x0, noise_key, 0, burn_in)
         bad = first_nonfinite_step(x0[None])

@@ -238,7 +238,9 @@ def fit_trajectory(
             0 at a stable fixed point), from a 2000-step spectrum. The model changes
             while it trains (a fresh MLP is not chaotic), and Shadowing with a wrong u
             returns garbage of huge norm (measured: gradient norms 30-600 against the MSE
-            term's 0.03 with u = 2 on an untrained model).
+            term's 0.03 with u = 2 on an untrained model). u is capped at d - 1 (Shadowing
+            needs a stable direction); ``history["unstable_dim_measured"]`` keeps the
+            count before the cap, ``history["unstable_dim"]`` the u used.
         evaluate: ``evaluate(fit_so_far) -> dict`` called every ``eval_every`` seconds of
             training (e.g. :func:`attractor_metrics`); its time is not counted.
     """
@@ -299,9 +301,14 @@ def fit_trajectory(
             alpha = _alpha(system, windows)
         loss, grads = _rollout_value_and_grad(system, windows, alpha if method == "gtf" else 0.0)
         if method == "statistics" and auto_u and iteration % spectrum_every == 0:
-            u = unstable_dimension(system, train[starts[0]], step_key)
+            measured = unstable_dimension(system, train[starts[0]], step_key)
+            # Shadowing needs a stable direction: a model whose every exponent rose above
+            # the threshold (a near-neutral third exponent of a learned Roessler) is shadowed
+            # with u = dim - 1, and the history records both numbers
+            u = min(measured, train.shape[1] - 1)
             shadowing = dataclasses.replace(shadowing, unstable_dim=u)
             history.setdefault("unstable_dim", []).append(u)
+            history.setdefault("unstable_dim_measured", []).append(measured)
         if method == "statistics":
             try:
                 _, extra, _ = value_and_grad(

@@ -15,8 +15,10 @@ Observables return a scalar, a vector or any pytree of arrays; the statistic has
 structure. An observable of the form ``Phi(x, system)`` (an explicit parameter dependence)
 is written ``ParametricObservable(function)``; the estimators that can use it say so.
 
-Observables are held as :class:`~chaosgrad._functions.StaticFunction`: a freshly written
-lambda of the same code does not recompile the estimators.
+Observables are held as :class:`~chaosgrad._functions.StaticFunction`. Each call of an
+estimator traces the observable first (:func:`output_structure`) and keys the compiled
+programs on what it computes and reads: a fresh lambda of the same code is warm, and a
+changed global or closed-over value compiles afresh, never a stale program.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from ._errors import check_positive_int
-from ._functions import StaticFunction
+from ._functions import StaticFunction, bound, with_static
 
 __all__ = ["AbstractStatistic", "ParametricObservable", "Terminal", "TimeAverage", "WindowAverage"]
 
@@ -80,7 +82,7 @@ class AbstractStatistic(eqx.Module):
 
 
 def _wrap(observable):
-    if isinstance(observable, ParametricObservable):
+    if isinstance(observable, (ParametricObservable, StaticFunction)):
         return observable
     if not callable(observable):
         raise TypeError(
@@ -185,17 +187,27 @@ class Components(eqx.Module):
 
 
 def output_structure(statistic: AbstractStatistic, x, system):
-    """(k, unravel): the number of components of Phi(x) and the map back to its pytree
-    (evaluated on sample 0's system: per-sample data such as a target has its own shape)."""
+    """(statistic, k, unravel, out): the statistic with its observable keyed on what it
+    reads (:func:`chaosgrad._functions.bound`), the number k of components of Phi(x), the
+    map back to its pytree and its abstract output (traced on sample 0's system: per-sample
+    data such as a target has its own shape)."""
     system = system.for_sample(0)
-    out = jax.eval_shape(lambda y: statistic.evaluate(y, system), x)
+    state = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    observable = statistic.observable
+    if isinstance(observable, ParametricObservable):
+        function, out = bound(observable.function, state, system)
+        observable = ParametricObservable(function)
+    else:
+        observable, out = bound(observable, state)
     for leaf in jax.tree_util.tree_leaves(out):
-        if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+            got = f"dtype {dtype}" if dtype is not None else f"a {type(leaf).__name__}"
             raise TypeError(
-                f"the observable must return floating-point arrays, got dtype {leaf.dtype}"
+                f"the observable must return real floating-point arrays (float64), got {got}"
             )
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), out)
     flat, unravel = ravel_pytree(zeros)
     if flat.size == 0:
         raise ValueError("the observable returns no components (an empty pytree)")
-    return flat.size, unravel, out
+    return with_static(statistic, observable=observable), flat.size, unravel, out

@@ -28,10 +28,11 @@ modified file is refused ("checkpoint DIR is corrupt: ..."). Every iteration's k
 from (key, i), so a run resumed from a checkpoint continues bit-identically. A resume
 refuses, naming the setting, a different ``key``, ``statistic`` (type and horizon; the
 observable and the loss are functions and are not compared), ``wrt`` selection,
-``estimator`` (type and fields) or ``optimizer`` (the structure of its state: ``adam`` for
-``sgd``). The structure does not show a changed learning rate or clipping threshold: a
-finished run resumed with ``sgd(0.01)`` in place of ``sgd(0.1)`` continues (it is then not
-the run a straight ``fit`` would have made).
+``estimator`` (type and fields) or ``optimizer``: the structure of its state (``adam`` for
+``sgd``) and its updates of a fixed probe gradient at the checkpoint's parameters, which
+see a changed learning rate, clipping threshold or momentum (``adam(0.5)`` for
+``adam(0.01)``). What the probe cannot see may change on resume: a schedule's values after
+the probe's first two steps.
 
 A failed run keeps the last good parameters, in ``FitResult.system`` and in its checkpoint
 (with the optimizer state that went with them and the failure status): the last ones at
@@ -99,6 +100,22 @@ class FitResult(eqx.Module):
         return self.status != "ok"
 
 
+def _check_optimizer(optimizer) -> None:
+    """Refuse, in one line, anything but an Optax transformation (an uncalled factory too)."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return
+    if callable(optimizer) and getattr(optimizer, "__module__", "").startswith("optax"):
+        name = getattr(optimizer, "__name__", "the optimizer")
+        raise TypeError(
+            f"optimizer must be an Optax transformation: call the factory, e.g. "
+            f"optax.{name}(learning_rate), not optax.{name} itself"
+        )
+    raise TypeError(
+        "optimizer must be an Optax transformation such as optax.adam(1e-2) or "
+        f"optax.sgd(learning_rate), got {optimizer!r:.60}"
+    )
+
+
 def _empty_history() -> dict:
     return {name: [] for name in HISTORY_KEYS}
 
@@ -114,10 +131,8 @@ def _save(
     optimizer,
 ) -> None:
     """One atomic checkpoint file; ``iteration``: the good iterations done (where to go on)."""
-    if status != "ok":  # what a resume compares to decide whether the optimizer changed
-        fingerprint = dict(
-            fingerprint, optimizer_probe=_checkpoint.optimizer_probe(optimizer, values)
-        )
+    # what a resume compares to see a changed learning rate, clipping or momentum
+    fingerprint = dict(fingerprint, optimizer_probe=_checkpoint.optimizer_probe(optimizer, values))
     meta = {"iteration": iteration, "status": status, "history": history}
     meta["fingerprint"] = fingerprint
     _checkpoint.write(path, meta, _checkpoint.serialise(values), _checkpoint.serialise(opt_state))
@@ -183,9 +198,20 @@ def _load(path: Path, values_like, opt_state_like, fingerprint: dict, optimizer)
                 "resume with the same optimizer (its state's structure must match)",
             )
     values = _deserialise(path, stored.values, values_like, "parameters")
+    probe = _checkpoint.optimizer_probe(optimizer, values)
+    if (
+        status == "ok"
+        and "optimizer_probe" in old
+        and not _checkpoint.same_probe(old["optimizer_probe"], probe)
+    ):
+        raise ValueError(
+            f"cannot resume from checkpoint {path}: it was written with a different "
+            "optimizer (its updates of a probe gradient differ: a changed learning rate, "
+            "clipping threshold or momentum); resume with the same optimizer settings"
+        )
     if status != "ok":
         probe_changed = structure_changed or not _checkpoint.same_probe(
-            old.get("optimizer_probe"), _checkpoint.optimizer_probe(optimizer, values)
+            old.get("optimizer_probe"), probe
         )
         if not (estimator_changed or probe_changed):
             raise ValueError(
@@ -299,7 +325,7 @@ def fit(
             it holds the last good parameters and the failure status).
         resume: a checkpoint directory to continue from, with the same key, statistic, wrt,
             estimator and optimizer; a different one is refused with a ValueError naming it
-            (a changed learning rate is not seen). A failed run resumes only with a changed
+            (a changed learning rate too, module doc). A failed run resumes only with a changed
             optimizer or estimator, from its last good parameters (module doc). Raises
             FileNotFoundError when DIR holds no checkpoint, ValueError "checkpoint DIR is
             corrupt: ..." when its file is truncated or modified.
@@ -329,6 +355,7 @@ def fit(
         raise ValueError(f"log_every must be a number of seconds >= 0 or None, got {log_every}")
     if regularizer is not None and not callable(regularizer):
         raise TypeError("regularizer must be a function system -> scalar")
+    _check_optimizer(optimizer)
     params = Parameters.of(system, wrt)
     values = params.values
     opt_state = optimizer.init(values)

@@ -107,8 +107,8 @@ def test_compare_writes_table_and_chart(tmp_path):
         (["grad", "lorenz63", "--wrt", "rhoo", "--method", "fd"], "no parameter 'rhoo'"),
         (["grad", "lorenz63", "--wrt", "rho", "--method", "magic"], "unknown method 'magic'"),
         (
-            ["grad", "lorenz63", "--wrt", "rho", "--method", "shadowing"],
-            "--unstable-dim is required",
+            ["grad", "lorenz63", "--wrt", "rho", "--method", "shadowing", "--unstable-dim", "two"],
+            "--unstable-dim must be a non-negative whole number or \"auto\", got 'two'",
         ),
         (
             ["grad", "lorenz63", "--wrt", "rho", "--method", "fd", "--observable", "open('x')"],
@@ -173,6 +173,36 @@ def test_errors_are_one_line_exit_2(args, message):
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0]
+
+
+@pytest.mark.parametrize("given", [[], ["--unstable-dim", "auto"]])
+def test_shadowing_counts_unstable_dim_by_default_and_says_what_it_chose(given):
+    """No --unstable-dim (or --unstable-dim auto): a pilot run counts u (Lorenz-63: its
+    positive exponent and the flow's neutral one), and the command prints the choice."""
+    arguments = ["grad", "lorenz63", "--wrt", "rho", "--method", "shadowing", *given]
+    orbit = ["--segments", "10", "--segment-steps", "20", "--burn-in", "100"]
+    result = runner.invoke(app, [*arguments, *orbit])
+    assert result.exit_code == 0, result.output
+    assert "auto: ran Shadowing(unstable_dim=2" in result.output
+    assert "auto: unstable_dim = 2: the exponents clearly above 0" in result.output
+    if given:
+        return
+    result = runner.invoke(app, [*arguments, *orbit, "--json"])
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.stdout)["auto"]
+    assert "unstable_dim=2" in choice["estimator"] and choice["pilot"]["unstable_dim"] == 2
+
+
+def test_far_counts_unstable_dim_by_default():
+    result = runner.invoke(
+        app,
+        ["grad", "henon", "--wrt", "a", "--observable", "x[0]", "--method", "far"]
+        + ["--segments", "10", "--burn-in", "100", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.stdout)["auto"]
+    assert "FastAdjointResponse(unstable_dim=1" in choice["estimator"]
+    assert "unstable_dim = 1: the exponents clearly above 0" in choice["reasons"]
 
 
 def test_kernel_methods_on_the_command_line():

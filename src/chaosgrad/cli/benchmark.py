@@ -80,19 +80,32 @@ def trainability(
     import jax
 
     from .. import parallel
-    from ..experiments.trainability import expand_tasks, planned_runs, run_trainability, table_rows
+    from ..experiments.trainability import (
+        expand_tasks,
+        planned_runs,
+        run_trainability,
+        table_rows,
+        task_methods,
+    )
     from .main import UserError, run_as_processes, user_errors, writer
     from .options import check_numbers
     from .report import prepare_out
 
     run_as_processes(processes)
-    with user_errors():
+    with user_errors(memory="add --quick (the shortened task sizes)"):
         if not budget > 0:
             raise UserError(f"--budget must be a positive number of seconds, got {budget}")
         if seeds < 1:
             raise UserError(f"--seeds must be >= 1, got {seeds}")
         check_numbers({"budget": budget})  # and finite
         tasks = expand_tasks(task or ["T1", "T2", "T3"])
+        known = list(dict.fromkeys(m for name in tasks for m in task_methods(name)))
+        for name in method or []:
+            if name not in known:
+                raise UserError(
+                    f"unknown --method {name!r} for {', '.join(tasks)}; choose from: "
+                    f"{', '.join(known)}"
+                )
         written = writer(out)
         if written is not None:
             prepare_out(written)

@@ -56,6 +56,7 @@ set the statistic instead."""
 DEFAULTS: dict[str, Any] = {
     "samples": 10,
     "steps": 10_000,
+    "unstable_dim": "auto",
     "segment_steps": 20,
     "segments": 200,
     "truncation": 10,
@@ -63,16 +64,12 @@ DEFAULTS: dict[str, Any] = {
 }
 """A setting not given on the command line takes this value where the estimator has the
 field (``steps`` and ``segments`` for a TimeAverage only); every other field keeps the
-estimator's own default."""
+estimator's own default. ``unstable_dim="auto"``: a pilot run counts u, and the command
+prints the count and the pilot's exponents (``info.auto``)."""
 
 MANY_SAMPLES = {"kernel": 10_000, "path-kernel": 10_000}
 """Likelihood-ratio methods average cheap forward rollouts: their default sample count for
 a finite-horizon statistic."""
-
-REQUIRED_HINTS = {
-    "unstable_dim": "the number of positive Lyapunov exponents (plus one for a flow); "
-    "`chaosgrad lyapunov` tells",
-}
 
 
 def method_names() -> str:
@@ -177,10 +174,7 @@ def build_estimator(method: str, statistic: AbstractStatistic, settings: dict[st
             kwargs[name] = value
     for name, field in fields.items():
         if _required(field) and name not in kwargs:
-            hint = REQUIRED_HINTS.get(name)
-            raise ValueError(
-                f"{flag(name)} is required for {method}" + (f": {hint}" if hint else "")
-            )
+            raise ValueError(f"{flag(name)} is required for {method}")
     return cls(**kwargs)
 
 

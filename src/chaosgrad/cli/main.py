@@ -33,10 +33,10 @@ from ..plot import plot_spectrum
 from .benchmark import benchmark_app
 from .expressions import ExpressionError
 from .learn import learn_command
-from .options import check_numbers, renorm_cadence
+from .options import auto_or_count, check_numbers, renorm_cadence
 from .processes import in_worker, launch
 from .registry import SYSTEMS, build_system, settable_parameters
-from .report import dumps, json_ready, prepare_out, write_json
+from .report import dumps, json_ready, prepare_checkpoint, prepare_out, write_json
 
 jax.config.update("jax_enable_x64", True)
 
@@ -48,9 +48,46 @@ error_console = Console(stderr=True, soft_wrap=True)
 ClickException: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
+UsageError: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def refuse_repeated_options(command, parent, name: str, args: list[str]) -> None:
+    """Refuse an option of one value given twice (``--steps 10 --steps 20``), where click
+    would keep the last one silently: in ``command`` (called ``name``, under the context
+    ``parent``) and, for a group, in the subcommand its arguments name. Options that
+    repeat on purpose (``-p``, a repeatable ``--task``) and flags are left alone. Arguments
+    the parser cannot read are left to the command's own parse, which reports them."""
+    context = command.context_class(command, info_name=name, parent=parent, resilient_parsing=True)
+    try:
+        _, rest, order = command.make_parser(context).parse_args(args=list(args))
+    except ClickException:
+        return
+    seen = set()
+    for param in order:
+        if not isinstance(param, typer.core.TyperOption):
+            continue
+        if param.multiple or param.count or param.is_flag:
+            continue
+        if param.name in seen:
+            option = max(param.opts, key=len)
+            raise UsageError(f"{option} is given twice: give it once", ctx=context)
+        seen.add(param.name)
+    if isinstance(command, typer.core.TyperGroup) and rest:
+        subcommand = command.get_command(context, rest[0])
+        if subcommand is not None:
+            refuse_repeated_options(subcommand, context, rest[0], rest[1:])
+
+
 class OneLineErrors(typer.core.TyperGroup):
     """The command group: usage errors (an unknown option, ``--samples abc``, a missing
-    ``--wrt``) in one line with exit code 2, like every other bad input."""
+    ``--wrt``, a repeated ``--steps``) in one line with exit code 2, like every other bad
+    input."""
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and name is not None:
+            refuse_repeated_options(command, ctx, name, rest)
+        return name, command, rest
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -187,12 +224,13 @@ def fail(message: str, code: int = 2):
 
 
 @contextlib.contextmanager
-def user_errors():
+def user_errors(memory: str = "reduce --samples or --steps"):
     """Turn the library's input errors into one-line messages with exit code 2.
 
     NaN or inf (a FloatingPointError: a statistic or trajectory that is not finite) comes
     from the parameters or the observable given, so it is a bad input too (exit code 2).
-    Failing to write a result (OSError) and running out of memory are exit code 1.
+    Failing to write a result (OSError) and running out of memory are exit code 1; out of
+    memory, the message says ``memory``: what to reduce, in the command's own options.
     """
     try:
         yield
@@ -210,7 +248,7 @@ def user_errors():
         fail(f"{where}{exc.strerror or first_line(exc)}", code=1)
     except jax.errors.JaxRuntimeError as exc:
         if "RESOURCE_EXHAUSTED" in str(exc):
-            fail("out of memory: reduce --samples or --steps", code=1)
+            fail(f"out of memory: {memory}", code=1)
         raise
 
 
@@ -335,7 +373,7 @@ def lyapunov(
     """Lyapunov spectrum with standard errors and the Kaplan-Yorke dimension."""
     run_as_processes(processes)
     out = writer(out)
-    with user_errors():
+    with user_errors(memory="reduce --k (the exponents computed) or --orbits"):
         every = renorm_cadence(renorm_every)
         check_numbers(
             {
@@ -349,6 +387,7 @@ def lyapunov(
         )
         model, params = build_system(system, param)
         prepare_out(out)  # before computing: a bad path must not cost the result
+        prepare_checkpoint(checkpoint)
         horizon = model.horizon
         steps = (horizon if horizon else 100_000) if steps is None else steps
         burn_in = (0 if horizon else 10_000) if burn_in is None else burn_in
@@ -439,7 +478,12 @@ Truncation = Annotated[
     int | None, typer.Option(help="truncated: backprop chunk length (default 10)")
 ]
 UnstableDim = Annotated[
-    int | None, typer.Option("--unstable-dim", help="u for shadowing, far (required)")
+    str | None,
+    typer.Option(
+        "--unstable-dim",
+        help='u for shadowing, far: a whole number, or "auto" (the default: counted from a '
+        "pilot run's Lyapunov exponents, and printed)",
+    ),
 ]
 SegmentSteps = Annotated[
     int | None, typer.Option("--segment-steps", help="steps per segment (default 20)")
@@ -521,6 +565,7 @@ def grad(
     arguments = locals()
     settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     with user_errors():
+        settings["unstable_dim"] = auto_or_count(unstable_dim, "unstable_dim", "non-negative")
         check_numbers({**settings, "seed": seed})
         estimator_class(method)
         model, params = build_system(system, param)
@@ -529,6 +574,7 @@ def grad(
         chosen = build_statistic(model, phi, statistic, settings)
         check_settings([method], chosen, settings)
         prepare_out(out)  # before computing: a bad path must not cost the result
+        prepare_checkpoint(checkpoint)
         with progress_bar(1, f"{system}: {method}", not as_json):
             row = run_gradient(model, chosen, method, settings, selector, names, seed)
     row.update(
@@ -620,6 +666,7 @@ def compare(
     settings = {name: arguments[name] for name in SETTINGS}  # the options named like fields
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     with user_errors():
+        settings["unstable_dim"] = auto_or_count(unstable_dim, "unstable_dim", "non-negative")
         check_numbers({**settings, "seed": seed})
         if not chosen:
             raise UserError("--methods needs at least one method")
@@ -635,6 +682,7 @@ def compare(
         statistic_ = build_statistic(model, phi, statistic, settings)
         check_settings(chosen, statistic_, settings)
         prepare_out(out)  # before computing: a bad path must not cost the result
+        prepare_checkpoint(checkpoint)
         rows = []
         with progress_bar(len(chosen), f"{system}: compare", not as_json) as advance:
             for method in chosen:
@@ -687,7 +735,7 @@ def experiment(
     """Run one comparison experiment (fixed keys; JSON + PNG in --out)."""
     from ..experiments import EXPERIMENTS
 
-    with user_errors():
+    with user_errors(memory="the experiments' sizes are fixed: run it with more free memory"):
         if name not in EXPERIMENTS:
             raise UserError(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
         check_numbers({"iterations": iterations, "seed": seed})
@@ -729,7 +777,7 @@ def demo(
     """The flagship comparison: instability, explosion, estimates, training."""
     from .demo import FULL, QUICK, run_demo
 
-    with user_errors():
+    with user_errors(memory="add --quick (small sizes everywhere)"):
         check_numbers({"seed": seed})
         prepare_out(out)
         run_demo(out, seed, console, QUICK if quick else FULL)

@@ -8,6 +8,8 @@ import math
 import tempfile
 from pathlib import Path
 
+from .._runstate import FILENAME as RUN_FILE
+
 
 def prepare_out(out: Path | None, option: str = "--out") -> Path | None:
     """Make sure ``out`` is a directory we can write, before any computation (so that a
@@ -26,6 +28,22 @@ def prepare_out(out: Path | None, option: str = "--out") -> Path | None:
             f"{option} {out} cannot be written ({reason.lower()}): choose a writable directory"
         ) from None
     return out
+
+
+def prepare_checkpoint(directory: Path | None) -> Path | None:
+    """``--checkpoint DIR`` checked as ``--out`` is (a directory we can write, created if
+    missing), and where the run's file goes (``DIR/run.ckpt``) nothing else but that file:
+    a bad path is refused before computing, not at the first save."""
+    if directory is None:
+        return None
+    prepare_out(directory, "--checkpoint")
+    run_file = directory / RUN_FILE
+    if run_file.exists() and not run_file.is_file():
+        raise ValueError(
+            f"--checkpoint {directory}: {run_file} is not a file (the run's checkpoint goes "
+            "there): remove it or choose another directory"
+        )
+    return directory
 
 
 def json_ready(payload: dict, warnings: list[str] | None = None) -> dict:

@@ -32,12 +32,13 @@ from .._errors import (
     check_float64,
     check_key,
     check_positive_int,
+    first_line,
+    first_nonfinite_step,
     is_traced,
     traceable,
 )
-from .._functions import StaticFunction, static
-from .._shapes import initial_state_shape, traced_shapes
-from .._system import System, check_noise_setting
+from .._functions import StaticFunction, bound
+from .._system import System, _run, bind, check_noise_setting, check_state_shape
 from ..parallel import to_device
 from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
 
@@ -83,6 +84,90 @@ class Estimate(eqx.Module):
     info: Any
 
 
+class _Position:
+    """A stand-in for the system's leaf at ``index``, to see which leaves ``wrt`` selects."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _kind(leaf) -> str:
+    """How an error names a selected leaf that is not a parameter."""
+    if eqx.is_array(leaf):
+        return f"a {leaf.dtype} array"
+    return f"a Python {type(leaf).__name__}"
+
+
+def _select(system: System, wrt: Callable) -> tuple[Any, tuple[int, ...]]:
+    """(the selected subtree with non-parameter leaves None, the selected parameters'
+    positions among ``system``'s leaves). ``wrt`` is called on a copy of the system whose
+    leaves are :class:`_Position` markers, as ``eqx.tree_at`` finds its nodes: the selection
+    is read once, on the host, and a compiled program never calls ``wrt``."""
+    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(system)
+    names = [jax.tree_util.keystr(path) for path, _ in paths_and_leaves]
+    leaves = [leaf for _, leaf in paths_and_leaves]
+    markers = treedef.unflatten([_Position(i) for i in range(len(leaves))])
+    try:
+        chosen = wrt(markers)
+    except Exception as exc:  # noqa: BLE001 - any failure means wrt computes, not selects
+        raise TypeError(
+            "wrt must select fields of the system, as eqx.tree_at's where does (e.g. "
+            "wrt=lambda s: s.rho or lambda s: (s.rho, s.sigma)), not compute new values "
+            f"from them ({first_line(exc)})"
+        ) from None
+    picked = jax.tree_util.tree_leaves(chosen)
+    strays = [leaf for leaf in picked if not isinstance(leaf, _Position)]
+    if strays:
+        raise TypeError(
+            f"wrt must select fields of the system (e.g. wrt=lambda s: s.rho), but it "
+            f"returned {_kind(strays[0])} ({strays[0]!r:.40}) that is not one of them"
+        )
+    seen: dict[int, int] = {}
+    for marker in picked:
+        seen[marker.index] = seen.get(marker.index, 0) + 1
+    twice = [names[i] for i, n in seen.items() if n > 1]
+    if twice:
+        raise ValueError(
+            f"wrt selects s{twice[0]} more than once: select each parameter once (a "
+            "repeated parameter would get its gradient in one copy and 0 in the others)"
+        )
+    values = jax.tree_util.tree_map(
+        lambda marker: leaves[marker.index] if eqx.is_inexact_array(leaves[marker.index]) else None,
+        chosen,
+    )
+    positions = tuple(m.index for m in picked if eqx.is_inexact_array(leaves[m.index]))
+    if not positions:
+        shown = "; ".join(f"s{names[m.index]} is {_kind(leaves[m.index])}" for m in picked[:3])
+        raise ValueError(
+            f"wrt selects no parameters ({shown or 'an empty selection'}): it must select "
+            "floating-point arrays of the system; store a parameter as "
+            "jnp.asarray(value, dtype=jnp.float64)"
+        )
+    return values, positions
+
+
+def _every_parameter(system: System) -> tuple[Any, tuple[int, ...]]:
+    """``wrt=None``: every inexact-array leaf but the system's data (an input sequence)."""
+    leaves, treedef = jax.tree_util.tree_flatten(system)
+    markers = treedef.unflatten([_Position(i) for i in range(len(leaves))])
+    data = {
+        marker.index
+        for name in getattr(system, "data_fields", ())
+        for marker in jax.tree_util.tree_leaves(getattr(markers, name))
+    }
+    chosen = [i for i, leaf in enumerate(leaves) if eqx.is_inexact_array(leaf) and i not in data]
+    if not chosen:
+        raise ValueError(
+            "wrt selects no parameters: the system has no floating-point array fields; "
+            "store them as jnp.asarray(value, dtype=jnp.float64)"
+        )
+    kept = set(chosen)
+    values = treedef.unflatten([leaf if i in kept else None for i, leaf in enumerate(leaves)])
+    return values, tuple(chosen)
+
+
 class Parameters(eqx.Module):
     """The parameters being differentiated, and how to put new values back into a system.
 
@@ -90,51 +175,36 @@ class Parameters(eqx.Module):
     ``eqx.tree_at`` (``lambda s: s.rho``, ``lambda s: (s.rho, s.sigma)``,
     ``lambda s: s.args`` for an ``eqx.nn.MLP``). The subtree may hold non-array leaves (an
     activation function): only its inexact arrays are parameters, as ``eqx.filter_grad``
-    does. The selector is compared by its code, so a fresh lambda does not recompile.
+    does. The selection is kept as the selected leaves' positions (``positions``), read on
+    the host at every call: a compiled program holds no selector, so a fresh lambda does
+    not recompile and a selector that reads a changed value is never stale.
     """
 
     values: Any
-    wrt: StaticFunction | None = eqx.field(static=True)
+    positions: tuple[int, ...] = eqx.field(static=True)
     layer_fields: tuple[str | None, ...] | None = eqx.field(static=True, default=None)
 
     @classmethod
     def of(cls, system: System, wrt: Callable | None) -> Parameters:
         if wrt is not None and not callable(wrt):
             raise TypeError(f"wrt must be None or a function system -> parameters, got {wrt!r}")
-        selected = system if wrt is None else wrt(system)
-        values = eqx.filter(selected, eqx.is_inexact_array)
-        if wrt is None:  # data (an input sequence) is not a parameter
-            for name in getattr(system, "data_fields", ()):
-                values = eqx.tree_at(
-                    lambda s, n=name: getattr(s, n), values, None, is_leaf=lambda node: node is None
-                )
-        if not jax.tree_util.tree_leaves(values):
-            raise ValueError(
-                "wrt selects no parameters: it must select floating-point arrays "
-                "of the system (e.g. wrt=lambda s: s.rho)"
-            )
+        if wrt is None:
+            values, positions = _every_parameter(system)
+        else:
+            values, positions = _select(system, wrt)
         check_float64(values, "parameters selected by wrt")
         # which leaves are a layered field of the system (stacked per layer): by identity
         stacks = {id(getattr(system, name)): name for name in getattr(system, "layered", ())}
         fields = tuple(stacks.get(id(leaf)) for leaf in jax.tree_util.tree_leaves(values))
-        return cls(values, static(wrt), fields if any(fields) else None)
+        return cls(values, positions, fields if any(fields) else None)
 
     def substitute(self, system: System, values) -> System:
-        """``system`` with the selected parameters replaced by ``values``."""
-        if self.wrt is None:
-            rest = eqx.filter(system, eqx.is_inexact_array, inverse=True)
-            for name in getattr(system, "data_fields", ()):
-                rest = eqx.tree_at(
-                    lambda s, n=name: getattr(s, n),
-                    rest,
-                    getattr(system, name),
-                    is_leaf=lambda node: node is None,
-                )
-            return eqx.combine(values, rest)
-        rest = eqx.filter(self.wrt(system), eqx.is_inexact_array, inverse=True)
-        return eqx.tree_at(
-            self.wrt, system, eqx.combine(values, rest), is_leaf=lambda node: node is None
-        )
+        """``system`` with the selected parameters replaced by ``values`` (by position: the
+        system's other leaves and its static fields, ``reads`` included, stay its own)."""
+        leaves, treedef = jax.tree_util.tree_flatten(system)
+        for position, value in zip(self.positions, jax.tree_util.tree_leaves(values), strict=True):
+            leaves[position] = value
+        return treedef.unflatten(leaves)
 
     @property
     def size(self) -> int:
@@ -328,6 +398,35 @@ def check_estimate_finite(raw: Estimate, statistic: AbstractStatistic, info):
     return info
 
 
+def check_states_finite(raw: Estimate, system: System, estimator, statistic, x0, key) -> None:
+    """Refuse a NaN/inf gradient whose cause is the trajectory itself: states that overflow
+    behind a bounded observable (``tanh`` of an overflowing state is 1, so the statistic
+    looks fine). The orbit of the estimate's length (burn-in included) is rerun once, from
+    the first start, only when the gradient is not finite; the error names the first step
+    whose state is NaN or inf. A finite trajectory with an overflowing derivative (an
+    exploding Jacobian product) keeps the warning of :func:`check_estimate_finite`."""
+    steps = getattr(raw.info, "steps", None)
+    if not _nonfinite(raw.grad) or not isinstance(steps, int):
+        return
+    burn_in = getattr(estimator, "burn_in", None)
+    if not isinstance(burn_in, int):
+        burn_in = DEFAULT_BURN_IN if isinstance(statistic, TimeAverage) else 0
+    total = burn_in + steps
+    if system.horizon is not None:
+        total = min(total, system.horizon)
+    init_key, noise_key = jax.random.split(key)
+    start = system.initial_state(init_key) if x0 is None else (x0[0] if x0.ndim == 2 else x0)
+    _, path = _run(system, start, noise_key, 0, total)
+    bad = first_nonfinite_step(path)
+    if bad is not None:
+        raise FloatingPointError(
+            f"the states of {type(system).__name__} stopped being finite at step {bad + 1} "
+            f"(of {total}, burn-in included), although the statistic "
+            f"{describe_statistic(statistic)} is finite: the system diverges with these "
+            "parameters; change them, dt or the start"
+        )
+
+
 def _finish(
     raw: Estimate,
     layout: Callable,
@@ -407,16 +506,11 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         x0 = as_state(x0, "x0")
         probe = x0[0] if x0.ndim == 2 else x0  # (orbits, dim): one start per orbit
     else:
-        probe = initial_state_shape(system, key)
-        probe = np.zeros(probe.shape, probe.dtype)  # host: a device zeros is a program
+        probe = jax.eval_shape(system.initial_state, key)
+    check_state_shape(system, probe)
+    system = bind(system, probe)
     with traceable("the observable"):
-        count, _, out = traced_shapes(
-            "output_structure",
-            lambda: output_structure(statistic, probe, system),
-            statistic,
-            system,
-            probe,
-        )
+        statistic, count, _, out = output_structure(statistic, probe, system)
     components = Components(statistic, _identity(count))
     return system, params, x0, count, out, components
 
@@ -451,22 +545,40 @@ def linear_response(
     )
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
         raw = type(estimator).estimate(estimator, system, components, params, x0, key, None)
+    check_states_finite(raw, system, estimator, statistic, x0, key)
     return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), began, statistic, out)
 
 
 @eqx.filter_jit
 def _loss_and_cotangent(loss: StaticFunction, structure, flat):
-    """(loss(statistic), d loss / d statistic) at the flat value, compiled once per loss code."""
+    """(loss(statistic), d loss / d statistic) at the flat value, compiled once per loss
+    (keyed on what it reads: :func:`_bind_loss`)."""
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), structure)
     unravel = ravel_pytree(zeros)[1]
 
     def scalar(values):
-        value = jnp.asarray(loss(unravel(values)), dtype=jnp.float64)
-        if value.shape != ():
-            raise ValueError(f"loss must return a scalar, got shape {value.shape}")
-        return value
+        return jnp.asarray(loss(unravel(values)), dtype=jnp.float64)
 
     return jax.value_and_grad(scalar)(flat.astype(jnp.float64))
+
+
+def _bind_loss(loss: Callable, structure) -> StaticFunction:
+    """``loss`` keyed on what it reads at the statistic's structure, its output checked: a
+    real scalar (an integer loss has no gradient, as ``jax.grad`` refuses it)."""
+    with traceable("the loss"):
+        function, out = bound(loss, structure)
+    dtype = getattr(out, "dtype", None)
+    if dtype is None:
+        got = "None (does the function end with a return?)" if out is None else repr(out)
+        raise TypeError(f"loss must return a scalar float, got {got:.60}")
+    if getattr(out, "shape", ()) != ():
+        raise ValueError(f"loss must return a scalar, got shape {out.shape}")
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"loss returns dtype {dtype}: it must be a real float (an integer-valued loss has "
+            "no gradient; compute it in float64, e.g. without round or //)"
+        )
+    return function
 
 
 def loss_estimate(
@@ -487,13 +599,14 @@ def loss_estimate(
         system, statistic, estimator, wrt, x0, key
     )
 
-    loss_function = StaticFunction(loss)
+    loss_function = _bind_loss(loss, out)
 
     def cotangent(flat_value):
         return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
 
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
         raw = type(estimator).estimate(estimator, system, components, params, x0, key, cotangent)
+    check_states_finite(raw, system, estimator, statistic, x0, key)
     estimate = _finish(
         raw,
         lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree),
@@ -535,7 +648,19 @@ def value_and_grad(
         about |d2 loss| |d statistic / d theta| SE(statistic).
     """
     value, estimate = loss_estimate(system, loss, statistic, estimator, wrt=wrt, x0=x0, key=key)
+    if not is_traced(value) and not np.isfinite(np.asarray(value)):
+        raise FloatingPointError(
+            f"the loss is {float(value)} at the statistic {describe_statistic(statistic)} = "
+            f"{_shown(estimate.value)}: change the loss (a log or sqrt of a negative number, "
+            "a division by zero) or the parameters"
+        )
     return value, estimate.grad, estimate.stderr
+
+
+def _shown(tree) -> str:
+    """The first values of a pytree, for a message."""
+    values = np.concatenate([np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(tree)])
+    return ", ".join(f"{v:g}" for v in values[:3]) + (", ..." if values.size > 3 else "")
 
 
 def check_sizes(estimator, *names: str) -> None:

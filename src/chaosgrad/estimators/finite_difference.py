@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from .._errors import check_real, check_samples
+from .._errors import check_real, check_samples, is_traced
 from .._system import _run, check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
@@ -64,6 +64,43 @@ def _perturbed_statistics(system, components, params, firsts, keys, eps, horizon
     return plus_minus[: flat.size], plus_minus[flat.size :]
 
 
+ROUNDING_STEP = float(np.sqrt(np.finfo(np.float64).eps))
+"""sqrt(machine epsilon) x |theta|: the step below which rounding, not the derivative,
+starts to dominate a difference of the statistic (about half its digits are lost there)."""
+
+FAR_BELOW = 1e-3
+"""eps under FAR_BELOW x sqrt(machine epsilon) x |theta| gets a warning."""
+
+
+def check_step(eps: float, values) -> str | None:
+    """Refuse an ``eps`` lost in rounding for a selected parameter element theta (theta +
+    eps == theta or theta - eps == theta in float64: the two runs would be the same run);
+    return a warning when eps is far below sqrt(machine epsilon) x |theta| (the difference
+    is then mostly rounding error), else None. Traced values pass unchecked."""
+    if is_traced(values) or is_traced(eps):
+        return None
+    thetas = np.abs(np.asarray(values, dtype=np.float64))
+    if thetas.size == 0:
+        return None
+    lost = (thetas + eps == thetas) | (thetas - eps == thetas)
+    largest = float(thetas.max())
+    smallest = ROUNDING_STEP * largest
+    if lost.any():
+        theta = float(thetas[lost].max())
+        raise ValueError(
+            f"eps={eps:g} is lost in rounding: theta + eps or theta - eps equals theta in "
+            f"float64 for a selected parameter of size |theta| = {theta:g}; use eps >= "
+            f"{smallest:.2g} (about sqrt(machine epsilon) x |theta|)"
+        )
+    if eps < FAR_BELOW * smallest:
+        return (
+            f"eps={eps:g} is far below sqrt(machine epsilon) x |theta| = {smallest:.2g} (a "
+            f"selected parameter of size {largest:g}): the difference is mostly rounding "
+            f"error; use eps >= {smallest:.2g}"
+        )
+    return None
+
+
 class FiniteDifference(AbstractEstimator):
     """Central differences of the statistic, one pair of runs per parameter element.
 
@@ -72,7 +109,10 @@ class FiniteDifference(AbstractEstimator):
     bias (use two eps and Richardson extrapolation before calling it the truth).
 
     Args:
-        eps: the finite-difference step, in the units of each parameter.
+        eps: the finite-difference step, in the units of each parameter. An eps lost in
+            rounding for a selected value theta (theta + eps == theta in float64) is
+            refused; one below 1e-3 x sqrt(machine epsilon) x |theta| (about 1.5e-11
+            |theta|) gets ``info.warning``: the difference is then mostly rounding error.
         samples: independent samples, each with its own initial state and noise, both sides
             of the difference sharing them; at least 2 (the standard error is their spread).
         steps: for a TimeAverage only, the window each run averages over.
@@ -92,6 +132,8 @@ class FiniteDifference(AbstractEstimator):
         check_real(self.eps, "eps", positive=True)
 
     def estimate(self, system, components, params, x0, key, cotangent):
+        flat = ravel_pytree(params.values)[0]
+        warning = check_step(self.eps, flat)  # before any run: a lost eps is refused
         horizon = resolve_horizon(components.statistic, self)
         check_horizon(system, horizon.burn_in + horizon.steps)
         init_key, noise_key = jax.random.split(key)
@@ -122,7 +164,7 @@ class FiniteDifference(AbstractEstimator):
         info = FiniteDifferenceInfo(
             method="FiniteDifference",
             seconds=0.0,
-            warning=None,
+            warning=warning,
             steps=horizon.steps,
             samples=self.samples,
             eps=self.eps,

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _linalg
 from .._errors import check_key, check_positive_int
-from .._system import System, check_horizon, resolve_start
+from .._system import System, bind, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from ..stats import batch_means
 from .spectrum import run_tangent_blocks
@@ -150,6 +150,7 @@ def covariant_vectors(
     check_key(key)
     start_key, vector_key, c_key, p_key = jax.random.split(key, 4)
     x0, noise_key = resolve_start(system, x0, start_key)
+    system = bind(system, x0)
     dim = x0.shape[0]
     if k > dim:
         raise ValueError(f"k={k} exceeds the dimension {dim}: ask for at most {dim} vectors")

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_float64, check_key, check_positive_int
-from .._system import System, check_horizon
+from .._system import System, bind, check_horizon
 from .._tangent import positive_qr, step_noise, step_with_tangents
 
 
@@ -63,4 +63,5 @@ def ftle(system: System, x0s, steps: int | None = None, *, key=None) -> jax.Arra
     key = jax.random.key(0) if key is None else key
     check_key(key)
     keys = jax.random.split(key, x0s.shape[0])
+    system = bind(system, x0s[0])
     return _ftle_batch(system, x0s, keys, steps) / (system.time_step or 1.0)

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_key, check_positive_int
-from .._system import System, _run, check_horizon, resolve_start
+from .._system import System, _run, bind, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 
 
@@ -112,6 +112,7 @@ def finite_time_exponents(
         (k,) or (orbits, k): per step for a map, per unit time for a flow.
     """
     x0 = _check(system, x0, k, steps, renorm_every, burn_in, key)
+    system = bind(system, x0[0] if x0.ndim == 2 else x0)
     return _exponents(system, x0, key, k, steps // renorm_every, renorm_every, burn_in)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._errors import as_state, check_key, check_positive_int, first_nonfinite_step
 from .._runstate import RunCheckpoint, fingerprint
-from .._system import System, _run, check_horizon
+from .._system import System, _run, bind, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..parallel import batch_of_one, map_samples, sample_parallel
 from ..stats import batch_means
@@ -383,6 +383,7 @@ def lyapunov_spectrum(
     check_key(key)
     k = None if k is None else check_positive_int(k, "k")
     x, vectors, noise_key = _orbit_starts(system, x0, key, orbits, k)
+    system = bind(system, x[0] if orbits > 1 else x)
     k = vectors.shape[-1]
     burn_every = 1 if auto else int(renorm_every)
     burn_periods = -(-burn_in // burn_every)
