@@ -108,6 +108,7 @@ class AutoReport(eqx.Module):
             out["hyperbolicity"] = {
                 "min_angle_degrees": float(check.min_angle),  # type: ignore[attr-defined]
                 "median_angle_degrees": float(check.median_angle),  # type: ignore[attr-defined]
+                "tangent_fraction": float(check.tangent_fraction),  # type: ignore[attr-defined]
                 "hyperbolic": bool(check.hyperbolic),  # type: ignore[attr-defined]
             }
         return out
