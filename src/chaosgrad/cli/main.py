@@ -417,6 +417,7 @@ def lyapunov(
             "orbits": result.orbits,
             "seconds": result.seconds,
             "unit": unit,
+            "warning": result.warning,
         }
     )
     if out is not None:
@@ -443,6 +444,8 @@ def lyapunov(
         f"Kaplan-Yorke dimension {result.kaplan_yorke_dimension:.4f}; "
         f"{result.steps} steps in {result.seconds:.2f} s, a QR every {result.renorm_every}"
     )
+    if result.warning:
+        console.print(f"[yellow]{escape(result.warning)}[/]")
     if out is not None:
         console.print(f"wrote {out / 'spectrum.png'} and {out / 'spectrum.json'}")
 

@@ -41,7 +41,7 @@ from .._errors import as_state
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import run_tangent_blocks
 from ..parallel import batch_of_one
-from ..stats import batch_means
+from ..stats import batch_means, short_run_warning
 from ._rollout import check_finite
 from ._segment_sweep import SegmentPropagator, chain, segment_propagators, segment_sums, times
 
@@ -836,6 +836,15 @@ def join_warnings(*sentences: str | None) -> str | None:
     """The given sentences joined, or None when there are none."""
     present = [s for s in sentences if s]
     return "; ".join(present) if present else None
+
+
+def blocks_warning(orbits: int, segments: int, blocks: int) -> str | None:
+    """One orbit with fewer segments than batch-means blocks (:func:`short_run_warning`)."""
+    if orbits >= 2:
+        return None  # the spread of independent orbits: no blocks
+    return short_run_warning(
+        segments, blocks, "segment", f"give segments >= {blocks} (better 10 x), or orbits >= 8"
+    )
 
 
 def stderr_method(orbits: int, segments: int, blocks: int, fixed_orbit: bool = False) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._errors import check_positive_int, check_samples
+from .._memory import check_memory, state_dim
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import (
@@ -175,6 +176,14 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
 
 def _backprop(estimator, truncation, system, components, params, x0, key, cotangent):
     horizon = resolve_horizon(components.statistic, estimator)
+    window = horizon.steps if truncation is None else min(truncation, horizon.steps)
+    dim = state_dim(system, x0, key)
+    check_memory(
+        estimator.samples * (window + 1) * dim,
+        f"{type(estimator).__name__}'s {estimator.samples} samples, each keeping {window + 1} "
+        f"states of dimension {dim} for the backward pass,",
+        "use fewer samples (the standard error falls like 1/sqrt(samples)), or a shorter window",
+    )
     samples = sample_windows(system, x0, key, estimator.samples, horizon)
     raw_values = None
     if cotangent is not None:  # value from the same samples, before the backward pass

@@ -31,6 +31,7 @@ from ..parallel import map_samples, sample_parallel
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
+    blocks_warning,
     ensemble_mean,
     is_flow,
     join_warnings,
@@ -177,7 +178,9 @@ class FastAdjointResponse(AbstractEstimator):
             method="FastAdjointResponse",
             seconds=0.0,
             warning=join_warnings(
-                unstable_dim_warning(seen, u, False), outlier_warning(deviation, self.orbits)
+                unstable_dim_warning(seen, u, False),
+                outlier_warning(deviation, self.orbits),
+                blocks_warning(self.orbits, segments, self.blocks),
             ),
             largest_orbit_deviation=deviation,
             steps=steps,

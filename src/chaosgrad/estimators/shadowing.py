@@ -27,6 +27,7 @@ from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
 from ._adjoint import (
+    blocks_warning,
     ensemble_mean,
     is_flow,
     join_warnings,
@@ -243,7 +244,9 @@ class Shadowing(AbstractEstimator):
             method="Shadowing",
             seconds=0.0,
             warning=join_warnings(
-                unstable_dim_warning(seen, u, flow), outlier_warning(deviation, self.orbits)
+                unstable_dim_warning(seen, u, flow),
+                outlier_warning(deviation, self.orbits),
+                blocks_warning(self.orbits, segments, self.blocks),
             ),
             largest_orbit_deviation=deviation,
             steps=segments * self.segment_steps,

@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import as_state, check_key, check_positive_int, first_nonfinite_step
+from .._memory import check_memory, state_dim
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, bind, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..parallel import batch_of_one, map_samples, sample_parallel
-from ..stats import batch_means
+from ..stats import batch_means, short_run_warning
 
 
 class LyapunovResult(eqx.Module):
@@ -54,6 +55,7 @@ class LyapunovResult(eqx.Module):
     orbits: int = 1
     per_orbit: np.ndarray | None = None
     renorm_every: int = 1
+    warning: str | None = None
 
     @property
     def exponents_per_time(self):
@@ -177,6 +179,23 @@ def run_tangent_blocks(
         if progress is not None:
             progress(size * renorm_every)
     return x, vectors, np.array(sums[:blocks]), np.sum(sums, axis=0), t
+
+
+TANGENT_COPIES = 8
+"""A lower bound on the dim x k arrays a spectrum run keeps at once (the basis, the step's
+linearisation of it, the QR factors); measured peak: 23 copies (Lorenz-96, n = k = 2000)."""
+
+
+def check_tangent_memory(system, x0, key, k: int | None, orbits: int) -> None:
+    """Refuse, before any array is made, k tangent vectors that cannot fit in memory."""
+    dim = state_dim(system, x0, key)
+    kept = dim if k is None else min(k, dim)
+    check_memory(
+        TANGENT_COPIES * orbits * dim * kept,
+        f"{orbits} orbit(s) of {kept} tangent vectors of dimension {dim} "
+        f"({TANGENT_COPIES} copies of the dim x k basis at least)",
+        "ask for fewer exponents with k (the leading ones decide u and lambda_1), or fewer orbits",
+    )
 
 
 def _orbit_starts(system, x0, key, orbits: int, k: int | None):
@@ -382,6 +401,7 @@ def lyapunov_spectrum(
         raise ValueError("key is required: lyapunov_spectrum(..., key=jax.random.key(0))")
     check_key(key)
     k = None if k is None else check_positive_int(k, "k")
+    check_tangent_memory(system, x0, key, k, orbits)
     x, vectors, noise_key = _orbit_starts(system, x0, key, orbits, k)
     system = bind(system, x[0] if orbits > 1 else x)
     k = vectors.shape[-1]
@@ -431,7 +451,7 @@ def lyapunov_spectrum(
     )
     seconds = time.perf_counter() - began
     periods = -(-steps // renorm_every)  # as plan() counted them
-    blocks = min(blocks, periods)
+    requested_blocks, blocks = blocks, min(blocks, periods)
 
     counted = periods * renorm_every
     dt = system.time_step
@@ -459,4 +479,12 @@ def lyapunov_spectrum(
         orbits=orbits,
         per_orbit=None if per_orbit is None else per_orbit / unit,
         renorm_every=renorm_every,
+        warning=None
+        if ensemble
+        else short_run_warning(
+            periods,
+            requested_blocks,
+            "renormalisation period",
+            f"give steps >= {requested_blocks * renorm_every} (better 10 x), or orbits >= 8",
+        ),
     )
