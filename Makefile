@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CHECKED := src tests benchmarks
+CHECKED := src tests benchmarks tools
 # ruff also formats the Python blocks of the Markdown pages
 FORMATTED := $(CHECKED) README.md docs
+# MathJax and mermaid for the site, fetched from the npm registry (not in git: .gitignore)
+VENDORED := docs/vendor/VERSIONS
 
 .PHONY: demo test test-slow lint format bench docs clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/chaosgrad demo --out chaosgrad-report
 
 # Lint, format check, types, then the tests on both cores.
-test: $(STAMP)
+test: $(STAMP) $(VENDORED)
 	$(BIN)/ruff check $(CHECKED)
 	$(BIN)/ruff format --check $(FORMATTED)
 	$(BIN)/pyright
@@ -50,8 +52,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainability.py
 
 # The documentation site (mkdocs.yml, docs/), built offline into site/.
-docs: $(STAMP)
+docs: $(STAMP) $(VENDORED)
 	$(BIN)/mkdocs build --strict --site-dir site
 
+# The pinned versions and hashes are in the script: editing it fetches again.
+$(VENDORED): tools/vendor_docs_assets.py
+	$(PYTHON) tools/vendor_docs_assets.py docs/vendor
+
 clean:
-	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache
+	rm -rf $(VENV) chaosgrad-report .pytest_cache .ruff_cache docs/vendor
