@@ -18,6 +18,8 @@ from .estimators import (  # noqa: E402
     PathKernel,
     Shadowing,
     TruncatedBackprop,
+    average,
+    configure,
     linear_response,
     value_and_grad,
 )
@@ -73,6 +75,8 @@ __all__ = [
     "TimeAverage",
     "TruncatedBackprop",
     "WindowAverage",
+    "average",
+    "configure",
     "linear_response",
     "value_and_grad",
     "InputDriven",

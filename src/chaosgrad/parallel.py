@@ -290,8 +290,10 @@ def local(tree):
         return tree
 
     def host(leaf):
-        if isinstance(leaf, jax.Array) and not jax.dtypes.issubdtype(
-            leaf.dtype, jax.dtypes.prng_key
+        if (
+            isinstance(leaf, jax.Array)
+            and not isinstance(leaf, jax.core.Tracer)  # inside a compiled estimator
+            and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
         ):
             return np.asarray(leaf)
         return leaf

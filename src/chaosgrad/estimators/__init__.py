@@ -1,4 +1,5 @@
-"""Gradient estimators: one class per file; ``linear_response`` and ``value_and_grad``.
+"""Gradient estimators: one class per file; ``linear_response``, ``value_and_grad`` and the
+differentiable statistic ``average``.
 
 ``ESTIMATORS`` is the registry the command line reads: a new estimator is its file plus one
 line here.
@@ -14,6 +15,7 @@ from ._base import (
 )
 from ._pilot import AutoReport, Pilot
 from .auto import Auto
+from .average import average, configure
 from .backprop import Backprop, BackpropInfo, TruncatedBackprop
 from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
 from .finite_difference import FiniteDifference, FiniteDifferenceInfo
@@ -54,6 +56,8 @@ __all__ = [
     "Shadowing",
     "ShadowingInfo",
     "TruncatedBackprop",
+    "average",
+    "configure",
     "linear_response",
     "value_and_grad",
 ]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
@@ -263,12 +262,40 @@ def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "
     return Horizon(statistic.kind, total, 0, False, getattr(statistic, "burn_in", 0))
 
 
+class Terms(eqx.Module):
+    """What an estimator's pure computation returns: arrays only, so that it runs under
+    ``jax.jit``, ``jax.vmap`` and inside the differentiable statistic.
+
+    Args:
+        value: (k,) the raw components' estimate (the statistic's value, flat).
+        grad, stderr: parameter pytrees with a leading axis of k' (the projected components).
+        finite: a boolean scalar, every state of the run finite (when False the host finish
+            replays the run to name the step; the differentiable statistic raises).
+        extras: the estimator's own arrays for its host finish (diagnostics), or None.
+    """
+
+    value: jax.Array
+    grad: Any
+    stderr: Any
+    finite: jax.Array
+    extras: Any = None
+
+
 class AbstractEstimator(eqx.Module):
     """A way to estimate d(statistic)/d(parameters): method settings only.
 
-    Subclasses set ``statistics`` (the statistic classes they support) and implement
-    ``estimate``; it returns an :class:`Estimate` in the internal layout (value: the k raw
-    components; grad and stderr: parameter pytrees with a leading axis of k').
+    An estimator is two parts (design.md, "Anatomy of an estimator"):
+
+    1. ``terms``: a pure computation (traceable: no host conversion, no value-dependent
+       Python) returning :class:`Terms`. :func:`compiled_terms` compiles it as one program;
+       the differentiable statistic (``chaosgrad.average``) calls it inside a user's trace.
+    2. ``finish``: on the host, turns the terms into an :class:`Estimate` (standard errors
+       laid out, warnings, typed ``info``), and names the step where a run stopped being
+       finite.
+
+    Settings given as ``"auto"`` are resolved before either, on the host, by ``resolve``
+    (a pilot run); ``chaosgrad.configure`` exposes it. Subclasses set ``statistics`` (the
+    statistic classes they support).
     """
 
     statistics: ClassVar[tuple[type, ...]] = ()
@@ -281,7 +308,37 @@ class AbstractEstimator(eqx.Module):
                 f"{type(self).__name__} supports {supported}; got {type(statistic).__name__}"
             )
 
+    def resolve(
+        self, system: System, components: Components, params: Parameters, x0, key
+    ) -> tuple[AbstractEstimator, Any]:
+        """(the estimator that runs, its ``AutoReport`` or None): ``"auto"`` settings
+        replaced from a pilot run, on the host. Default: itself, no report."""
+        return self, None
+
     @abc.abstractmethod
+    def terms(
+        self,
+        system: System,
+        components: Components,
+        params: Parameters,
+        x0,
+        key,
+        cotangent: Callable | None,
+    ) -> Terms:
+        """The pure computation: the statistic and the Jacobian of ``components`` w.r.t.
+        ``params`` (leading axis k'), with what ``finish`` needs.
+
+        ``cotangent`` (None, or a traceable value -> projection of shape (k, 1)) is applied
+        to the estimator's value estimate before the gradient pass, so that a loss needs one
+        sweep.
+        """
+
+    @abc.abstractmethod
+    def finish(
+        self, terms: Terms, system: System, components: Components, params: Parameters, x0, key
+    ) -> Estimate:
+        """On the host: the :class:`Estimate` (internal layout) from the computed terms."""
+
     def estimate(
         self,
         system: System,
@@ -291,11 +348,23 @@ class AbstractEstimator(eqx.Module):
         key,
         cotangent: Callable | None,
     ) -> Estimate:
-        """Estimate the statistic and the Jacobian of ``components`` w.r.t. ``params``.
+        """``resolve``, one compiled ``terms`` program, then ``finish``; the internal layout
+        (value: the k raw components; grad and stderr: parameter pytrees with a leading axis
+        of k')."""
+        resolved, report = self.resolve(system, components, params, x0, key)
+        if report is not None:
+            raw = resolved.estimate(system, components, params, x0, key, cotangent)
+            return Estimate(
+                raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report)
+            )
+        terms = compiled_terms(self, system, components, params, x0, key, cotangent)
+        return self.finish(terms, system, components, params, x0, key)
 
-        ``cotangent`` (None, or value -> projection of shape (k, 1)) is applied to the
-        estimator's value estimate before the gradient pass, so that a loss needs one sweep.
-        """
+
+@eqx.filter_jit
+def compiled_terms(estimator, system, components, params, x0, key, cotangent) -> Terms:
+    """An estimator's ``terms`` as one compiled program (the jit cache is the memo)."""
+    return estimator.terms(system, components, params, x0, key, cotangent)
 
 
 def tree_mean_and_stderr(samples):
@@ -474,12 +543,6 @@ def _strong(leaf):
     return jnp.asarray(leaf, dtype=leaf.dtype) if _weak(leaf) else leaf
 
 
-@functools.lru_cache(maxsize=64)
-def _identity(count: int) -> jax.Array:
-    """The k x k identity on the device, made once per k (arrays are immutable)."""
-    return jnp.asarray(np.eye(count))
-
-
 def _prepare(system, statistic, estimator, wrt, x0, key):
     if not isinstance(system, System):
         raise TypeError(f"system must be a chaosgrad System, got {type(system).__name__}")
@@ -511,7 +574,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
     system = bind(system, probe)
     with traceable("the observable"):
         statistic, count, _, out = output_structure(statistic, probe, system)
-    components = Components(statistic, _identity(count))
+    components = Components(statistic, np.eye(count))
     return system, params, x0, count, out, components
 
 
@@ -562,6 +625,25 @@ def _loss_and_cotangent(loss: StaticFunction, structure, flat):
     return jax.value_and_grad(scalar)(flat.astype(jnp.float64))
 
 
+class LossCotangent(eqx.Module):
+    """value -> d loss / d statistic as a (k, 1) projection: the cotangent a loss gives
+    the estimator's gradient pass (a module, so a compiled estimator is keyed on the bound
+    loss and the statistic's structure, not on a fresh closure)."""
+
+    loss: StaticFunction = eqx.field(static=True)
+    shapes: tuple = eqx.field(static=True)
+    treedef: Any = eqx.field(static=True)
+
+    def __init__(self, loss: StaticFunction, structure):
+        self.loss = loss
+        leaves, self.treedef = jax.tree_util.tree_flatten(structure)
+        self.shapes = tuple(leaves)
+
+    def __call__(self, flat_value):
+        structure = jax.tree_util.tree_unflatten(self.treedef, self.shapes)
+        return _loss_and_cotangent(self.loss, structure, jnp.asarray(flat_value))[1][:, None]
+
+
 def _bind_loss(loss: Callable, structure) -> StaticFunction:
     """``loss`` keyed on what it reads at the statistic's structure, its output checked: a
     real scalar (an integer loss has no gradient, as ``jax.grad`` refuses it)."""
@@ -600,10 +682,7 @@ def loss_estimate(
     )
 
     loss_function = _bind_loss(loss, out)
-
-    def cotangent(flat_value):
-        return _loss_and_cotangent(loss_function, out, jnp.asarray(flat_value))[1][:, None]
-
+    cotangent = LossCotangent(loss_function, out)
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
         raw = type(estimator).estimate(estimator, system, components, params, x0, key, cotangent)
     check_states_finite(raw, system, estimator, statistic, x0, key)

@@ -142,6 +142,56 @@ def _forward(
     return states, edges, collect((bases, rs, x_end, finite, means))
 
 
+def forward_orbits(
+    system,
+    starts,
+    unstable_dim,
+    burn_in,
+    segments,
+    segment_steps,
+    probe=1,
+    window=None,
+    tangents=True,
+    components=None,
+) -> tuple[Orbits, jax.Array]:
+    """(R orbits burned in and recorded, each orbit's finiteness (R,)): the pure part of
+    :func:`run_orbits` (a compiled estimator checks the flags in its finish)."""
+    xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
+    store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
+    states, edges, collected = _forward(
+        system,
+        xs,
+        qs,
+        keys,
+        burn_in,
+        window,
+        segments,
+        segment_steps,
+        store,
+        0,
+        tangents,
+        components,
+    )
+    bases, rs, x_end, finite, means = local(collected)
+    start = burn_in + (window or 0)
+    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, edges, means), finite
+
+
+def check_orbits(
+    system, starts, finite, unstable_dim, burn_in, segments, segment_steps, probe=1, window=None
+) -> None:
+    """On the host: when an orbit was not finite, replay it alone to name the step."""
+    finite = np.asarray(finite)
+    if finite.all():
+        return
+    x0, key = starts.orbit(int(np.argmin(finite)))  # replay that orbit alone: names the step
+    x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
+    t += window or 0
+    replay, *_ = forward_segments(system, x, q, noise_key, jnp.asarray(t), segments, segment_steps)
+    check_orbit(replay, t)
+    raise FloatingPointError("an orbit became NaN/inf")
+
+
 def run_orbits(
     system,
     starts,
@@ -160,36 +210,24 @@ def run_orbits(
     ``tangents=False`` the tangents stop after the burn-in, which orthonormalises them once
     a segment as the sweep's bases are (``Orbits.qs`` holds Q_0 only):
     the segment-parallel sweep makes the bases from its propagators. With ``components``
-    the forward run also takes each orbit's mean of them (``Orbits.means``)."""
-    xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
-    store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= STORE_LIMIT
-    states, edges, collected = _forward(
+    the forward run also takes each orbit's mean of them (``Orbits.means``). A non-finite
+    orbit is replayed alone and the error names its step."""
+    orbits, finite = forward_orbits(
         system,
-        xs,
-        qs,
-        keys,
+        starts,
+        unstable_dim,
         burn_in,
-        window,
         segments,
         segment_steps,
-        store,
-        0,
+        probe,
+        window,
         tangents,
         components,
     )
-    bases, rs, x_end, finite, means = local(collected)
-    finite = np.asarray(finite)
-    if not finite.all():
-        x0, key = starts.orbit(int(np.argmin(finite)))  # replay that orbit alone: names the step
-        x, q, noise_key, t = prepare_orbit(system, x0, key, unstable_dim, burn_in, probe)
-        t += window or 0
-        replay, *_ = forward_segments(
-            system, x, q, noise_key, jnp.asarray(t), segments, segment_steps
-        )
-        check_orbit(replay, t)
-        raise FloatingPointError("an orbit became NaN/inf")
-    start = burn_in + (window or 0)
-    return Orbits(states, bases, rs, keys, x_end, start, segment_steps, edges, means)
+    check_orbits(
+        system, starts, finite, unstable_dim, burn_in, segments, segment_steps, probe, window
+    )
+    return orbits
 
 
 @sample_parallel
@@ -238,13 +276,6 @@ def shadowing_contributions(system, components, params, orbits: Orbits, unstable
     return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys)
 
 
-def per_orbit(tree, count: int) -> list:
-    """A stacked pytree (leading axis: orbit) as a list of ``count`` pytrees of host
-    (numpy) arrays: one transfer per leaf, not one device op per orbit and leaf."""
-    host = jax.tree_util.tree_map(np.asarray, tree)
-    return [jax.tree_util.tree_map(lambda leaf, r=r: leaf[r], host) for r in range(count)]
-
-
 @eqx.filter_jit
 def _stored_mean(system, components, states):
     return jnp.mean(orbit_values(system, components, states), axis=(0, 1, 2))
@@ -254,15 +285,15 @@ def orbit_mean(system, components, orbits: Orbits):
     """The raw components' mean over every state of every orbit (recomputed if not kept):
     the mean of the orbits' means (equal lengths), taken by the forward run when it could."""
     if orbits.means is not None:
-        return np.asarray(orbits.means).mean(axis=0)
+        return jnp.mean(orbits.means, axis=0)
     if orbits.stored:
-        return np.asarray(_stored_mean(system, components, orbits.states))
+        return _stored_mean(system, components, orbits.states)
     means = jax.vmap(
         lambda firsts, key: mean_values(
             system, components, firsts, key, jnp.asarray(orbits.start), orbits.segment_steps
         )
     )(orbits.states, orbits.keys)
-    return np.asarray(jnp.mean(means, axis=0))
+    return jnp.mean(means, axis=0)
 
 
 @eqx.filter_jit

@@ -12,7 +12,6 @@ one VJP of theta -> (drift, s) per step (never through the steps).
 from __future__ import annotations
 
 import abc
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +21,10 @@ from .._system import System, _run
 from .._tangent import step_noise
 from ..parallel import sample_parallel, spread
 from ..statistics import TimeAverage
-from ._base import AbstractEstimator, Estimate, check_sizes
+from ._base import AbstractEstimator, Terms, check_sizes
 from ._layers import step_pullback
 from ._pilot import resolve_kernel_settings
+from ._rollout import check_finite
 
 
 def check_noisy(system: System, estimator: str) -> None:
@@ -52,30 +52,61 @@ class AbstractKernelEstimator(AbstractEstimator):
         if window != "auto":
             check_sizes(self, "window")
 
-    def estimate(self, system, components, params, x0, key, cotangent):
+    def resolve(self, system, components, params, x0, key):
+        """The host checks (a noisy system; settings that apply), then ``"auto"``
+        settings from a pilot run."""
         name = type(self).__name__
         check_noisy(system, name)
-        resolved, report = resolve_kernel_settings(self, system, components, params, x0, key)
-        if report is not None:
-            raw = resolved.estimate(system, components, params, x0, key, cotangent)
-            return Estimate(
-                raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report)
-            )
+        if not isinstance(components.statistic, TimeAverage):
+            stationary_only = ("steps", "window", "burn_in")
+            if any(getattr(self, field) is not None for field in stationary_only):
+                raise ValueError(
+                    f"{name}(steps=, window=, burn_in=) apply to a TimeAverage only: a "
+                    "Terminal statistic has its own steps"
+                )
+        return resolve_kernel_settings(self, system, components, params, x0, key)
+
+    def terms(self, system, components, params, x0, key, cotangent):
         if isinstance(components.statistic, TimeAverage):
             return self._stationary(system, components, params, x0, key, cotangent)
-        stationary_only = ("steps", "window", "burn_in")
-        if any(getattr(self, field) is not None for field in stationary_only):
-            raise ValueError(
-                f"{name}(steps=, window=, burn_in=) apply to a TimeAverage only: a "
-                "Terminal statistic has its own steps"
-            )
         return self._finite(system, components, params, x0, key, cotangent)
 
     @abc.abstractmethod
-    def _finite(self, system, components, params, x0, key, cotangent): ...
+    def _finite(self, system, components, params, x0, key, cotangent) -> Terms:
+        """The pure computation for a Terminal statistic."""
 
     @abc.abstractmethod
-    def _stationary(self, system, components, params, x0, key, cotangent): ...
+    def _stationary(self, system, components, params, x0, key, cotangent) -> Terms:
+        """The pure computation for a TimeAverage (extras: the orbits' raw values)."""
+
+
+def check_orbits_finite(terms: Terms, burn_in) -> None:
+    """On the host: name the step where a stationary form's orbit stopped being finite."""
+    if not bool(terms.finite):
+        check_finite(terms.extras["raw_values"], "an orbit", burn_in)
+
+
+def sum_over_batches(batch_sums, samples: int, size: int, combine=None):
+    """The sum over batches of ``batch_sums(first, count)`` (a pytree of sums over samples
+    first .. first + count - 1): the full batches in one ``lax.scan`` (one compiled body,
+    whatever their number), the remainder once. ``combine`` (default: leafwise add) joins
+    two batches' results."""
+    if combine is None:
+        combine = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # noqa: E731
+    full, rest = divmod(samples, size)
+    total = None
+    if full:
+        shape = jax.eval_shape(lambda first: batch_sums(first, size), jnp.asarray(0))
+        zero = jax.tree_util.tree_map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shape)
+
+        def step(carry, first):
+            return combine(carry, batch_sums(first, size)), None
+
+        total, _ = jax.lax.scan(step, zero, size * jnp.arange(full))
+    if rest:
+        last = batch_sums(jnp.asarray(full * size), rest)
+        total = last if total is None else combine(total, last)
+    return total
 
 
 def sample_batches(samples: int, batch: int, numbers_per_sample: int) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ import numpy as np
 from .._system import System, check_horizon, simulate
 from ..lyapunov.spectrum import lyapunov_spectrum
 from ..statistics import WindowAverage
-from ._adjoint import count_unstable
+from ._error_bars import count_unstable
 
 PILOT_STEPS = 20_000
 PILOT_BURN_IN = 2_000

@@ -54,7 +54,8 @@ def check_start(system, x0, init_key):
 def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
     """The window starts of ``samples`` samples (burned in under vmap).
 
-    Without ``x0`` every sample draws its own initial state and noise and is burned in.
+    Without ``x0`` every sample draws its own initial state and noise and is burned in
+    (the caller checks that the starts are finite: ``check_finite(starts[:, None], ...)``).
     With ``x0``: a TimeAverage's windows follow one another along one orbit from x0 (one
     noise stream, consecutive steps: the long-time average does not depend on the start);
     a finite-horizon statistic starts every sample at x0 with its own noise.
@@ -77,7 +78,6 @@ def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
     keys = sample_keys(noise_key, samples)
     firsts = batch_starts(system, x0, init_key, 0, samples)
     starts = burn(system, firsts, keys, indices, horizon.burn_in)
-    check_finite(starts[:, None], "the burn-in", horizon.burn_in)
     return Samples(starts, jnp.full(samples, horizon.burn_in), keys, indices)
 
 

@@ -115,19 +115,34 @@ class Auto(AbstractEstimator):
         if self.samples is not None:
             check_samples(self.samples)
 
-    def estimate(self, system, components, params, x0, key, cotangent):
-        pilot_key, run_key = jax.random.split(key)
+    def resolve(self, system, components, params, x0, key):
+        """(the chosen estimator, the AutoReport): a pilot run with the first half of
+        ``key``, on the host. :meth:`estimate` runs the choice with the second half."""
+        pilot_key = jax.random.split(key)[0]
         pilot = run_pilot(
             system, components, x0, pilot_key, steps=self.pilot_steps, burn_in=self.burn_in
         )
         chosen, reasons, check = self.choose(system, components, params, pilot, x0, pilot_key)
         chosen.check_statistic(components.statistic, system)
-        raw = chosen.estimate(system, components, params, x0, run_key, cotangent)
-        assert raw is not None
         report = AutoReport(
             estimator=repr(chosen), reasons=tuple(reasons), pilot=pilot, hyperbolicity=check
         )
+        return chosen, report
+
+    def estimate(self, system, components, params, x0, key, cotangent):
+        chosen, report = self.resolve(system, components, params, x0, key)
+        raw = chosen.estimate(system, components, params, x0, jax.random.split(key)[1], cotangent)
         return Estimate(raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report))
+
+    def terms(self, system, components, params, x0, key, cotangent):
+        raise ValueError(
+            "Auto chooses its method from a pilot run on the host, which cannot run inside a "
+            "compiled computation: resolve it first, estimator = chaosgrad.configure(system, "
+            "statistic, Auto(...), key=key), and pass the estimator it returns"
+        )
+
+    def finish(self, terms, system, components, params, x0, key):
+        raise NotImplementedError("Auto runs its chosen estimator's finish")
 
     def choose(self, system, components, params, pilot: Pilot, x0, key):
         """(estimator, reasons, hyperbolicity check or None) for the pilot's measurements."""

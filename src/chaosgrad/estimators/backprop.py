@@ -27,12 +27,13 @@ from ._base import (
     AbstractEstimator,
     AbstractInfo,
     Estimate,
+    Terms,
     check_sizes,
     project,
     resolve_horizon,
     tree_mean_and_stderr,
 )
-from ._rollout import reduce_window, rollout, sample_windows
+from ._rollout import check_finite, reduce_window, rollout, sample_windows
 
 
 class BackpropInfo(AbstractInfo):
@@ -145,10 +146,10 @@ def _growth_by_horizon(system, components, params, samples, horizon):
     return jax.vmap(one)(*spread((samples.starts, samples.times, samples.keys, samples.indices)))
 
 
-def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
-    """Geometric-mean gradient magnitude on a grid of horizons and its fitted growth rate."""
-    magnitudes = np.asarray(_growth_by_horizon(system, components, params, samples, horizon))
-    steps = horizon.steps
+def horizon_diagnostics(magnitudes, steps: int, time_step) -> dict:
+    """Geometric-mean gradient magnitude on a grid of horizons and its fitted growth rate,
+    from the per-sample magnitudes (samples, steps) of :func:`_growth_by_horizon`."""
+    magnitudes = np.asarray(magnitudes)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_mag = np.log(magnitudes)
     log_mag[~np.isfinite(log_mag)] = np.nan
@@ -159,7 +160,7 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
     horizons = np.unique(np.geomspace(1, steps, num=min(24, steps)).astype(int))
     fit = np.arange(steps // 4, steps)
     fit = fit[np.isfinite(mean_log[fit])]
-    unit = system.time_step or 1.0
+    unit = time_step or 1.0
     slope = float(np.polyfit(fit * unit, mean_log[fit], 1)[0]) if fit.size > 2 else float("nan")
     by_horizon = np.exp(mean_log[horizons - 1])
     # compare with the first nonzero magnitude: a one-step derivative can be exactly 0
@@ -174,7 +175,9 @@ def horizon_diagnostics(system, components, params, samples, horizon) -> dict:
     }
 
 
-def _backprop(estimator, truncation, system, components, params, x0, key, cotangent):
+def _backprop_terms(estimator, truncation, system, components, params, x0, key, cotangent):
+    """The pure computation of Backprop and TruncatedBackprop: every sample's statistic
+    and Jacobian (one backward pass each, k' cotangents vmapped), their mean and spread."""
     horizon = resolve_horizon(components.statistic, estimator)
     window = horizon.steps if truncation is None else min(truncation, horizon.steps)
     dim = state_dim(system, x0, key)
@@ -194,17 +197,44 @@ def _backprop(estimator, truncation, system, components, params, x0, key, cotang
         raw_values = values
     grad, stderr = tree_mean_and_stderr(jacobians)
     n = estimator.samples
-    per_sample_std = jax.tree_util.tree_map(
-        lambda leaf: jnp.std(leaf, axis=0, ddof=1) if n > 1 else jnp.full(leaf.shape[1:], jnp.nan),
-        jacobians,
-    )
-    raw = np.asarray(raw_values)
-    diagnostics = {}
+    magnitudes = None
     if estimator.diagnostics and truncation is None:
-        diagnostics = horizon_diagnostics(system, components, params, samples, horizon)
-    finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(jacobians))
+        magnitudes = _growth_by_horizon(system, components, params, samples, horizon)
+    extras = {
+        "per_sample_std": jax.tree_util.tree_map(
+            lambda leaf: (
+                jnp.std(leaf, axis=0, ddof=1) if n > 1 else jnp.full(leaf.shape[1:], jnp.nan)
+            ),
+            jacobians,
+        ),
+        "raw_values": raw_values,
+        "starts": samples.starts,
+        "magnitudes": magnitudes,
+        "gradients_finite": jnp.all(
+            jnp.stack(
+                [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(jacobians)]
+            )
+        ),
+    }
+    # the burn-in of independent samples (the rest, and consecutive windows along the one
+    # orbit from x0: check_states_finite names the step)
+    burned_in = x0 is None or not horizon.stationary
+    finite = jnp.all(jnp.isfinite(samples.starts)) if burned_in else jnp.asarray(True)
+    return Terms(jnp.mean(raw_values, axis=0), grad, stderr, finite, extras)
+
+
+def _backprop_finish(estimator, truncation, terms, system, components) -> Estimate:
+    horizon = resolve_horizon(components.statistic, estimator)
+    extras = terms.extras
+    if not bool(terms.finite):
+        check_finite(np.asarray(extras["starts"])[:, None], "the burn-in", horizon.burn_in)
+    n = estimator.samples
+    raw = np.asarray(extras["raw_values"])
+    diagnostics = {}
+    if extras["magnitudes"] is not None:
+        diagnostics = horizon_diagnostics(extras["magnitudes"], horizon.steps, system.time_step)
     warning = None
-    if not finite:
+    if not bool(extras["gradients_finite"]):
         warning = "some per-sample gradients overflowed (inf/NaN): the explosion"
     elif diagnostics.get("exploding"):
         warning = (
@@ -219,13 +249,13 @@ def _backprop(estimator, truncation, system, components, params, x0, key, cotang
         steps=horizon.steps,
         samples=n,
         truncation=truncation,
-        per_sample_std=per_sample_std,
+        per_sample_std=extras["per_sample_std"],
         value_stderr=(raw.std(axis=0, ddof=1) / np.sqrt(n))
         if n > 1
         else np.full(raw.shape[1:], np.nan),
         **diagnostics,
     )
-    return Estimate(raw.mean(axis=0), grad, stderr, info)
+    return Estimate(raw.mean(axis=0), terms.grad, terms.stderr, info)
 
 
 class Backprop(AbstractEstimator):
@@ -255,8 +285,11 @@ class Backprop(AbstractEstimator):
         check_samples(self.samples)
         check_sizes(self, "steps", "burn_in")
 
-    def estimate(self, system, components, params, x0, key, cotangent):
-        return _backprop(self, None, system, components, params, x0, key, cotangent)
+    def terms(self, system, components, params, x0, key, cotangent):
+        return _backprop_terms(self, None, system, components, params, x0, key, cotangent)
+
+    def finish(self, terms, system, components, params, x0, key):
+        return _backprop_finish(self, None, terms, system, components)
 
 
 class TruncatedBackprop(AbstractEstimator):
@@ -283,10 +316,15 @@ class TruncatedBackprop(AbstractEstimator):
         check_samples(self.samples)
         check_sizes(self, "steps", "burn_in")
 
-    def estimate(self, system, components, params, x0, key, cotangent):
+    def terms(self, system, components, params, x0, key, cotangent):
         horizon = resolve_horizon(components.statistic, self)
         if self.truncation > horizon.steps:
             raise ValueError(
                 f"truncation ({self.truncation}) must not exceed the window ({horizon.steps} steps)"
             )
-        return _backprop(self, self.truncation, system, components, params, x0, key, cotangent)
+        return _backprop_terms(
+            self, self.truncation, system, components, params, x0, key, cotangent
+        )
+
+    def finish(self, terms, system, components, params, x0, key):
+        return _backprop_finish(self, self.truncation, terms, system, components)

@@ -20,8 +20,6 @@ the time-dilation treatment of Shadowing.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,21 +29,23 @@ from ..parallel import map_samples, sample_parallel
 from ..statistics import TimeAverage
 from ._adjoint import (
     adjoint_sweep,
+    is_flow,
+    orbit_starts,
+    segment_contributions,
+    shadowing_coefficients,
+)
+from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, project
+from ._ensemble import check_orbits, forward_orbits, padded_values
+from ._error_bars import (
     blocks_warning,
     ensemble_mean,
-    is_flow,
     join_warnings,
     largest_orbit_deviation,
     orbit_exponents,
-    orbit_starts,
     outlier_warning,
-    segment_contributions,
-    shadowing_coefficients,
     stderr_method,
     unstable_dim_warning,
 )
-from ._base import AbstractEstimator, AbstractInfo, Estimate, project
-from ._ensemble import padded_values, per_orbit, run_orbits
 from ._pilot import resolve_orbit_settings
 from ._rollout import window_sums
 from .shadowing import check_auto, check_segments, orbit_layout
@@ -142,38 +142,60 @@ class FastAdjointResponse(AbstractEstimator):
                 "FastAdjointResponse is for maps; for a flow (a neutral direction) use Shadowing"
             )
 
-    def estimate(self, system, components, params, x0, key, cotangent):
-        resolved, report = resolve_orbit_settings(self, system, components, x0, key)
-        if report is not None:
-            raw = resolved.estimate(system, components, params, x0, key, cotangent)
-            info = dataclasses.replace(raw.info, auto=report)
-            return Estimate(raw.value, raw.grad, raw.stderr, info)
+    def resolve(self, system, components, params, x0, key):
+        return resolve_orbit_settings(self, system, components, x0, key)
+
+    def _layout(self, components) -> tuple[int, int, int, int]:
+        """(segments, burn_in, window, steps) of the resolved settings."""
         assert isinstance(self.window, int) and isinstance(self.segment_steps, int)
         segments, burn_in = orbit_layout(self, components.statistic)
-        window, steps = self.window, segments * self.segment_steps
+        return segments, burn_in, self.window, segments * self.segment_steps
+
+    def terms(self, system, components, params, x0, key, cotangent):
+        segments, burn_in, window, steps = self._layout(components)
         check_horizon(system, burn_in + steps + 2 * window + 1)
         u = int(self.unstable_dim)
         starts = orbit_starts(system, x0, key, self.orbits)
-        orbits = run_orbits(
+        orbits, finite = forward_orbits(
             system, starts, u, burn_in, segments, int(self.segment_steps), window=window
         )
         raw_values, value = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
-        value = np.asarray(value)
         components = project(components, cotangent, value)  # the same orbits' value
-        shadowing_stack, unstable_stack = _contributions(
+        shadowing, unstable = _contributions(
             system, components, params, orbits, raw_values, u, window, steps
         )
-        shadowings = per_orbit(shadowing_stack, self.orbits)
-        unstables = per_orbit(unstable_stack, self.orbits)
-        responses = [
-            jax.tree_util.tree_map(np.subtract, sc, uc)
-            for sc, uc in zip(shadowings, unstables, strict=True)
-        ]
-        grad, stderr = ensemble_mean(responses, self.segment_steps, self.blocks)
-        deviation = largest_orbit_deviation(responses)
-        sc, sc_se = ensemble_mean(shadowings, self.segment_steps, self.blocks)
-        uc, uc_se = ensemble_mean(unstables, self.segment_steps, self.blocks)
-        seen = orbit_exponents(list(np.asarray(orbits.rs)), self.segment_steps, None)
+        response = jax.tree_util.tree_map(jnp.subtract, shadowing, unstable)
+        grad, stderr = ensemble_mean(response, self.segment_steps, self.blocks)
+        sc = ensemble_mean(shadowing, self.segment_steps, self.blocks)
+        uc = ensemble_mean(unstable, self.segment_steps, self.blocks)
+        extras = {
+            "responses": response,
+            "shadowing": sc,
+            "unstable": uc,
+            "rs": orbits.rs,
+            "orbit_finite": finite,
+        }
+        return Terms(value, grad, stderr, jnp.all(finite), extras)
+
+    def finish(self, terms, system, components, params, x0, key):
+        segments, burn_in, window, steps = self._layout(components)
+        u = int(self.unstable_dim)
+        extras = terms.extras
+        if not bool(terms.finite):
+            starts = orbit_starts(system, x0, key, self.orbits)
+            check_orbits(
+                system,
+                starts,
+                extras["orbit_finite"],
+                u,
+                burn_in,
+                segments,
+                self.segment_steps,
+                window=window,
+            )
+        deviation = largest_orbit_deviation(extras["responses"])
+        (sc, sc_se), (uc, uc_se) = extras["shadowing"], extras["unstable"]
+        seen = orbit_exponents(list(np.asarray(extras["rs"])), self.segment_steps, None)
         info = FastResponseInfo(
             method="FastAdjointResponse",
             seconds=0.0,
@@ -197,7 +219,7 @@ class FastAdjointResponse(AbstractEstimator):
             lyapunov_exponents=seen.values[:u].tolist(),
             next_exponent=float(seen.values[u]) if len(seen.values) > u else None,
         )
-        return Estimate(np.asarray(value), grad, stderr, info)
+        return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)
 
 
 @sample_parallel

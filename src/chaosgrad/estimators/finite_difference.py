@@ -19,7 +19,14 @@ from .._errors import check_real, check_samples, is_traced
 from .._system import _run, check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
-from ._base import AbstractEstimator, AbstractInfo, Estimate, check_sizes, resolve_horizon
+from ._base import (
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    Terms,
+    check_sizes,
+    resolve_horizon,
+)
 from ._rollout import batch_starts, check_start, reduce_window, rollout, sample_keys
 
 
@@ -132,8 +139,10 @@ class FiniteDifference(AbstractEstimator):
         check_real(self.eps, "eps", positive=True)
 
     def estimate(self, system, components, params, x0, key, cotangent):
-        flat = ravel_pytree(params.values)[0]
-        warning = check_step(self.eps, flat)  # before any run: a lost eps is refused
+        check_step(self.eps, ravel_pytree(params.values)[0])  # before any run: a lost eps
+        return super().estimate(system, components, params, x0, key, cotangent)
+
+    def terms(self, system, components, params, x0, key, cotangent):
         horizon = resolve_horizon(components.statistic, self)
         check_horizon(system, horizon.burn_in + horizon.steps)
         init_key, noise_key = jax.random.split(key)
@@ -148,26 +157,30 @@ class FiniteDifference(AbstractEstimator):
             jnp.asarray(self.eps),
             horizon,
         )
-        plus, minus = np.asarray(plus), np.asarray(minus)
         centre = 0.5 * (plus + minus).mean(axis=(0, 1))  # (k,)
         per_sample = (plus - minus) / (2 * self.eps)  # (P, samples, k)
         if cotangent is not None:
-            per_sample = per_sample @ np.asarray(cotangent(jnp.asarray(centre)))
-        per_sample = np.moveaxis(per_sample, 2, 0)  # (k', P, samples)
+            per_sample = per_sample @ cotangent(centre)
+        per_sample = jnp.moveaxis(per_sample, 2, 0)  # (k', P, samples)
         grad = per_sample.mean(axis=2)
         stderr = (
             per_sample.std(axis=2, ddof=1) / np.sqrt(self.samples)
             if self.samples > 1
-            else np.full_like(grad, np.nan)
+            else jnp.full_like(grad, jnp.nan)
         )
         unravel = jax.vmap(ravel_pytree(params.values)[1])
+        finite = jnp.all(jnp.isfinite(plus)) & jnp.all(jnp.isfinite(minus))
+        return Terms(centre, unravel(grad), unravel(stderr), finite)
+
+    def finish(self, terms, system, components, params, x0, key):
+        horizon = resolve_horizon(components.statistic, self)
         info = FiniteDifferenceInfo(
             method="FiniteDifference",
             seconds=0.0,
-            warning=warning,
+            warning=check_step(self.eps, ravel_pytree(params.values)[0]),
             steps=horizon.steps,
             samples=self.samples,
             eps=self.eps,
-            runs=2 * grad.shape[1] * self.samples,
+            runs=2 * params.size * self.samples,
         )
-        return Estimate(centre, unravel(jnp.asarray(grad)), unravel(jnp.asarray(stderr)), info)
+        return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)

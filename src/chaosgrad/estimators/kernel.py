@@ -39,6 +39,7 @@ from ._base import (
     DEFAULT_BURN_IN,
     AbstractInfo,
     Estimate,
+    Terms,
     mean_and_stderr_from_sums,
     project,
     tree_mean_and_stderr,
@@ -47,14 +48,17 @@ from ._layers import accumulate, add_rest, assemble, rest_zeros
 from ._noise import (
     AbstractKernelEstimator,
     check_initial_law,
+    check_noisy,
+    check_orbits_finite,
     explicit_term,
     initial_score,
     orbit_values,
     sample_batches,
     step_score,
+    sum_over_batches,
     terminal_values,
 )
-from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
+from ._rollout import batch_starts, burn, check_start, sample_keys, window_sums
 
 
 class KernelInfo(AbstractInfo):
@@ -178,12 +182,16 @@ class Kernel(AbstractKernelEstimator):
     def __check_init__(self):
         check_samples(self.samples)
 
+    def resolve(self, system, components, params, x0, key):
+        if not isinstance(components.statistic, TimeAverage) and x0 is None:
+            check_noisy(system, "Kernel")
+            check_initial_law(system, params, jax.random.split(key)[0])
+        return super().resolve(system, components, params, x0, key)
+
     def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps
         check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
-        if x0 is None:
-            check_initial_law(system, params, init_key)
         x0 = check_start(system, x0, init_key)
         pilot = min(self.samples, 1024)  # a shift for the sums (and the loss cotangent)
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
@@ -197,9 +205,9 @@ class Kernel(AbstractKernelEstimator):
         components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
         shift = jnp.mean(pilot_raw @ components.projection, axis=0)
         batches = sample_batches(self.samples, self.batch, params.size * components.count)
-        sums = None
-        for first, size in batches:
-            batch = _finite_depth_sums(
+
+        def batch_sums(first, size):
+            return _finite_depth_sums(
                 system,
                 components,
                 params,
@@ -209,8 +217,8 @@ class Kernel(AbstractKernelEstimator):
                 shift,
                 steps,
             )
-            sums = batch if sums is None else jax.tree_util.tree_map(jnp.add, sums, batch)
-        assert sums is not None
+
+        sums = sum_over_batches(batch_sums, self.samples, batches[0][1])
         count = self.samples
         c = sums["phi"] / count - shift
 
@@ -225,17 +233,9 @@ class Kernel(AbstractKernelEstimator):
             sums["E"],
         )
         grad, variance, stderr = mean_and_stderr_from_sums(first_sum, second, count)
-        info = KernelInfo(
-            method="Kernel",
-            seconds=0.0,
-            warning=None,
-            steps=steps,
-            samples=count,
-            window=None,
-            per_sample_std=jax.tree_util.tree_map(jnp.sqrt, variance),
-            batches=len(batches),
-        )
-        return Estimate(np.asarray(sums["raw"]) / count, grad, stderr, info)
+        value = sums["raw"] / count
+        per_sample_std = jax.tree_util.tree_map(jnp.sqrt, variance)
+        return Terms(value, grad, stderr, jnp.all(jnp.isfinite(value)), {"std": per_sample_std})
 
     def _stationary(self, system, components, params, x0, key, cotangent):
         if self.steps is None:
@@ -254,7 +254,6 @@ class Kernel(AbstractKernelEstimator):
         )
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
         raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps + window)
-        check_finite(raw_values, "an orbit", burn_in + 1)
         value = jnp.mean(raw_values[:, :steps], axis=(0, 1))
         components = project(components, cotangent, value)  # same orbits' value
         phis = raw_values @ components.projection
@@ -263,14 +262,27 @@ class Kernel(AbstractKernelEstimator):
         terms = _ergodic_terms(system, params, starts, keys, jnp.asarray(burn_in), weights)
         grad, stderr = tree_mean_and_stderr(terms)
         per_orbit_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(orbits), stderr)
+        finite = jnp.all(jnp.isfinite(raw_values))
+        return Terms(value, grad, stderr, finite, {"std": per_orbit_std, "raw_values": raw_values})
+
+    def finish(self, terms, system, components, params, x0, key):
+        stationary = isinstance(components.statistic, TimeAverage)
+        if stationary:
+            check_orbits_finite(
+                terms, DEFAULT_BURN_IN + 1 if self.burn_in is None else self.burn_in + 1
+            )
+            steps, window, batches = self.steps, 10 if self.window is None else int(self.window), 1
+        else:
+            steps, window = components.statistic.steps, None
+            batches = len(sample_batches(self.samples, self.batch, params.size * components.count))
         info = KernelInfo(
             method="Kernel",
             seconds=0.0,
             warning=None,
             steps=steps,
-            samples=orbits,
+            samples=self.samples,
             window=window,
-            per_sample_std=per_orbit_std,
-            batches=1,
+            per_sample_std=terms.extras["std"],
+            batches=batches,
         )
-        return Estimate(np.asarray(value), grad, stderr, info)
+        return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)

@@ -32,6 +32,8 @@ diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +46,7 @@ from ._base import (
     DEFAULT_BURN_IN,
     AbstractInfo,
     Estimate,
+    Terms,
     mean_and_stderr_from_sums,
     project,
     tree_mean_and_stderr,
@@ -51,12 +54,14 @@ from ._base import (
 from ._layers import add_rest, assemble, rest_zeros, step_pullback
 from ._noise import (
     AbstractKernelEstimator,
+    check_orbits_finite,
     explicit_term,
     orbit_values,
     sample_batches,
+    sum_over_batches,
     terminal_values,
 )
-from ._rollout import batch_starts, burn, check_finite, check_start, sample_keys, window_sums
+from ._rollout import batch_starts, burn, check_start, sample_keys, window_sums
 
 EXPLOSION = 1e12
 
@@ -278,10 +283,9 @@ class PathKernel(AbstractKernelEstimator):
         batches = sample_batches(
             self.samples, self.batch, params.size * components.count + 2 * steps * dim
         )  # per sample: the parameters' sums, the states and noises kept
-        sums = squares = None
-        largest, raw_total = 0.0, 0.0
-        for first, count in batches:
-            s, q, big, raw_sum = _finite_time_terms(
+
+        def batch_sums(first, count):
+            return _finite_time_terms(
                 system,
                 components,
                 params,
@@ -294,14 +298,19 @@ class PathKernel(AbstractKernelEstimator):
                 self._damping(system),
                 draw_x0,
             )
-            sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
-            squares = q if squares is None else jax.tree_util.tree_map(jnp.add, squares, q)
-            largest = max(largest, float(big))
-            raw_total = raw_total + np.asarray(raw_sum)
+
+        def combine(a, b):
+            add = functools.partial(jax.tree_util.tree_map, jnp.add)
+            return add(a[0], b[0]), add(a[1], b[1]), jnp.maximum(a[2], b[2]), a[3] + b[3]
+
+        sums, squares, largest, raw_total = sum_over_batches(
+            batch_sums, self.samples, batches[0][1], combine
+        )
         n = self.samples
         grad, variance, stderr = mean_and_stderr_from_sums(sums, squares, n)
-        info = self._info(steps, n, None, largest, jax.tree_util.tree_map(jnp.sqrt, variance))
-        return Estimate(np.asarray(raw_total) / n, grad, stderr, info)
+        value = raw_total / n
+        extras = {"std": jax.tree_util.tree_map(jnp.sqrt, variance), "largest": largest}
+        return Terms(value, grad, stderr, jnp.all(jnp.isfinite(value)), extras)
 
     def _stationary(self, system, components, params, x0, key, cotangent):
         if self.steps is None:
@@ -326,11 +335,10 @@ class PathKernel(AbstractKernelEstimator):
         first = jax.vmap(lambda y: raw(y, system))(starts)[:, None]
         later = orbit_values(system, raw, starts, keys, jnp.asarray(burn_in), steps - 1)
         raw_values = jnp.concatenate([first, later], axis=1)
-        check_finite(raw_values, "an orbit", burn_in)
         value = jnp.mean(raw_values, axis=(0, 1))
         components = project(components, cotangent, value)  # same orbits' value
         per_batch = max(1, 2**24 // (2 * (steps + window) * starts.shape[1] * components.count))
-        grads, largest = [], 0.0
+        grads, largest = [], jnp.asarray(0.0)
         for first in range(0, orbits, per_batch):
             chunk = slice(first, min(orbits, first + per_batch))
             grad, big = _stationary_terms(
@@ -345,12 +353,23 @@ class PathKernel(AbstractKernelEstimator):
                 self._damping(system),
             )
             grads.append(grad)
-            largest = max(largest, float(jnp.max(big)))
+            largest = jnp.maximum(largest, jnp.max(big))
         terms = jax.tree_util.tree_map(lambda *leaves: jnp.concatenate(leaves), *grads)
         grad, stderr = tree_mean_and_stderr(terms)
         per_orbit_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(orbits), stderr)
-        info = self._info(steps, orbits, window, largest, per_orbit_std)
-        return Estimate(np.asarray(value), grad, stderr, info)
+        extras = {"std": per_orbit_std, "largest": largest, "raw_values": raw_values}
+        return Terms(value, grad, stderr, jnp.all(jnp.isfinite(raw_values)), extras)
+
+    def finish(self, terms, system, components, params, x0, key):
+        if isinstance(components.statistic, TimeAverage):
+            burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in
+            check_orbits_finite(terms, burn_in)
+            steps, window = self.steps, 10 if self.window is None else int(self.window)
+        else:
+            steps, window = components.statistic.steps, None
+        largest = float(terms.extras["largest"])
+        info = self._info(steps, self.samples, window, largest, terms.extras["std"])
+        return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)
 
     def _info(self, steps, samples, window, largest, per_sample_std):
         exploding = bool(not np.isfinite(largest) or largest > EXPLOSION)

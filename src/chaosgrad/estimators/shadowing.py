@@ -20,28 +20,34 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 
 from .._errors import check_positive_int
 from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
 from .._system import check_horizon
 from ..statistics import TimeAverage, WindowAverage
-from ._adjoint import (
+from ._adjoint import is_flow, orbit_starts, state_dimension, sweeps_in_parallel
+from ._base import (
+    DEFAULT_BURN_IN,
+    AbstractEstimator,
+    AbstractInfo,
+    Estimate,
+    Terms,
+    check_sizes,
+    project,
+)
+from ._ensemble import check_orbits, forward_orbits, orbit_mean, shadowing_contributions
+from ._error_bars import (
     blocks_warning,
     ensemble_mean,
-    is_flow,
     join_warnings,
     largest_orbit_deviation,
     orbit_exponents,
-    orbit_starts,
     outlier_warning,
-    state_dimension,
     stderr_method,
-    sweeps_in_parallel,
     unstable_dim_warning,
 )
-from ._base import DEFAULT_BURN_IN, AbstractEstimator, AbstractInfo, Estimate, check_sizes, project
-from ._ensemble import orbit_mean, per_orbit, run_orbits, shadowing_contributions
 from ._pilot import resolve_orbit_settings
 from ._resumable import run_orbits_resumable, shadowing_contributions_resumable
 
@@ -180,66 +186,109 @@ class Shadowing(AbstractEstimator):
         check_segments(self)
         check_checkpoint(self.checkpoint)
 
+    def resolve(self, system, components, params, x0, key):
+        return resolve_orbit_settings(self, system, components, x0, key)
+
     def estimate(self, system, components, params, x0, key, cotangent):
-        resolved, report = resolve_orbit_settings(self, system, components, x0, key)
+        if self.checkpoint is None:
+            return super().estimate(system, components, params, x0, key, cotangent)
+        resolved, report = self.resolve(system, components, params, x0, key)
         if report is not None:
             raw = resolved.estimate(system, components, params, x0, key, cotangent)
             return Estimate(
                 raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report)
             )
+        return self._resumable(system, components, params, x0, key, cotangent)
+
+    def terms(self, system, components, params, x0, key, cotangent):
+        segments, burn_in = orbit_layout(self, components.statistic)
+        check_horizon(system, burn_in + segments * self.segment_steps)
+        u = self.unstable_dim
+        assert isinstance(u, int) and isinstance(self.segment_steps, int)  # resolved
+        starts = orbit_starts(system, x0, key, self.orbits)
+        # a segment-parallel sweep makes the forward bases from its propagators
+        tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
+        orbits, finite = forward_orbits(
+            system,
+            starts,
+            u,
+            burn_in,
+            segments,
+            self.segment_steps,
+            tangents=tangents,
+            components=components,
+        )
+        value = orbit_mean(system, components, orbits)
+        components = project(components, cotangent, value)  # the same orbits' value
+        stacked, coefficients, bases = shadowing_contributions(
+            system, components, params, orbits, u, is_flow(system)
+        )
+        grad, stderr = ensemble_mean(stacked, self.segment_steps, self.blocks)
+        extras = {
+            "contributions": stacked,
+            "coefficients": coefficients,
+            "rs": orbits.rs if bases is None else bases[1],
+            "orbit_finite": finite,
+        }
+        return Terms(value, grad, stderr, jnp.all(finite), extras)
+
+    def finish(self, terms, system, components, params, x0, key):
+        segments, burn_in = orbit_layout(self, components.statistic)
+        if not bool(terms.finite):
+            starts = orbit_starts(system, x0, key, self.orbits)
+            check_orbits(
+                system,
+                starts,
+                terms.extras["orbit_finite"],
+                self.unstable_dim,
+                burn_in,
+                segments,
+                self.segment_steps,
+            )
+        extras = terms.extras
+        stacked, coefficients = extras["contributions"], extras["coefficients"]
+        return self._estimate(system, x0, segments, terms, stacked, coefficients, extras["rs"])
+
+    def _resumable(self, system, components, params, x0, key, cotangent):
+        """The run in pieces saved to ``checkpoint`` (host-driven: each piece one program)."""
         assert isinstance(self.unstable_dim, int) and isinstance(self.segment_steps, int)
         segments, burn_in = orbit_layout(self, components.statistic)
         check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim
         starts = orbit_starts(system, x0, key, self.orbits)
-        flow = is_flow(system)
-        if self.checkpoint is None:
-            # a segment-parallel sweep makes the forward bases from its propagators
-            tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
-            orbits = run_orbits(
+        run = RunCheckpoint(
+            self.checkpoint,
+            fingerprint(
+                "Shadowing",
                 system,
-                starts,
-                u,
-                burn_in,
-                segments,
-                self.segment_steps,
-                tangents=tangents,
-                components=components,
-            )
-            value = orbit_mean(system, components, orbits)
-            components = project(components, cotangent, value)  # the same orbits' value
-            stacked, coefficients, bases = shadowing_contributions(
-                system, components, params, orbits, u, flow
-            )
-            if bases is not None:  # made by the segment-parallel sweep
-                orbits = orbits._replace(qs=bases[0], rs=bases[1])
-        else:
-            run = RunCheckpoint(
-                self.checkpoint,
-                fingerprint(
-                    "Shadowing",
-                    system,
-                    key,
-                    estimator=dataclasses.replace(self, checkpoint=None),  # not where
-                    statistic=components.statistic,
-                    wrt=params.values,
-                    x0=x0,
-                    cotangent=cotangent is not None,
-                ),
-            )
-            orbits, saved = run_orbits_resumable(
-                system, starts, u, burn_in, segments, self.segment_steps, run
-            )
-            value = orbit_mean(system, components, orbits)
-            components = project(components, cotangent, value)
-            stacked, coefficients = shadowing_contributions_resumable(
-                system, components, params, orbits, u, flow, run, saved
-            )
-        contributions = per_orbit(stacked, self.orbits)
-        grad, stderr = ensemble_mean(contributions, self.segment_steps, self.blocks)
-        deviation = largest_orbit_deviation(contributions)
+                key,
+                estimator=dataclasses.replace(self, checkpoint=None),  # not where
+                statistic=components.statistic,
+                wrt=params.values,
+                x0=x0,
+                cotangent=cotangent is not None,
+            ),
+        )
+        orbits, saved = run_orbits_resumable(
+            system, starts, u, burn_in, segments, self.segment_steps, run
+        )
+        value = orbit_mean(system, components, orbits)
+        components = project(components, cotangent, value)
+        stacked, coefficients = shadowing_contributions_resumable(
+            system, components, params, orbits, u, is_flow(system), run, saved
+        )
+        grad, stderr = ensemble_mean(stacked, self.segment_steps, self.blocks)
+        terms = Terms(value, grad, stderr, jnp.asarray(True))
+        return self._estimate(system, x0, segments, terms, stacked, coefficients, orbits.rs)
+
+    def _estimate(self, system, x0, segments, terms, stacked, coefficients, rs) -> Estimate:
+        """The Estimate and its ShadowingInfo (on the host)."""
+        u = self.unstable_dim
+        assert isinstance(u, int) and isinstance(self.segment_steps, int)
+        flow = is_flow(system)
+        deviation = largest_orbit_deviation(stacked)
         largest = float(np.max(np.abs(np.asarray(coefficients)), initial=0.0))
-        seen = orbit_exponents(list(np.asarray(orbits.rs)), self.segment_steps, system.time_step)
+        seen = orbit_exponents(list(np.asarray(rs)), self.segment_steps, system.time_step)
         info = ShadowingInfo(
             method="Shadowing",
             seconds=0.0,
@@ -259,4 +308,4 @@ class Shadowing(AbstractEstimator):
             next_exponent=float(seen.values[u]) if len(seen.values) > u else None,
             max_coefficient=largest,
         )
-        return Estimate(np.asarray(value), grad, stderr, info)
+        return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)
