@@ -737,7 +737,7 @@ def far_floor(quick: bool) -> dict:
     is kept. Their sum per step, times the row's steps, is a floor no schedule of this
     algorithm beats here; ``best_ratio`` is the reference time over that floor."""
     from chaosgrad.estimators._adjoint import second_order_terms, segment_jacobians
-    from chaosgrad.estimators._base import Parameters
+    from chaosgrad.estimators._parameters import Parameters
 
     batches = (320, 1280) if quick else (320, 1280, 5120, 20480)
     system, u = cg.ModifiedSolenoid(dim=21), 20

@@ -42,6 +42,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._errors import is_traced
+
 COORDINATOR = "CHAOSGRAD_COORDINATOR"
 """Environment variable: the coordinator's ``host:port`` (process 0 listens there)."""
 PROCESSES = "CHAOSGRAD_PROCESSES"
@@ -292,7 +294,7 @@ def local(tree):
     def host(leaf):
         if (
             isinstance(leaf, jax.Array)
-            and not isinstance(leaf, jax.core.Tracer)  # inside a compiled estimator
+            and not is_traced(leaf)  # inside a compiled estimator
             and not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
         ):
             return np.asarray(leaf)

@@ -44,7 +44,8 @@ import optax
 
 from ._system import Flow, System, simulate
 from .estimators import Shadowing
-from .estimators._base import tree_norm, value_and_grad
+from .estimators._base import tree_norm
+from .estimators._response import value_and_grad
 from .lyapunov import lyapunov_penalty, lyapunov_spectrum
 from .metrics import (
     power_spectrum_distance,

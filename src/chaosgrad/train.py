@@ -68,7 +68,9 @@ from jax.flatten_util import ravel_pytree
 from . import _checkpoint
 from ._errors import check_key, check_positive_int
 from ._system import System
-from .estimators._base import AbstractEstimator, Parameters, loss_estimate, tree_norm
+from .estimators._base import AbstractEstimator, tree_norm
+from .estimators._parameters import Parameters
+from .estimators._response import loss_estimate
 from .statistics import AbstractStatistic
 
 HISTORY_KEYS = (

@@ -9,7 +9,7 @@ import pytest
 
 import chaosgrad as cg
 from chaosgrad.estimators import _adjoint, _ensemble
-from chaosgrad.estimators._base import Parameters
+from chaosgrad.estimators._parameters import Parameters
 from chaosgrad.statistics import Components, TimeAverage
 
 KEY = jax.random.key(3)

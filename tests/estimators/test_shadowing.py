@@ -14,7 +14,7 @@ from chaosgrad.estimators._adjoint import (
     prepare_orbit,
     shadowing_coefficients,
 )
-from chaosgrad.estimators._base import Parameters
+from chaosgrad.estimators._parameters import Parameters
 from chaosgrad.statistics import Components, TimeAverage
 
 KEY = jax.random.key(0)

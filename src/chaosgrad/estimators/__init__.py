@@ -5,15 +5,10 @@ differentiable statistic ``average``.
 line here.
 """
 
-from ._base import (
-    AbstractEstimator,
-    AbstractInfo,
-    Estimate,
-    Parameters,
-    linear_response,
-    value_and_grad,
-)
+from ._base import AbstractEstimator, AbstractInfo, Estimate
+from ._parameters import Parameters
 from ._pilot import AutoReport, Pilot
+from ._response import linear_response, value_and_grad
 from .auto import Auto
 from .average import average, configure
 from .backprop import Backprop, BackpropInfo, TruncatedBackprop

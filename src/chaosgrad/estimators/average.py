@@ -38,13 +38,9 @@ import jax.numpy as jnp
 
 from .._system import System
 from ..statistics import AbstractStatistic, Components
-from ._base import (
-    AbstractEstimator,
-    Parameters,
-    _jacobian_tree,
-    _prepare,
-    compiled_terms,
-)
+from ._base import AbstractEstimator, _jacobian_tree, compiled_terms
+from ._parameters import Parameters
+from ._response import _prepare
 from .auto import Auto
 
 NOT_FINITE = (

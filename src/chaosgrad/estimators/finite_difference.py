@@ -19,14 +19,7 @@ from .._errors import check_real, check_samples, is_traced
 from .._system import _run, check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
-from ._base import (
-    AbstractEstimator,
-    AbstractInfo,
-    Estimate,
-    Terms,
-    check_sizes,
-    resolve_horizon,
-)
+from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, check_sizes, resolve_horizon
 from ._rollout import batch_starts, check_start, reduce_window, rollout, sample_keys
 
 

@@ -219,6 +219,7 @@ class Kernel(AbstractKernelEstimator):
             )
 
         sums = sum_over_batches(batch_sums, self.samples, batches[0][1])
+        assert sums is not None  # samples >= 1
         count = self.samples
         c = sums["phi"] / count - shift
 
@@ -271,9 +272,11 @@ class Kernel(AbstractKernelEstimator):
             check_orbits_finite(
                 terms, DEFAULT_BURN_IN + 1 if self.burn_in is None else self.burn_in + 1
             )
+            assert self.steps is not None  # checked by the computation
             steps, window, batches = self.steps, 10 if self.window is None else int(self.window), 1
         else:
-            steps, window = components.statistic.steps, None
+            steps, window = components.statistic.horizon, None
+            assert steps is not None  # a Terminal statistic
             batches = len(sample_batches(self.samples, self.batch, params.size * components.count))
         info = KernelInfo(
             method="Kernel",

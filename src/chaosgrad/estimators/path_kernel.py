@@ -303,9 +303,9 @@ class PathKernel(AbstractKernelEstimator):
             add = functools.partial(jax.tree_util.tree_map, jnp.add)
             return add(a[0], b[0]), add(a[1], b[1]), jnp.maximum(a[2], b[2]), a[3] + b[3]
 
-        sums, squares, largest, raw_total = sum_over_batches(
-            batch_sums, self.samples, batches[0][1], combine
-        )
+        total = sum_over_batches(batch_sums, self.samples, batches[0][1], combine)
+        assert total is not None  # samples >= 1
+        sums, squares, largest, raw_total = total
         n = self.samples
         grad, variance, stderr = mean_and_stderr_from_sums(sums, squares, n)
         value = raw_total / n
@@ -364,9 +364,11 @@ class PathKernel(AbstractKernelEstimator):
         if isinstance(components.statistic, TimeAverage):
             burn_in = DEFAULT_BURN_IN if self.burn_in is None else self.burn_in
             check_orbits_finite(terms, burn_in)
+            assert self.steps is not None  # checked by the computation
             steps, window = self.steps, 10 if self.window is None else int(self.window)
         else:
-            steps, window = components.statistic.steps, None
+            steps, window = components.statistic.horizon, None
+            assert steps is not None  # a Terminal statistic
         largest = float(terms.extras["largest"])
         info = self._info(steps, self.samples, window, largest, terms.extras["std"])
         return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)

@@ -201,10 +201,10 @@ class Shadowing(AbstractEstimator):
         return self._resumable(system, components, params, x0, key, cotangent)
 
     def terms(self, system, components, params, x0, key, cotangent):
-        segments, burn_in = orbit_layout(self, components.statistic)
-        check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim
         assert isinstance(u, int) and isinstance(self.segment_steps, int)  # resolved
+        segments, burn_in = orbit_layout(self, components.statistic)
+        check_horizon(system, burn_in + segments * self.segment_steps)
         starts = orbit_starts(system, x0, key, self.orbits)
         # a segment-parallel sweep makes the forward bases from its propagators
         tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
@@ -252,6 +252,7 @@ class Shadowing(AbstractEstimator):
     def _resumable(self, system, components, params, x0, key, cotangent):
         """The run in pieces saved to ``checkpoint`` (host-driven: each piece one program)."""
         assert isinstance(self.unstable_dim, int) and isinstance(self.segment_steps, int)
+        assert self.checkpoint is not None
         segments, burn_in = orbit_layout(self, components.statistic)
         check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim

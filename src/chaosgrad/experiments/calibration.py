@@ -30,7 +30,7 @@ from ..estimators import (
     Shadowing,
     TruncatedBackprop,
 )
-from ..estimators._base import linear_response
+from ..estimators._response import linear_response
 from ..statistics import Terminal, TimeAverage
 from ..systems import Lorenz63, NineNeuronNet
 
