@@ -446,6 +446,25 @@ API_ROWS = [
         TypeError,
         ["wrt must be None or a function"],
     ),
+    (
+        "design",
+        lambda: Shadowing(unstable_dim=2, segment_steps=10, segments=4, sweep="fast"),  # pyright: ignore[reportArgumentType]
+        TypeError,
+        ["sweep must be a sweep strategy", "StepByStep()"],
+    ),
+    (
+        "design",
+        lambda: linear_response(
+            cg.ModifiedSolenoid(dim=5),
+            TimeAverage(cg.ModifiedSolenoid.observable),
+            cg.FastAdjointResponse(
+                unstable_dim=4, segment_steps=5, segments=4, sweep=cg.SegmentParallel()
+            ),
+            key=KEY,
+        ),
+        ValueError,
+        ["SegmentParallel sweeps the shadowing contribution only", "SegmentJacobians"],
+    ),
 ]
 
 

@@ -9,14 +9,19 @@ jax.config.update("jax_enable_x64", True)
 
 from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate  # noqa: E402
 from .estimators import (  # noqa: E402
+    AbstractSweep,
     Auto,
+    AutoSweep,
     Backprop,
     Estimate,
     FastAdjointResponse,
     FiniteDifference,
     Kernel,
     PathKernel,
+    SegmentJacobians,
+    SegmentParallel,
     Shadowing,
+    StepByStep,
     TruncatedBackprop,
     average,
     configure,
@@ -61,7 +66,12 @@ from .train import FitResult, fit  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbstractSweep",
     "Auto",
+    "AutoSweep",
+    "SegmentJacobians",
+    "SegmentParallel",
+    "StepByStep",
     "hyperbolicity",
     "Backprop",
     "Estimate",

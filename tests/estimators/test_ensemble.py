@@ -1,5 +1,7 @@
 """Orbit ensembles: vmapped together (the same answer in any device layout: test_parallel)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,15 +48,14 @@ CASES = {
 @pytest.mark.parametrize(  # Shadowing's recompute path also runs in every resumable run
     "case", [pytest.param("shadowing", marks=pytest.mark.slow), "far"]
 )
-def test_recomputed_segments_give_the_stored_answer(monkeypatch, case):
-    """Orbits longer than STORE_LIMIT keep one state per segment (memory O(K + m)) and the
-    sweep recomputes the rest: the same estimate as with every state kept."""
-    from chaosgrad.estimators import _ensemble
-
+def test_recomputed_segments_give_the_stored_answer(case):
+    """Orbits longer than the sweep strategy's ``store_bytes`` keep one state per segment
+    (memory O(K + m)) and the sweep recomputes the rest: the same estimate as with every
+    state kept."""
     system, statistic, estimator, wrt = CASES[case]
     kept = linear_response(system, statistic, estimator, wrt=wrt, key=KEY)
-    monkeypatch.setattr(_ensemble, "STORE_LIMIT", 0)
-    recomputed = linear_response(system, statistic, estimator, wrt=wrt, key=KEY)
+    none_kept = dataclasses.replace(estimator, sweep=cg.AutoSweep(store_bytes=0))
+    recomputed = linear_response(system, statistic, none_kept, wrt=wrt, key=KEY)
     np.testing.assert_allclose(float(recomputed.grad), float(kept.grad), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(recomputed.value), np.asarray(kept.value), rtol=1e-12)
     np.testing.assert_allclose(float(recomputed.stderr), float(kept.stderr), rtol=1e-10)

@@ -1,4 +1,5 @@
-"""The segment-parallel adjoint sweep gives the sequential sweep's terms (to rounding)."""
+"""Every sweep strategy gives the same terms (to rounding): step by step, a segment's
+Jacobians at once, parallel over segments."""
 
 from typing import Any
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 
 import chaosgrad as cg
-from chaosgrad.estimators import _adjoint, _ensemble
+from chaosgrad.estimators import _orbits, _sweep
 from chaosgrad.estimators._parameters import Parameters
+from chaosgrad.estimators._segment_sweep import all_propagators
+from chaosgrad.estimators.shadowing import shadowing_contributions
 from chaosgrad.statistics import Components, TimeAverage
 
 KEY = jax.random.key(3)
@@ -24,7 +27,7 @@ CASES = {
         100,
         12,
     ),
-    # a map, every parameter; 70 segments: two batches of 35 (at most SEGMENT_BATCH each)
+    # a map, every parameter; 70 segments: two batches of 35 (SegmentParallel's batch 64)
     "henon": (cg.Henon(), lambda x: x[0], None, 1, 10, 70),
     # a stable map: no unstable direction (u = 0), the plain adjoint
     "stable_map": (
@@ -47,17 +50,24 @@ CASES = {
 }
 
 
-def both_sweeps(case, init=None, recompute=False):
+STORE = 2**28  # bytes of states kept (every state of these short orbits)
+
+
+def both_sweeps(case, init=None, recompute=False, strategies=None):
+    """The terms of ``strategies`` (default: a segment's Jacobians at once, then parallel
+    over segments)."""
     system, phi, wrt, u, m, segments = CASES[case]
-    orbits = _ensemble.run_orbits(
-        system, _adjoint.orbit_starts(system, None, KEY, 1), u, 200, segments, m
+    if strategies is None:
+        strategies = (cg.SegmentJacobians(), cg.SegmentParallel())
+    orbits = _orbits.run_orbits(
+        system, _orbits.orbit_starts(system, None, KEY, 1), u, 200, segments, m, store_bytes=STORE
     )
     params = Parameters.of(system, wrt)
     count = np.size(phi(orbits.x_end[0]))
     components = Components(TimeAverage(phi), jnp.eye(count))
     states = orbits.states[0][:, 0] if recompute else orbits.states[0]
     return [
-        _adjoint.adjoint_sweep_from(
+        _sweep.adjoint_sweep_from(
             system,
             components,
             params,
@@ -66,11 +76,11 @@ def both_sweeps(case, init=None, recompute=False):
             orbits.keys[0],
             jnp.asarray(orbits.start),
             system.time_step is not None,
+            strategy,
             segment_steps=m,
             init=init,
-            segment_parallel=parallel,
         )
-        for parallel in (False, True)
+        for strategy in strategies
     ]
 
 
@@ -111,9 +121,11 @@ def test_forward_bases_from_the_propagators_equal_the_carried_tangents(case):
     (Q_{k+1} R_{k+1} = P_0^T Q_k), gives the tangent-carrying run's bases, factors and
     shadowing contributions."""
     system, phi, wrt, u, m, segments = CASES[case]
-    starts = _adjoint.orbit_starts(system, None, KEY, 1)
+    starts = _orbits.orbit_starts(system, None, KEY, 1)
     carried, left = (
-        _ensemble.run_orbits(system, starts, u, 200, segments, m, tangents=tangents)
+        _orbits.run_orbits(
+            system, starts, u, 200, segments, m, tangents=tangents, store_bytes=STORE
+        )
         for tangents in (True, False)
     )
     assert left.qs.shape[1] == 1 and left.rs.shape[1] == 0
@@ -122,21 +134,23 @@ def test_forward_bases_from_the_propagators_equal_the_carried_tangents(case):
     count = np.size(phi(carried.x_end[0]))
     components = Components(TimeAverage(phi), jnp.eye(count))
     flow = system.time_step is not None
-    expected = _ensemble.shadowing_contributions(system, components, params, carried, u, flow)
-    made = _ensemble.shadowing_contributions(system, components, params, left, u, flow)
+    expected = shadowing_contributions(
+        system, components, params, carried, u, flow, cg.SegmentJacobians()
+    )
+    made = shadowing_contributions(system, components, params, left, u, flow, cg.SegmentParallel())
     assert expected[2] is None  # the carried bases are the orbits' own
     assert_same((carried.qs, carried.rs), made[2])  # bases and factors
     assert_same(expected[:2], made[:2])  # contributions and coefficients
 
 
 @pytest.mark.parametrize("unstable", [False, True])
-def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch, unstable):
+def test_segment_jacobians_computed_at_once_give_the_per_step_terms(unstable):
     """The step-by-step sweep with each segment's Jacobians computed before it is swept
     (vectorised over its steps) gives the terms of per-step vector-Jacobian products, with
     and without the unstable contribution (FastAdjointResponse's psi-weighted sums)."""
     system, u, m, segments = cg.ModifiedSolenoid(dim=5), 4, 10, 6
-    starts = _adjoint.orbit_starts(system, None, KEY, 1)
-    orbits = _ensemble.run_orbits(system, starts, u, 100, segments, m)
+    starts = _orbits.orbit_starts(system, None, KEY, 1)
+    orbits = _orbits.run_orbits(system, starts, u, 100, segments, m, store_bytes=STORE)
     params = Parameters.of(system, None)
     components = Components(TimeAverage(cg.ModifiedSolenoid.observable), jnp.eye(1))
     rng = np.random.default_rng(1)
@@ -144,8 +158,8 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch,
     if unstable:
         extra = dict(psi=jnp.asarray(rng.normal(size=(segments, m, 1))), rs=orbits.rs[0][:, :u, :u])
 
-    def sweep():
-        return _adjoint.adjoint_sweep_from(
+    def sweep(strategy):
+        return _sweep.adjoint_sweep_from(
             system,
             components,
             params,
@@ -154,30 +168,40 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(monkeypatch,
             orbits.keys[0],
             jnp.asarray(orbits.start),
             False,
-            segment_parallel=False,
+            strategy,
             **extra,
         )
 
-    assert _adjoint.precomputes_jacobians(5, params, u + 1)
-    at_once = sweep()
-    monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
-    per_step = sweep()
+    if unstable:  # FastAdjointResponse's default here
+        assert isinstance(cg.AutoSweep().choose(5, params.size, u + 2, True), cg.SegmentJacobians)
+    at_once = sweep(cg.SegmentJacobians())
+    per_step = sweep(cg.StepByStep(dense_limit=0))
     assert_same(per_step, at_once)
 
 
 @pytest.mark.parametrize("case", ["lorenz63", "noisy_lorenz96", "henon"])
-def test_the_step_by_step_sweep_at_once_equals_the_per_step_loop(monkeypatch, case):
+def test_the_step_by_step_sweep_at_once_equals_the_per_step_loop(case):
     """With a segment's Jacobians at hand the step-by-step sweep runs only the adjoint
     recursion step by step and takes every sum at once (a flow's least-squares sums, a
     noisy system's, a map's): the terms of the per-step loop."""
     system, phi, wrt, u, m, segments = CASES[case]
     params = Parameters.of(system, wrt)
     count = np.size(phi(system.initial_state(KEY)))
-    assert _adjoint.precomputes_jacobians(system.dim, params, count + u)
-    at_once = both_sweeps(case)[0]
-    monkeypatch.setattr(_adjoint, "PRECOMPUTED_LIMIT", 0)
-    per_step = both_sweeps(case)[0]
+    assert isinstance(
+        cg.AutoSweep().choose(system.dim, params.size, count + u, False), cg.SegmentParallel
+    )
+    at_once, per_step, dense, parallel = both_sweeps(
+        case,
+        strategies=(
+            cg.SegmentJacobians(),
+            cg.StepByStep(dense_limit=0),  # c vector-Jacobian products a step
+            cg.StepByStep(),  # the dense Jacobian of each step
+            cg.SegmentParallel(),
+        ),
+    )
     assert_same(per_step, at_once)
+    assert_same(per_step, dense)
+    assert_same(per_step, parallel)
 
 
 @pytest.mark.parametrize("batch", [3, 4, 10])
@@ -186,12 +210,13 @@ def test_segment_batches_that_share_segments_give_the_one_batch_propagators(batc
     with the one before), 4 (3 batches of 4, two shared) or 10 (one): the propagators of
     every segment, in order, are those of one batch of all ten."""
     system, phi, wrt, u, m, _ = CASES["lorenz63"]
-    orbits = _ensemble.run_orbits(system, _adjoint.orbit_starts(system, None, KEY, 1), u, 50, 10, m)
+    starts = _orbits.orbit_starts(system, None, KEY, 1)
+    orbits = _orbits.run_orbits(system, starts, u, 50, 10, m, store_bytes=STORE)
     params = Parameters.of(system, wrt)
     components = Components(TimeAverage(phi), jnp.eye(2))
 
     def propagators(size):
-        return _adjoint.all_propagators(
+        return all_propagators(
             system,
             components,
             params,
@@ -212,12 +237,14 @@ def test_the_forward_run_takes_the_mean_the_stored_states_give():
     """run_orbits(components=...) takes each orbit's mean of the raw components in the
     forward program; orbit_mean then equals the mean over the stored states."""
     system, phi, wrt, u, m, segments = CASES["lorenz63"]
-    starts = _adjoint.orbit_starts(system, None, KEY, 1)
+    starts = _orbits.orbit_starts(system, None, KEY, 1)
     components = Components(TimeAverage(phi), jnp.eye(2))
-    plain = _ensemble.run_orbits(system, starts, u, 50, segments, m)
-    with_means = _ensemble.run_orbits(system, starts, u, 50, segments, m, components=components)
+    plain = _orbits.run_orbits(system, starts, u, 50, segments, m, store_bytes=STORE)
+    with_means = _orbits.run_orbits(
+        system, starts, u, 50, segments, m, components=components, store_bytes=STORE
+    )
     assert plain.means is None and with_means.means.shape == (1, 2)
     expected = np.mean(np.asarray(jax.vmap(phi)(plain.states.reshape(-1, 3))), axis=0)
     for orbits in (plain, with_means):
-        mean = _ensemble.orbit_mean(system, components, orbits)
+        mean = _orbits.orbit_mean(system, components, orbits)
         np.testing.assert_allclose(mean, expected, rtol=1e-13)

@@ -7,14 +7,9 @@ import pytest
 
 import chaosgrad as cg
 from chaosgrad.estimators import Shadowing, linear_response
-from chaosgrad.estimators._adjoint import (
-    LeastSquaresSums,
-    adjoint_sweep,
-    forward_segments,
-    prepare_orbit,
-    shadowing_coefficients,
-)
+from chaosgrad.estimators._orbits import forward_segments, prepare_orbit
 from chaosgrad.estimators._parameters import Parameters
+from chaosgrad.estimators._sweep import LeastSquaresSums, adjoint_sweep, shadowing_coefficients
 from chaosgrad.statistics import Components, TimeAverage
 
 KEY = jax.random.key(0)
@@ -51,7 +46,9 @@ def _sweep(system, observable, unstable_dim, segment_steps, segments, wrt):
     components = Components(TimeAverage(observable), jnp.eye(1))
     x, q, key, t = prepare_orbit(system, None, KEY, unstable_dim, 2000)
     states, qs, rs, _ = forward_segments(system, x, q, key, jnp.asarray(t), segments, segment_steps)
-    terms = adjoint_sweep(system, components, params, states, qs, key, jnp.asarray(t), False)
+    terms = adjoint_sweep(
+        system, components, params, states, qs, key, jnp.asarray(t), False, cg.StepByStep()
+    )
     return params, states, qs, rs, terms, key, t
 
 

@@ -17,6 +17,7 @@ from .finite_difference import FiniteDifference, FiniteDifferenceInfo
 from .kernel import Kernel, KernelInfo
 from .path_kernel import PathKernel, PathKernelInfo
 from .shadowing import Shadowing, ShadowingInfo
+from .sweeps import AbstractSweep, AutoSweep, SegmentJacobians, SegmentParallel, StepByStep
 
 ESTIMATORS: dict[str, type[AbstractEstimator]] = {
     "backprop": Backprop,
@@ -33,6 +34,8 @@ __all__ = [
     "ESTIMATORS",
     "AbstractEstimator",
     "AbstractInfo",
+    "AbstractSweep",
+    "AutoSweep",
     "Auto",
     "AutoReport",
     "Backprop",
@@ -48,8 +51,11 @@ __all__ = [
     "Pilot",
     "PathKernel",
     "PathKernelInfo",
+    "SegmentJacobians",
+    "SegmentParallel",
     "Shadowing",
     "ShadowingInfo",
+    "StepByStep",
     "TruncatedBackprop",
     "average",
     "configure",

@@ -1,7 +1,7 @@
 """Shadowing in pieces, with the run saved after each: resumable after a kill.
 
 With ``Shadowing(..., checkpoint=DIR)`` the R orbits (vmapped together, as in
-``_ensemble``) run in pieces of ``P`` segments; after every piece the whole state of the run
+``_orbits``) run in pieces of ``P`` segments; after every piece the whole state of the run
 goes to ``DIR/run.ckpt`` (``chaosgrad._runstate``):
 
 * forward, piece by piece: the states x and tangent bases Q where the piece ends, and for
@@ -28,14 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._runstate import RunCheckpoint
-from ..parallel import local, map_samples, sample_parallel, to_host
-from ._adjoint import (
-    adjoint_sweep_from,
-    segment_contributions,
-    shadowing_coefficients,
-    start_orbits,
-)
-from ._ensemble import Orbits, _forward, run_orbits
+from ..parallel import local, map_samples, per_device, sample_parallel, to_host
+from ._orbits import Orbits, _forward, check_orbits, start_orbits
+from ._sweep import adjoint_sweep_from, segment_contributions, shadowing_coefficients
+from .sweeps import AbstractSweep
 
 PIECES = 16
 """Pieces per pass (forward and backward): a kill loses at most 1/16 of either."""
@@ -78,8 +74,8 @@ def run_orbits_resumable(
             jnp.asarray(0 if first == 0 else burn_in + first * segment_steps),
         )
         bases, rs, x_end, finite, _ = local(collected)
-        if not np.all(finite):  # replay in one piece: names the orbit and the step
-            run_orbits(system, starts, unstable_dim, burn_in, segments, segment_steps, 1)
+        if not np.all(finite):  # replay that orbit in one piece: names the step
+            check_orbits(system, starts, finite, unstable_dim, burn_in, segments, segment_steps)
         saved = dict(
             saved,
             done=np.asarray(first + size),
@@ -102,7 +98,9 @@ def run_orbits_resumable(
     return orbits, saved
 
 
-def _sweep(system, components, params, firsts, qs, keys, start, init, u, flow, segment_steps):
+def _sweep(
+    system, components, params, firsts, qs, keys, start, init, u, flow, segment_steps, sweep
+):
     """The adjoint sweep of one piece of every orbit (vmapped): (the adjoints at the
     piece's first segment, its SegmentTerms)."""
 
@@ -116,8 +114,10 @@ def _sweep(system, components, params, firsts, qs, keys, start, init, u, flow, s
             key,
             start,
             flow,
+            sweep,
             segment_steps=segment_steps,
             init=init,
+            orbits=per_device(keys.shape[0]),
         )
 
     return map_samples(one, firsts, qs, keys, init)
@@ -138,7 +138,15 @@ def _combine(terms):
 
 
 def shadowing_contributions_resumable(
-    system, components, params, orbits: Orbits, u, flow, checkpoint: RunCheckpoint, saved
+    system,
+    components,
+    params,
+    orbits: Orbits,
+    u,
+    flow,
+    checkpoint: RunCheckpoint,
+    saved,
+    sweep: AbstractSweep,
 ):
     """``shadowing_contributions`` with the sweep in pieces from the end, saved after each."""
     segments, m = orbits.states.shape[1], orbits.segment_steps
@@ -153,7 +161,7 @@ def shadowing_contributions_resumable(
 
     init = (orbits.qs[:, -1, :, :u], jnp.zeros((orbits.qs.shape[0], dim, count)))
     layout = eqx.filter_eval_shape(
-        functools.partial(_sweep, u=u, flow=flow, segment_steps=m),
+        functools.partial(_sweep, u=u, flow=flow, segment_steps=m, sweep=sweep),
         *arguments(*pieces(segments)[-1], init),
     )
     treedef = jax.tree_util.tree_structure(layout[1])
@@ -164,7 +172,7 @@ def shadowing_contributions_resumable(
             continue
         if first + size < segments:
             init = (jnp.asarray(saved["eps"]), jnp.asarray(saved["nus"]))
-        carry, terms = _sweep_piece(*arguments(first, size, init), u, flow, m)
+        carry, terms = _sweep_piece(*arguments(first, size, init), u, flow, m, sweep)
         leaves = jax.tree_util.tree_leaves(terms)
         saved = dict(
             saved,

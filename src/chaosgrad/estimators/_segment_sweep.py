@@ -1,6 +1,6 @@
 """The adjoint sweep of a small system, parallel over segments (same terms as the sequential one).
 
-Inside segment k (steps n = 0..m-1, states x_n) the backward recursion of ``_adjoint`` is
+Inside segment k (steps n = 0..m-1, states x_n) the backward recursion of ``_sweep`` is
 linear in the adjoints C_m = [nu'_m | eps_m] it starts from at the segment's end:
 
     C_n = J_n^T C_{n+1} + [F_n | 0],   so   C_n = P_n C_m + [G_n | 0],
@@ -20,13 +20,14 @@ becomes: (1) one ``lax.scan`` over the m steps of a segment for a batch of segme
 (the segment axis innermost), that builds (P_0, G_0, A, g, S, h, w, z) from dense Jacobians
 (dim + P JVPs a step); (2) the
 short sequential chain over the K segments (C_0 = P_0 C_m + [G_0 | 0], the projection b_k and
-the renormalisation M_k of ``_adjoint``); (3) the sums, batched over the segments. The
+the renormalisation M_k of ``_sweep``); (3) the sums, batched over the segments. The
 sequential part has K steps instead of K m, and each of the m steps of part (1) does a
 batch of segments' work, where one step of the sequential sweep costs a CPU's per-kernel launch
 overhead several times over for a few dozen flops.
 
 The work is O(dim^2 (dim + P)) a step instead of O(dim (u + k') (dim + P)): it is used up to
-``DENSE_LIMIT`` state components and parameters, and for the shadowing contribution only
+``AutoSweep.parallel_limit`` state components and parameters (the ``SegmentParallel``
+strategy), and for the shadowing contribution only
 (the unstable contribution's trace term of FastAdjointResponse is bilinear in the forward
 tangents and the adjoints: it keeps the sequential sweep).
 """
@@ -41,6 +42,7 @@ from jax.flatten_util import ravel_pytree
 
 from .. import _linalg
 from .._tangent import positive_qr, step_noise
+from ._orbits import segment_states
 
 
 class SegmentPropagator(NamedTuple):
@@ -146,7 +148,7 @@ def _inverse(a):
     vector operations, where LAPACK's inverse is a library call per segment), else LAPACK.
 
     No pivoting: the chain inverts Gram matrices eps^T eps (symmetric positive definite) and
-    Q_k^T eps, which equals R_{k+1}^T up to rounding (``_adjoint``: lower triangular with the
+    Q_k^T eps, which equals R_{k+1}^T up to rounding (``_sweep``: lower triangular with the
     positive growth factors of the unstable directions on its diagonal)."""
     size = a.shape[0]
     if size == 0:  # no unstable direction (a stable system)
@@ -213,3 +215,44 @@ def segment_sums(propagators: SegmentPropagator, eps, nus):
         jnp.einsum("kdc,kd->kc", nus, p.w) + p.z,
     )
     return nu_sums, eps_sums, least_squares
+
+
+def all_propagators(
+    system, components, params, states, key, start, flow: bool, steps: int, batch: int
+) -> SegmentPropagator:
+    """The :class:`~chaosgrad.estimators._segment_sweep.SegmentPropagator` of every segment
+    (leading axis: segment), in ceil(K / ``batch``) batches of equal size (at most
+    ``batch``; the last one ends at segment K and recomputes the few it shares with the one
+    before). Segments whose states were not kept (``states`` (K, dim)) are recomputed batch
+    by batch."""
+    segments = states.shape[0]
+    t0s = start + jnp.arange(segments) * steps
+
+    def propagators_of(inputs):
+        states_b, t0s_b = inputs
+        if states_b.ndim == 2:
+            states_b = jax.vmap(lambda x, t0: segment_states(system, key, x, t0, steps))(
+                states_b, t0s_b
+            )
+        return segment_propagators(system, components, params, states_b, key, t0s_b, flow)
+
+    count = -(-segments // batch)  # batches of equal size: a small last one costs almost
+    size = -(-segments // count)  # what a full one does (the loop's per-step overhead)
+
+    def batch_at(i):  # sliced inside the loop: the orbit's states are not copied
+        first = jnp.minimum(i * size, segments - size)  # the last batch ends at the last segment
+        return propagators_of(
+            (
+                jax.lax.dynamic_slice_in_dim(states, first, size),
+                jax.lax.dynamic_slice_in_dim(t0s, first, size),
+            )
+        )
+
+    batches = jax.lax.map(batch_at, jnp.arange(count))
+    overlap = count * size - segments  # segments the last batch shares with the one before
+
+    def joined(leaf):
+        head = leaf[:-1].reshape(((count - 1) * size,) + leaf.shape[2:])
+        return jnp.concatenate([head, leaf[-1, overlap:]])
+
+    return jax.tree_util.tree_map(joined, batches)

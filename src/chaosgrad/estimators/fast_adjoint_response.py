@@ -1,7 +1,7 @@
 """Fast adjoint response (FAR): the full linear response of a chaotic map, SC - UC.
 
     d<Phi>/dtheta = SC - UC,
-    SC = avg_n nu_{n+1} . X_n                        (adjoint shadowing, see _adjoint.py)
+    SC = avg_n nu_{n+1} . X_n                        (adjoint shadowing, see _sweep.py)
     UC = avg_n psi_{n+1} [ nu~_{n+1} . X_n + d_theta tr(eps-bar_{n+1}^T f_*(x_n; theta) e_n) ]
 
 with psi_n = sum_{m=-W}^{W} (Phi(x_{n+m}) - <Phi>) (a centred window of half-width W) and
@@ -27,15 +27,7 @@ import numpy as np
 from .._system import check_horizon
 from ..parallel import map_samples, sample_parallel
 from ..statistics import TimeAverage
-from ._adjoint import (
-    adjoint_sweep,
-    is_flow,
-    orbit_starts,
-    segment_contributions,
-    shadowing_coefficients,
-)
 from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, project
-from ._ensemble import check_orbits, forward_orbits, padded_values
 from ._error_bars import (
     blocks_warning,
     ensemble_mean,
@@ -46,9 +38,19 @@ from ._error_bars import (
     stderr_method,
     unstable_dim_warning,
 )
+from ._orbits import (
+    check_orbits,
+    forward_orbits,
+    is_flow,
+    orbit_starts,
+    padded_values,
+    state_dimension,
+)
 from ._pilot import resolve_orbit_settings
 from ._rollout import window_sums
+from ._sweep import adjoint_sweep, choose_sweep, segment_contributions, shadowing_coefficients
 from .shadowing import check_auto, check_segments, orbit_layout
+from .sweeps import AbstractSweep, AutoSweep, check_sweep
 
 
 class FastResponseInfo(AbstractInfo):
@@ -120,6 +122,10 @@ class FastAdjointResponse(AbstractEstimator):
         blocks: batch-means blocks of segments for the standard error of one orbit.
         orbits: R independent orbits averaged (x0 None or of shape (R, dim)); R >= 2 gives
             the calibrated standard error.
+        sweep: how the backward sweep is evaluated (``cg.StepByStep()`` or
+            ``cg.SegmentJacobians()``; the default ``AutoSweep`` picks one). The unstable
+            contribution is bilinear in the forward tangents and the adjoints, so
+            ``SegmentParallel`` does not apply.
     """
 
     statistics = (TimeAverage,)
@@ -130,10 +136,12 @@ class FastAdjointResponse(AbstractEstimator):
     burn_in: int | None = None
     blocks: int = 20
     orbits: int = 1
+    sweep: AbstractSweep = AutoSweep()
 
     def __check_init__(self):
         check_segments(self)
         check_auto(self.window, "window", allow_zero=True)
+        check_sweep(self.sweep, unstable=True)
 
     def check_statistic(self, statistic, system):
         super().check_statistic(statistic, system)
@@ -156,13 +164,22 @@ class FastAdjointResponse(AbstractEstimator):
         check_horizon(system, burn_in + steps + 2 * window + 1)
         u = int(self.unstable_dim)
         starts = orbit_starts(system, x0, key, self.orbits)
+        dim = state_dimension(system, starts)
+        sweep = choose_sweep(self.sweep, dim, params, components.count, u, unstable=True)
         orbits, finite = forward_orbits(
-            system, starts, u, burn_in, segments, int(self.segment_steps), window=window
+            system,
+            starts,
+            u,
+            burn_in,
+            segments,
+            int(self.segment_steps),
+            window=window,
+            store_bytes=sweep.store_bytes,
         )
         raw_values, value = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
         components = project(components, cotangent, value)  # the same orbits' value
         shadowing, unstable = _contributions(
-            system, components, params, orbits, raw_values, u, window, steps
+            system, components, params, orbits, raw_values, u, window, steps, sweep
         )
         response = jax.tree_util.tree_map(jnp.subtract, shadowing, unstable)
         grad, stderr = ensemble_mean(response, self.segment_steps, self.blocks)
@@ -223,7 +240,7 @@ class FastAdjointResponse(AbstractEstimator):
 
 
 @sample_parallel
-def _contributions(system, components, params, orbits, raw_values, u, window, steps):
+def _contributions(system, components, params, orbits, raw_values, u, window, steps, sweep):
     """Per-orbit, per-segment shadowing (SC) and unstable (UC) sums (leading axis: orbit)."""
     segments, segment_steps = orbits.states.shape[1], orbits.segment_steps
 
@@ -239,6 +256,7 @@ def _contributions(system, components, params, orbits, raw_values, u, window, st
             key,
             jnp.asarray(orbits.start),
             False,
+            sweep,
             psi=psi,
             rs=rs[:, :u, :u],
             segment_steps=segment_steps,

@@ -1,13 +1,12 @@
 """Non-intrusive adjoint shadowing: the shadowing contribution to d<Phi>/dtheta.
 
 The algorithm (forward tangents with QR, backward homogeneous and inhomogeneous adjoints,
-dual renormalisation, coefficients a_k = M_k a_{k-1} - b_k) is in ``_adjoint.py``; the
+dual renormalisation, coefficients a_k = M_k a_{k-1} - b_k) is in ``_sweep.py``; the
 estimate is SC = (1/N) sum_n nu_{n+1} . X_n with X_n = d_theta f(x_n): one VJP with respect
 to all parameters per step, so the cost is about (u + k') backpropagations for k'
-statistic components, whatever the number of parameters. A system of at most 16 state
-components and parameters is swept parallel over segments instead (``_segment_sweep``:
-each segment's propagator and the linear forms of its sums at once, then a chain over the
-segments; the same terms to rounding).
+statistic components, whatever the number of parameters. How the sweep is evaluated is the
+``sweep`` strategy (``sweeps``: step by step, a segment's Jacobians at once, or parallel
+over segments for a small system; the same terms to rounding).
 
 A. Ni & C. Talnikar, "Adjoint sensitivity analysis on chaotic dynamical systems by
 non-intrusive least squares adjoint shadowing (NILSAS)", J. Comput. Phys. 395, 690 (2019);
@@ -26,8 +25,8 @@ import numpy as np
 from .._errors import check_positive_int
 from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
 from .._system import check_horizon
+from ..parallel import map_samples, per_device, sample_parallel
 from ..statistics import TimeAverage, WindowAverage
-from ._adjoint import is_flow, orbit_starts, state_dimension, sweeps_in_parallel
 from ._base import (
     DEFAULT_BURN_IN,
     AbstractEstimator,
@@ -37,7 +36,6 @@ from ._base import (
     check_sizes,
     project,
 )
-from ._ensemble import check_orbits, forward_orbits, orbit_mean, shadowing_contributions
 from ._error_bars import (
     blocks_warning,
     ensemble_mean,
@@ -48,8 +46,26 @@ from ._error_bars import (
     stderr_method,
     unstable_dim_warning,
 )
+from ._orbits import (
+    Orbits,
+    check_orbits,
+    forward_orbits,
+    is_flow,
+    orbit_mean,
+    orbit_starts,
+    state_dimension,
+)
 from ._pilot import resolve_orbit_settings
 from ._resumable import run_orbits_resumable, shadowing_contributions_resumable
+from ._segment_sweep import all_propagators, forward_bases
+from ._sweep import (
+    adjoint_sweep,
+    choose_sweep,
+    segment_contributions,
+    shadowing_coefficients,
+    terms_from_propagators,
+)
+from .sweeps import AbstractSweep, AutoSweep, SegmentParallel, check_sweep
 
 
 class ShadowingInfo(AbstractInfo):
@@ -129,6 +145,56 @@ def check_segments(estimator) -> None:
         )
 
 
+@sample_parallel
+def shadowing_contributions(
+    system, components, params, orbits: Orbits, unstable_dim, flow, sweep: AbstractSweep
+):
+    """Per-orbit, per-segment shadowing sums (leaves (R, K, k', ...)), coefficients, and
+    the orbits' bases and QR factors when they are made here, from the segment propagators
+    (``sweep`` is :class:`~chaosgrad.estimators.sweeps.SegmentParallel`: the forward run left
+    ``Orbits.qs`` of one basis), else None (not copied)."""
+    count = per_device(orbits.keys.shape[0])
+
+    def one(states, qs, rs, key):
+        start = jnp.asarray(orbits.start)
+        if isinstance(sweep, SegmentParallel):  # the forward bases from the propagators
+            propagators = all_propagators(
+                system,
+                components,
+                params,
+                states,
+                key,
+                start,
+                flow,
+                orbits.segment_steps,
+                max(1, sweep.batch // count),
+            )
+            qs, rs = forward_bases(propagators, qs[0])
+            bases = (qs, rs)
+            init = (qs[-1, :, :unstable_dim], jnp.zeros((qs.shape[1], components.count)))
+            _, terms = terms_from_propagators(propagators, params, qs[..., :unstable_dim], init)
+        else:
+            bases = None
+            terms = adjoint_sweep(
+                system,
+                components,
+                params,
+                states,
+                qs[..., :unstable_dim],
+                key,
+                start,
+                flow,
+                sweep,
+                segment_steps=orbits.segment_steps,
+                orbits=count,
+            )
+        coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
+        contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
+        return contributions, coefficients, bases
+
+    return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys)
+
+
 class Shadowing(AbstractEstimator):
     """Adjoint shadowing contribution to d<Phi>/dtheta on one long orbit (all parameters).
 
@@ -171,6 +237,10 @@ class Shadowing(AbstractEstimator):
             after each (``DIR/run.ckpt``); started again after a kill with the same
             settings, it continues and returns exactly what an uninterrupted run returns.
             One state per segment is kept (the sweep recomputes the rest).
+        sweep: how the backward sweep is evaluated, a strategy object
+            (``cg.StepByStep()``, ``cg.SegmentJacobians()``, ``cg.SegmentParallel()``); the default
+            ``AutoSweep`` picks one from the system's size. Every strategy gives the same
+            estimate to rounding; they differ in speed and memory.
     """
 
     statistics = (TimeAverage, WindowAverage)
@@ -181,10 +251,12 @@ class Shadowing(AbstractEstimator):
     blocks: int = 20
     orbits: int = 1
     checkpoint: str | None = None
+    sweep: AbstractSweep = AutoSweep()
 
     def __check_init__(self):
         check_segments(self)
         check_checkpoint(self.checkpoint)
+        check_sweep(self.sweep)
 
     def resolve(self, system, components, params, x0, key):
         return resolve_orbit_settings(self, system, components, x0, key)
@@ -206,8 +278,10 @@ class Shadowing(AbstractEstimator):
         segments, burn_in = orbit_layout(self, components.statistic)
         check_horizon(system, burn_in + segments * self.segment_steps)
         starts = orbit_starts(system, x0, key, self.orbits)
+        dim = state_dimension(system, starts)
+        sweep = choose_sweep(self.sweep, dim, params, components.count, u, unstable=False)
         # a segment-parallel sweep makes the forward bases from its propagators
-        tangents = not sweeps_in_parallel(state_dimension(system, starts), params)
+        tangents = not isinstance(sweep, SegmentParallel)
         orbits, finite = forward_orbits(
             system,
             starts,
@@ -217,11 +291,12 @@ class Shadowing(AbstractEstimator):
             self.segment_steps,
             tangents=tangents,
             components=components,
+            store_bytes=sweep.store_bytes,
         )
         value = orbit_mean(system, components, orbits)
         components = project(components, cotangent, value)  # the same orbits' value
         stacked, coefficients, bases = shadowing_contributions(
-            system, components, params, orbits, u, is_flow(system)
+            system, components, params, orbits, u, is_flow(system), sweep
         )
         grad, stderr = ensemble_mean(stacked, self.segment_steps, self.blocks)
         extras = {
@@ -276,7 +351,7 @@ class Shadowing(AbstractEstimator):
         value = orbit_mean(system, components, orbits)
         components = project(components, cotangent, value)
         stacked, coefficients = shadowing_contributions_resumable(
-            system, components, params, orbits, u, is_flow(system), run, saved
+            system, components, params, orbits, u, is_flow(system), run, saved, self.sweep
         )
         grad, stderr = ensemble_mean(stacked, self.segment_steps, self.blocks)
         terms = Terms(value, grad, stderr, jnp.asarray(True))
