@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import norm
 
 import chaosgrad as cg
+from chaosgrad._error_bars import count_unstable
 from chaosgrad.estimators import Auto, FastAdjointResponse, Shadowing, linear_response
-from chaosgrad.estimators._error_bars import count_unstable
 from chaosgrad.estimators._pilot import decorrelation_steps, divisor_near
 from chaosgrad.statistics import TimeAverage, WindowAverage
 

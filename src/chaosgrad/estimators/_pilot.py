@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._error_bars import count_unstable
 from .._system import System, check_horizon, simulate
 from ..lyapunov.spectrum import lyapunov_spectrum
 from ..statistics import WindowAverage
-from ._error_bars import count_unstable
 
 PILOT_STEPS = 20_000
 PILOT_BURN_IN = 2_000

@@ -24,11 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import check_horizon
-from ..parallel import map_samples, sample_parallel
-from ..statistics import TimeAverage
-from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, project
-from ._error_bars import (
+from .._error_bars import (
     blocks_warning,
     ensemble_mean,
     join_warnings,
@@ -38,6 +34,10 @@ from ._error_bars import (
     stderr_method,
     unstable_dim_warning,
 )
+from .._system import check_horizon
+from ..parallel import map_samples, sample_parallel
+from ..statistics import TimeAverage
+from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, project
 from ._orbits import (
     check_orbits,
     forward_orbits,

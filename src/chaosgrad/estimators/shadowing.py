@@ -22,6 +22,16 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from .._error_bars import (
+    blocks_warning,
+    ensemble_mean,
+    join_warnings,
+    largest_orbit_deviation,
+    orbit_exponents,
+    outlier_warning,
+    stderr_method,
+    unstable_dim_warning,
+)
 from .._errors import check_positive_int
 from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
 from .._system import check_horizon
@@ -35,16 +45,6 @@ from ._base import (
     Terms,
     check_sizes,
     project,
-)
-from ._error_bars import (
-    blocks_warning,
-    ensemble_mean,
-    join_warnings,
-    largest_orbit_deviation,
-    orbit_exponents,
-    outlier_warning,
-    stderr_method,
-    unstable_dim_warning,
 )
 from ._orbits import (
     Orbits,

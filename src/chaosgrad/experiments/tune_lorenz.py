@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._error_bars import mean_and_stderr
 from .._system import simulate
 from ..estimators import Backprop, FiniteDifference, Shadowing, TruncatedBackprop
 from ..statistics import TimeAverage
-from ..stats import mean_and_stderr
 from ..systems import Lorenz63
 from ..train import fit
 from ._common import ExperimentResult, fit_summary

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _linalg
+from .._error_bars import batch_means
 from .._errors import check_key, check_positive_int
 from .._system import System, bind, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
-from ..stats import batch_means
 from .spectrum import run_tangent_blocks
 
 

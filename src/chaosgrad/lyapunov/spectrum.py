@@ -27,13 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._error_bars import batch_means, short_run_warning
 from .._errors import as_state, check_key, check_positive_int, first_nonfinite_step
 from .._memory import check_memory, state_dim
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, bind, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..parallel import batch_of_one, map_samples, sample_parallel
-from ..stats import batch_means, short_run_warning
 
 
 class LyapunovResult(eqx.Module):

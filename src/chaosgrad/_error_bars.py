@@ -1,16 +1,22 @@
-"""Error bars and exponent diagnostics of the orbit estimators (Shadowing, FAR).
+"""Error bars and exponent diagnostics: one module for every estimate chaosgrad reports.
 
-An orbit estimator returns per-segment sums of every orbit, stacked (R, K, k', ...). Its
-estimate is the mean per step; its standard error is
+Batch means. A time average over one long run has the standard error of the spread of its
+block means (blocks long compared with the correlation time are nearly independent):
+:func:`batch_means`, with :func:`short_run_warning` when the run has fewer rows than
+blocks. Independent samples: :func:`mean_and_stderr`. ``lyapunov_spectrum``,
+``covariant_vectors`` and the estimators all use these.
+
+Orbit estimators (Shadowing, FAR) return per-segment sums of every orbit, stacked
+(R, K, k', ...). Their estimate is the mean per step; its standard error is
 
 * R >= 2 orbits: the spread of the R orbit means, sd / sqrt(R) (the orbits are
   independent, so this holds whatever the correlation inside an orbit);
 * R = 1: batch means over ``blocks`` blocks of segments (see :func:`stderr_method` for
   what that overstates).
 
-The means are array functions (they run inside the compiled estimator); the diagnostics
-(outlying orbits, the exponents seen on the orbit, the warnings) read host arrays in the
-estimator's finish.
+Those means are array functions (they run inside the compiled estimator); the diagnostics
+(outlying orbits, the exponents seen on the orbit from its QR factors, the warnings) read
+host arrays in the estimator's finish.
 """
 
 from __future__ import annotations
@@ -21,7 +27,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..stats import batch_means, short_run_warning
+
+def batch_means(block_values, axis: int = 0):
+    """Standard error of the mean of ``block_values`` (one row per block): std / sqrt(B).
+
+    Blocks long compared with the correlation time are nearly independent, so the spread of
+    block means measures the error of the overall mean (batch-means method). With a single
+    block the error is unknown: NaN.
+    """
+    values = np.asarray(block_values, dtype=float)
+    count = values.shape[axis]
+    if count < 2:
+        return np.full(np.delete(values.shape, axis), np.nan)
+    return np.std(values, axis=axis, ddof=1) / np.sqrt(count)
+
+
+def short_run_warning(rows: int, blocks: int, row: str, fix: str) -> str | None:
+    """A sentence when a run has fewer ``rows`` (segments, renormalisation periods) than the
+    ``blocks`` of batch means asked: then each block is a single row, rows that close
+    together are correlated, and the spread of so few, so short block means can be far
+    from the error (too small by an unknown factor); None when every block has rows."""
+    if rows >= blocks:
+        return None
+    return (
+        f"batch means over only {rows} blocks of one {row} each ({blocks} asked): the run is "
+        f"too short for them, and the standard error may be far too small: {fix}"
+    )
+
+
+def mean_and_stderr(samples, axis: int = 0):
+    """Sample mean and its standard error std / sqrt(n) over ``axis``."""
+    samples = np.asarray(samples, dtype=float)
+    return samples.mean(axis=axis), batch_means(samples, axis=axis)
 
 
 def _spread(values, axis: int = 0):
