@@ -21,7 +21,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-import chaosgrad as cg
+jax.config.update("jax_enable_x64", True)  # chaosgrad computes in float64
+
+import chaosgrad as cg  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -49,8 +49,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import chaosgrad as cg
-from chaosgrad import parallel
+jax.config.update("jax_enable_x64", True)  # chaosgrad computes in float64
+
+import chaosgrad as cg  # noqa: E402
+from chaosgrad import parallel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _measure import (  # noqa: E402

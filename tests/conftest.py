@@ -1,6 +1,7 @@
 """Settings for the whole test suite.
 
-float64 everywhere, as in the library.
+float64 everywhere, as the library needs: turned on here (the library leaves JAX's
+configuration alone), and through ``JAX_ENABLE_X64`` for the subprocesses the tests start.
 
 The default suite is dominated by XLA compilation: hundreds of small programs, most run once
 or twice. XLA's CPU backend at optimisation level 0 compiles them about 1.5x faster and runs
@@ -23,4 +24,5 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
     ).strip()
 
+os.environ["JAX_ENABLE_X64"] = "1"
 jax.config.update("jax_enable_x64", True)

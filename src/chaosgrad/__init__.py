@@ -1,14 +1,16 @@
 """chaosgrad: gradients that do not explode for unstable networks and chaotic systems.
 
-Importing chaosgrad turns on ``jax_enable_x64``: every chaos computation runs in float64.
+Every chaos computation runs in float64, and chaosgrad leaves JAX's configuration to its
+user: turn float64 on once, at the start of the program, before building systems::
+
+    jax.config.update("jax_enable_x64", True)   # or JAX_ENABLE_X64=1 in the environment
+
+Every entry point refuses, in one line that says this, when it is off. The ``chaosgrad``
+command line turns it on itself.
 """
 
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate  # noqa: E402
-from .estimators import (  # noqa: E402
+from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate
+from .estimators import (
     AbstractSweep,
     Auto,
     AutoSweep,
@@ -28,7 +30,7 @@ from .estimators import (  # noqa: E402
     linear_response,
     value_and_grad,
 )
-from .lyapunov import (  # noqa: E402
+from .lyapunov import (
     CovariantResult,
     LyapunovResult,
     MeanField,
@@ -43,13 +45,13 @@ from .lyapunov import (  # noqa: E402
     lyapunov_spectrum,
     mean_field,
 )
-from .statistics import (  # noqa: E402
+from .statistics import (
     ParametricObservable,
     Terminal,
     TimeAverage,
     WindowAverage,
 )
-from .systems import (  # noqa: E402
+from .systems import (
     DeepTanhNet,
     Henon,
     Logistic,
@@ -61,7 +63,7 @@ from .systems import (  # noqa: E402
     TanhRNN,
     Tent,
 )
-from .train import FitResult, fit  # noqa: E402
+from .train import FitResult, fit
 
 __version__ = "0.1.0"
 

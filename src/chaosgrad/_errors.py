@@ -18,10 +18,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
-_X64_HINT = (
-    "chaos computations need float64: build arrays with dtype=jnp.float64 "
-    "(importing chaosgrad enables jax_enable_x64; do not disable it)"
+_X64_HINT = "chaos computations need float64: build arrays with dtype=jnp.float64"
+
+X64_OFF = (
+    "float64 is off (jax_enable_x64) and chaos computations need it: call "
+    'jax.config.update("jax_enable_x64", True) at the start of the program, before '
+    "building systems (or set JAX_ENABLE_X64=1)"
 )
+"""The refusal when JAX computes in float32 (chaosgrad leaves JAX's configuration alone)."""
+
+
+def check_x64() -> None:
+    """Raise TypeError, in one line with the fix, when float64 is off."""
+    if not jax.config.read("jax_enable_x64"):
+        raise TypeError(X64_OFF)
+
 
 TRACING_ERRORS = (
     jax.errors.ConcretizationTypeError,  # includes TracerBoolConversionError (`if x > 0`)
@@ -58,12 +69,12 @@ def traceable(what: str):
 
 
 def check_float64(tree, name: str) -> None:
-    """Raise TypeError when any floating-point array in ``tree`` is not float64."""
+    """Raise TypeError when float64 is off, or when any floating-point array in ``tree`` is
+    not float64."""
+    check_x64()
     for leaf in jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array)):
         if jnp.issubdtype(leaf.dtype, jnp.floating) and leaf.dtype != jnp.float64:
             raise TypeError(f"{name} has dtype {leaf.dtype}; {_X64_HINT}")
-    if not jax.config.read("jax_enable_x64"):
-        raise TypeError(f"jax_enable_x64 is off; {_X64_HINT}")
 
 
 def check_positive_int(value, name: str, *, allow_zero: bool = False) -> int:

@@ -34,6 +34,7 @@ from ._errors import (
     check_key,
     check_positive_int,
     check_real,
+    check_x64,
     first_line,
     first_nonfinite_step,
     is_traced,
@@ -687,6 +688,7 @@ def simulate(
     for a stochastic system). Raises ``FloatingPointError`` naming the first step whose
     state is NaN/inf.
     """
+    check_x64()
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     check_horizon(system, burn_in + steps)

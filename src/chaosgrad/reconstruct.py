@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._errors import check_x64
 from ._system import Flow, System, simulate
 from .estimators import Shadowing
 from .estimators._base import tree_norm
@@ -245,6 +246,7 @@ def fit_trajectory(
         evaluate: ``evaluate(fit_so_far) -> dict`` called every ``eval_every`` seconds of
             training (e.g. :func:`attractor_metrics`); its time is not counted.
     """
+    check_x64()
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not dt > 0:

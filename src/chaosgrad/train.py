@@ -66,7 +66,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from . import _checkpoint
-from ._errors import check_key, check_positive_int
+from ._errors import check_key, check_positive_int, check_x64
 from ._system import System
 from .estimators._base import AbstractEstimator, tree_norm
 from .estimators._parameters import Parameters
@@ -343,6 +343,7 @@ def fit(
             every iteration). Default None: silent. For runs away from a terminal, where a
             progress bar shows nothing.
     """
+    check_x64()
     check_positive_int(iterations, "iterations")
     if checkpoint_every is not None:
         check_positive_int(checkpoint_every, "checkpoint_every")

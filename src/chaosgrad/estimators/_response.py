@@ -23,6 +23,7 @@ from jax.flatten_util import ravel_pytree
 from .._errors import (
     as_state,
     check_key,
+    check_x64,
     first_nonfinite_step,
     is_traced,
     traceable,
@@ -214,6 +215,7 @@ def linear_response(
     estimators, not k runs. Compilation is keyed on code, not on identity: a second call
     with new parameter values, a new key or a fresh lambda of the same code is warm.
     """
+    check_x64()
     began = time.perf_counter()
     system, params, x0, count, out, components = _prepare(
         system, statistic, estimator, wrt, x0, key

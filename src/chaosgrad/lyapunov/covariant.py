@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import _linalg
 from .._error_bars import batch_means
-from .._errors import check_key, check_positive_int
+from .._errors import check_key, check_positive_int, check_x64
 from .._system import System, bind, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 from .spectrum import run_tangent_blocks
@@ -139,6 +139,7 @@ def covariant_vectors(
         segment_steps: checkpoint interval (default about sqrt(steps + burn_out)).
         adjoint: also compute the adjoint (dual) vectors.
     """
+    check_x64()
     check_positive_int(k, "k")
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)

@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_float64, check_key, check_positive_int
+from .._errors import check_float64, check_key, check_positive_int, check_x64
 from .._system import System, bind, check_horizon
 from .._tangent import positive_qr, step_noise, step_with_tangents
 
@@ -48,6 +48,7 @@ def ftle(system: System, x0s, steps: int | None = None, *, key=None) -> jax.Arra
     ``steps`` defaults to the network depth. A noisy system needs ``key`` (each input gets
     its own noise).
     """
+    check_x64()
     x0s = jnp.asarray(x0s)
     check_float64(x0s, "x0s")
     check_float64(system, "system parameters")

@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._errors import check_key, check_positive_int
+from .._errors import check_key, check_positive_int, check_x64
 from .._system import System, _run, bind, check_horizon, resolve_start
 from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
 
@@ -111,6 +111,7 @@ def finite_time_exponents(
     Returns:
         (k,) or (orbits, k): per step for a map, per unit time for a flow.
     """
+    check_x64()
     x0 = _check(system, x0, k, steps, renorm_every, burn_in, key)
     system = bind(system, x0[0] if x0.ndim == 2 else x0)
     return _exponents(system, x0, key, k, steps // renorm_every, renorm_every, burn_in)

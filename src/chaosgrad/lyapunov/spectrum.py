@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._error_bars import batch_means, short_run_warning
-from .._errors import as_state, check_key, check_positive_int, first_nonfinite_step
+from .._errors import as_state, check_key, check_positive_int, check_x64, first_nonfinite_step
 from .._memory import check_memory, state_dim
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, bind, check_horizon
@@ -387,6 +387,7 @@ def lyapunov_spectrum(
             an uninterrupted run. A checkpoint made with other settings is refused
             (ValueError naming the setting), as is a corrupt one.
     """
+    check_x64()
     check_positive_int(steps, "steps")
     check_positive_int(burn_in, "burn_in", allow_zero=True)
     auto = renorm_every == "auto"
