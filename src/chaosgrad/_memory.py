@@ -19,7 +19,7 @@ FLOAT_BYTES = 8
 def state_dim(system, x0, key) -> int:
     """The state dimension of ``system`` (its ``dim``, else x0's last axis, else its initial
     state's shape, traced abstractly: nothing is allocated)."""
-    if getattr(system, "dim", None) is not None:
+    if system.dim is not None:
         return int(system.dim)
     shape = np.shape(x0) if x0 is not None else jax.eval_shape(system.initial_state, key).shape
     return int(shape[-1]) if shape else 1

@@ -113,6 +113,10 @@ class System(eqx.Module):
     """What the step computes and reads (:mod:`chaosgrad._functions`), set by :func:`bind`
     at each call of a public function; it keys every compiled program of the system."""
     layered: ClassVar[tuple[str, ...]] = ()
+    """The fields stacked per layer (see the class doc)."""
+    data_fields: ClassVar[tuple[str, ...]] = ()
+    """The fields that hold data, not parameters (an input sequence, targets): ``wrt=None``
+    leaves them out."""
 
     @abc.abstractmethod
     def drift(self, t, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
@@ -140,6 +144,12 @@ class System(eqx.Module):
     def initial_state(self, key: PRNGKeyArray) -> Float[Array, " dim"]:
         """A typical starting point (runs burn in from it): N(0, I) unless overridden."""
         return jax.random.normal(key, (self.dim,), dtype=jnp.float64)
+
+    def initial_log_density(self, x0: Float[Array, " dim"]) -> Float[Array, ""] | None:
+        """log h_0(x0; theta), the density of ``initial_state``'s law, or None (the default)
+        when it does not depend on the parameters. A system whose initial state depends on
+        its parameters defines it: the kernel estimators need its score d_theta log h_0."""
+        return None
 
     def noise(self, key: PRNGKeyArray, t, dim: int | None = None) -> Float[Array, " dim"]:
         """xi_t ~ N(0, I), a pure function of (key, t); ``dim`` defaults to ``self.dim``."""
@@ -531,7 +541,7 @@ def check_state_shape(system: System, x0) -> None:
         raise TypeError(f"x0 has dtype {x0.dtype}; {_X64_HINT}")
     if len(x0.shape) != 1:
         raise ValueError(f"x0 must be a vector of shape (dim,), got shape {tuple(x0.shape)}")
-    dim = getattr(system, "dim", None)
+    dim = system.dim
     if dim is not None and x0.shape[0] != dim:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
     check_step(system, x0)

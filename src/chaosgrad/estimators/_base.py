@@ -152,6 +152,8 @@ class AbstractEstimator(eqx.Module):
     """
 
     statistics: ClassVar[tuple[type, ...]] = ()
+    auto_fields: ClassVar[tuple[str, ...]] = ()
+    """The settings that may be given as ``"auto"`` (chosen by ``resolve``)."""
 
     def check_statistic(self, statistic: AbstractStatistic, system: System) -> None:
         """Refuse, in one line, a statistic this estimator does not support."""
@@ -160,6 +162,11 @@ class AbstractEstimator(eqx.Module):
             raise ValueError(
                 f"{type(self).__name__} supports {supported}; got {type(statistic).__name__}"
             )
+
+    def auto_settings(self) -> tuple[str, ...]:
+        """The settings of ``auto_fields`` given as ``"auto"``: what ``resolve`` replaces
+        from a pilot run."""
+        return tuple(name for name in self.auto_fields if getattr(self, name) == "auto")
 
     def resolve(
         self, system: System, components: Components, params: Parameters, x0, key

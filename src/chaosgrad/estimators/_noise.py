@@ -44,12 +44,12 @@ class AbstractKernelEstimator(AbstractEstimator):
     settings that apply to the stationary form only (``steps``, ``window``, ``burn_in``)."""
 
     def __check_init__(self):
-        # the fields live on the concrete classes (their order differs: PathKernel's alpha)
+        # the fields live on the concrete classes: declared here as abstract variables they
+        # would come first in the dataclass order, before PathKernel's alpha (no default)
         check_positive_int(getattr(self, "samples"), "samples")  # noqa: B009
         check_positive_int(getattr(self, "batch"), "batch")  # noqa: B009
         check_sizes(self, "steps", "burn_in")
-        window = getattr(self, "window")  # noqa: B009
-        if window != "auto":
+        if getattr(self, "window") != "auto":  # noqa: B009
             check_sizes(self, "window")
 
     def resolve(self, system, components, params, x0, key):
@@ -58,8 +58,7 @@ class AbstractKernelEstimator(AbstractEstimator):
         name = type(self).__name__
         check_noisy(system, name)
         if not isinstance(components.statistic, TimeAverage):
-            stationary_only = ("steps", "window", "burn_in")
-            if any(getattr(self, field) is not None for field in stationary_only):
+            if any(getattr(self, name) is not None for name in ("steps", "window", "burn_in")):
                 raise ValueError(
                     f"{name}(steps=, window=, burn_in=) apply to a TimeAverage only: a "
                     "Terminal statistic has its own steps"
@@ -132,9 +131,9 @@ def step_score(system, params, t, x, xi):
 
 
 def initial_score(system, params, x0):
-    """d_theta log h_0(x0; theta) from ``system.initial_log_density`` (zero if absent)."""
-    density = getattr(system, "initial_log_density", None)
-    if density is None:
+    """d_theta log h_0(x0; theta) from ``system.initial_log_density`` (zero when it is
+    None: an initial law that does not depend on the parameters)."""
+    if system.initial_log_density(x0) is None:
         return jax.tree_util.tree_map(jnp.zeros_like, params.values)
     return jax.grad(lambda values: params.substitute(system, values).initial_log_density(x0))(
         params.values
@@ -143,7 +142,8 @@ def initial_score(system, params, x0):
 
 def check_initial_law(system, params, key) -> None:
     """Refuse a theta-dependent initial sampler without a density (its score is unknown)."""
-    if getattr(system, "initial_log_density", None) is not None:
+    x0 = jax.eval_shape(system.initial_state, key)
+    if jax.eval_shape(system.initial_log_density, x0) is not None:
         return
 
     def draw(values):

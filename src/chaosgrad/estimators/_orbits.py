@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import as_state
+from .._memory import state_dim
+from .._system import AbstractFlow
 from .._system import _run as _run_states
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import _spectrum_block, run_tangent_blocks
@@ -347,11 +349,7 @@ def mean_values(system, components, firsts, key, start, segment_steps: int):
 
 def state_dimension(system, starts: Starts) -> int:
     """The state dimension of ``system`` (a user model may leave ``dim`` to its start)."""
-    if system.dim is not None:
-        return int(system.dim)
-    if starts.rows is not None:
-        return int(starts.rows.shape[1])
-    return int(jax.eval_shape(system.initial_state, starts.keys[0]).shape[0])
+    return state_dim(system, starts.rows, starts.keys[0])
 
 
 def state_values(system, components, states):
@@ -398,8 +396,9 @@ def check_orbit(states, start):
 
 
 def is_flow(system) -> bool:
-    """A flow with a vector field (its class defines one: no bound method is made)."""
-    return system.time_step is not None and hasattr(type(system), "vector_field")
+    """A discretised flow (an :class:`~chaosgrad.AbstractFlow`: it declares its vector
+    field, whose direction is the neutral one)."""
+    return isinstance(system, AbstractFlow)
 
 
 class Starts(NamedTuple):

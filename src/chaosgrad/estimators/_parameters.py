@@ -85,7 +85,7 @@ def _every_parameter(system: System) -> tuple[Any, tuple[int, ...]]:
     markers = treedef.unflatten([_Position(i) for i in range(len(leaves))])
     data = {
         marker.index
-        for name in getattr(system, "data_fields", ())
+        for name in system.data_fields
         for marker in jax.tree_util.tree_leaves(getattr(markers, name))
     }
     chosen = [i for i, leaf in enumerate(leaves) if eqx.is_inexact_array(leaf) and i not in data]
@@ -125,7 +125,7 @@ class Parameters(eqx.Module):
             values, positions = _select(system, wrt)
         check_float64(values, "parameters selected by wrt")
         # which leaves are a layered field of the system (stacked per layer): by identity
-        stacks = {id(getattr(system, name)): name for name in getattr(system, "layered", ())}
+        stacks = {id(getattr(system, name)): name for name in system.layered}
         fields = tuple(stacks.get(id(leaf)) for leaf in jax.tree_util.tree_leaves(values))
         return cls(values, positions, fields if any(fields) else None)
 

@@ -29,6 +29,7 @@ from .._error_bars import count_unstable
 from .._system import System, check_horizon, simulate
 from ..lyapunov.spectrum import lyapunov_spectrum
 from ..statistics import WindowAverage
+from ._orbits import is_flow
 
 PILOT_STEPS = 20_000
 PILOT_BURN_IN = 2_000
@@ -158,7 +159,7 @@ def run_pilot(
     start = None if x0 is None else (x0[0] if jnp.ndim(x0) == 2 else x0)
     spectrum_key, orbit_key = jax.random.split(key)
     dim = int(jax.eval_shape(system.initial_state, spectrum_key).shape[0])
-    flow = system.time_step is not None and hasattr(system, "vector_field")
+    flow = is_flow(system)
     k = min(dim, 4)
     while True:
         result = lyapunov_spectrum(
@@ -201,9 +202,6 @@ def divisor_near(total: int, target: int) -> int:
     return min(divisors, key=lambda d: (abs(np.log(d / target)), d))
 
 
-AUTO_SETTINGS = ("unstable_dim", "segment_steps", "window")
-
-
 def resolve_orbit_settings(estimator, system, components, x0, key):
     """(estimator with its ``"auto"`` settings replaced, AutoReport or None) from a pilot.
 
@@ -212,7 +210,7 @@ def resolve_orbit_settings(estimator, system, components, x0, key):
     its own key (fold_in(key, 1)), so the estimate's random numbers are those of a run with
     the same settings given by hand.
     """
-    wanted = [name for name in AUTO_SETTINGS if getattr(estimator, name, None) == "auto"]
+    wanted = estimator.auto_settings()
     if not wanted:
         return estimator, None
     pilot = run_pilot(system, components, x0, jax.random.fold_in(key, 1))
@@ -283,7 +281,7 @@ def resolve_kernel_settings(estimator, system, components, params, x0, key):
     """(Kernel/PathKernel with ``window="auto"`` / ``alpha="auto"`` replaced, AutoReport or
     None): the window twice the decorrelation time within [2, 1000], alpha by
     :func:`choose_alpha`; the pilot uses keys folded from ``key``."""
-    wanted = [n for n in ("window", "alpha") if getattr(estimator, n, None) == "auto"]
+    wanted = estimator.auto_settings()
     if not wanted:
         return estimator, None
     pilot = run_pilot(system, components, x0, jax.random.fold_in(key, 1))

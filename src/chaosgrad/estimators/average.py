@@ -29,7 +29,6 @@ and keeps it for the backward pass, which only contracts it with w; the forward 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import equinox as eqx
@@ -74,15 +73,6 @@ def configure(
     return resolved
 
 
-def _auto_settings(estimator: AbstractEstimator) -> list[str]:
-    return [
-        field.name
-        for field in dataclasses.fields(estimator)
-        if isinstance(getattr(estimator, field.name), str)
-        and getattr(estimator, field.name) == "auto"
-    ]
-
-
 def _check_adjoint(adjoint) -> None:
     if not isinstance(adjoint, AbstractEstimator):
         raise TypeError(
@@ -90,8 +80,8 @@ def _check_adjoint(adjoint) -> None:
             f"{adjoint!r:.60}"
         )
     name = type(adjoint).__name__
-    if isinstance(adjoint, Auto) or _auto_settings(adjoint):
-        which = "Auto" if isinstance(adjoint, Auto) else ", ".join(_auto_settings(adjoint))
+    if isinstance(adjoint, Auto) or adjoint.auto_settings():
+        which = "Auto" if isinstance(adjoint, Auto) else ", ".join(adjoint.auto_settings())
         raise ValueError(
             f"{name}'s {which} is chosen by a pilot run on the host, which cannot run "
             "inside a differentiated or compiled computation: resolve it first, adjoint = "

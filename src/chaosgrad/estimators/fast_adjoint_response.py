@@ -129,6 +129,7 @@ class FastAdjointResponse(AbstractEstimator):
     """
 
     statistics = (TimeAverage,)
+    auto_fields = ("unstable_dim", "segment_steps", "window")
     unstable_dim: int | str
     segment_steps: int | str
     segments: int | None = None

@@ -173,6 +173,7 @@ class Kernel(AbstractKernelEstimator):
     """
 
     statistics = (Terminal, TimeAverage)
+    auto_fields = ("window",)
     samples: int
     steps: int | None = None
     window: int | str | None = None

@@ -245,6 +245,7 @@ class PathKernel(AbstractKernelEstimator):
     """
 
     statistics = (Terminal, TimeAverage)
+    auto_fields = ("window", "alpha")
     samples: int
     alpha: float | str
     steps: int | None = None

@@ -244,6 +244,7 @@ class Shadowing(AbstractEstimator):
     """
 
     statistics = (TimeAverage, WindowAverage)
+    auto_fields = ("unstable_dim", "segment_steps")
     unstable_dim: int | str
     segment_steps: int | str
     segments: int | None = None

@@ -54,7 +54,7 @@ def ftle(system: System, x0s, steps: int | None = None, *, key=None) -> jax.Arra
     check_float64(system, "system parameters")
     if x0s.ndim != 2:
         raise ValueError(f"x0s must have shape (inputs, dim), got {x0s.shape}")
-    steps = getattr(system, "horizon", None) if steps is None else steps
+    steps = system.horizon if steps is None else steps
     if steps is None:
         raise ValueError("steps is required for a system without a fixed depth")
     check_positive_int(steps, "steps")
