@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from chaosgrad.cli.main import cache_directory
+from chaosgrad.cli.cache import cache_directory
 
 GRAD = [
     "grad",

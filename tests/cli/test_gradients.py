@@ -1,14 +1,17 @@
 """`chaosgrad grad` and `chaosgrad compare`: estimators from the registry, settings to
 their fields, statistics from the system's defaults."""
 
+import dataclasses
 import json
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 import chaosgrad.estimators
 from chaosgrad import Backprop
 from chaosgrad.cli import app
+from chaosgrad.cli.estimate_options import SETTINGS, EstimateOptions
 from chaosgrad.cli.gradients import build_estimator, build_statistic
 from chaosgrad.cli.registry import build_system
 
@@ -355,3 +358,19 @@ def test_window_and_terminal_statistics_on_the_command_line(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)["grad"]["biases"]) == 6  # (depth, width)
+
+
+def test_grad_and_compare_take_the_shared_options_alike():
+    """Every field of EstimateOptions is an option of both commands, in the same place
+    (after the command's own arguments, before --out), with the same flags, help and
+    default; the estimator settings are the fields that name none of the others."""
+    commands = typer.main.get_command(app).commands
+    shared = [field.name for field in dataclasses.fields(EstimateOptions)]
+
+    def listed(name):
+        params = commands[name].params
+        return [(p.name, p.opts, getattr(p, "help", None), p.default) for p in params][3:-2]
+
+    assert [option[0] for option in listed("grad")] == shared
+    assert listed("grad") == listed("compare")
+    assert set(SETTINGS) == set(shared) - {"observable", "param", "statistic", "seed", "as_json"}

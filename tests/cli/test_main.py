@@ -132,7 +132,7 @@ def test_experiment_command(tmp_path):
 
 
 def test_progress_lines_away_from_a_terminal_are_rate_limited(capsys):
-    from chaosgrad.cli.main import progress_lines
+    from chaosgrad.cli.terminal import progress_lines
 
     advance = progress_lines(4, "lorenz63", every=3600.0)
     for _ in range(4):
@@ -237,8 +237,8 @@ def test_learn_out_of_memory_names_its_own_options(method, words, capsys):
     import jax
     import typer
 
+    from chaosgrad.cli.errors import user_errors
     from chaosgrad.cli.learn import memory_hint
-    from chaosgrad.cli.main import user_errors
 
     with pytest.raises(typer.Exit) as stop, user_errors(memory=memory_hint(method)):
         raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: out of memory allocating 9 GB")

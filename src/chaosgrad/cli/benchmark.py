@@ -87,8 +87,9 @@ def trainability(
         table_rows,
         task_methods,
     )
-    from .main import UserError, run_as_processes, user_errors, writer
+    from .errors import UserError, user_errors
     from .options import check_numbers
+    from .processes import run_as_processes, writer
     from .report import prepare_out
 
     run_as_processes(processes)

@@ -25,29 +25,12 @@ import numpy as np
 
 from ..estimators import ESTIMATORS, linear_response
 from ..statistics import AbstractStatistic, Terminal, TimeAverage, WindowAverage
+from .estimate_options import SETTINGS
 from .expressions import parse_observable
 from .options import flag
 
 STATISTICS = ("time-average", "window", "terminal")
 OLD_STATISTICS = {"average": "time-average"}  # version 1's name, still accepted
-
-SETTINGS = (
-    "steps",
-    "samples",
-    "burn_in",
-    "eps",
-    "window",
-    "truncation",
-    "unstable_dim",
-    "segment_steps",
-    "segments",
-    "blocks",
-    "batch",
-    "alpha",
-    "orbits",
-    "checkpoint",
-)
-"""Estimator settings the command line can give, each as ``--name-with-dashes``."""
 
 TIME_AVERAGE_ONLY = ("segments", "window")
 """Settings of a TimeAverage's orbit; for a finite horizon, ``--steps`` and ``--burn-in``

@@ -128,7 +128,7 @@ def learn_command(
 
     from ..plot import plot_reconstruction
     from ..reconstruct import METHODS, attractor_metrics, fit_trajectory
-    from .main import user_errors
+    from .errors import user_errors
     from .options import check_numbers
     from .report import prepare_out, write_json
 

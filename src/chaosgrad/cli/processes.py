@@ -12,6 +12,9 @@ exit code (or the first failure's).
 On several hosts there is no launcher: run the same command on every host with those three
 variables set by hand (or by the batch system): the coordinator's ``host:port`` (reachable
 from every host), the number of processes and each host's id.
+
+A command that takes ``--processes`` (the :data:`Processes` option) calls
+:func:`run_as_processes` first and writes ``--out`` through :func:`writer`.
 """
 
 from __future__ import annotations
@@ -21,8 +24,16 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Annotated
 
+import typer
+
+from .. import parallel
 from ..parallel import COORDINATOR, CPUS, PROCESS_ID, PROCESSES, cpu_shares
+from .errors import user_errors
+from .options import check_numbers
+from .terminal import console
 
 POLL_SECONDS = 0.1
 GRACE_SECONDS = 10.0
@@ -99,3 +110,49 @@ def _wait(workers: list[subprocess.Popen]) -> int:
         raise
     codes = [int(worker.returncode) for worker in workers]
     return codes[0] or next((code for code in codes if code), 0)
+
+
+Processes = Annotated[
+    int,
+    typer.Option(
+        help="split the samples or orbits over N local processes (see chaosgrad.parallel; "
+        "on several hosts set CHAOSGRAD_COORDINATOR, CHAOSGRAD_PROCESSES and "
+        "CHAOSGRAD_PROCESS_ID instead)"
+    ),
+]
+
+
+def run_as_processes(processes: int) -> None:
+    """At the top of a command: with ``--processes N`` > 1 (outside a worker) run the
+    command as N processes and exit with their exit code. Process 0 alone writes --out."""
+    with user_errors():
+        check_numbers({"processes": processes})
+    if processes > 1 and not in_worker():
+        raise typer.Exit(launch(processes))
+
+
+def writer(out: Path | None) -> Path | None:
+    """``--out`` for process 0; None for the others (they hold the same result)."""
+    return out if parallel.is_main_process() else None
+
+
+def join_processes() -> None:
+    """A process of a multi-process run (``--processes N`` or the environment variables of
+    ``chaosgrad.parallel``): join the others; all but process 0 compute silently.
+
+    The collectives library prints to the C-level stdout; that goes to stderr (process 0)
+    or nowhere (the others), so that ``--json`` still prints one JSON object.
+    """
+    main = os.environ.get(PROCESS_ID, "").strip() in ("", "0")  # before joining
+    sys.stdout.flush()
+    python_stdout = os.dup(sys.stdout.fileno())
+    target = os.open(os.devnull, os.O_WRONLY) if not main else os.dup(sys.stderr.fileno())
+    os.dup2(target, sys.stdout.fileno())
+    os.close(target)
+    if main:
+        sys.stdout = os.fdopen(python_stdout, "w", buffering=1)
+    else:
+        os.close(python_stdout)
+        console.quiet = True
+    with user_errors():
+        parallel.initialize()

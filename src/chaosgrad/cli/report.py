@@ -8,6 +8,9 @@ import math
 import tempfile
 from pathlib import Path
 
+import jax
+import numpy as np
+
 from .._runstate import FILENAME as RUN_FILE
 
 
@@ -63,6 +66,15 @@ def json_ready(payload: dict, warnings: list[str] | None = None) -> dict:
 
     cleaned = {k: clean(v, k) for k, v in payload.items() if k != "warnings"}
     return {**cleaned, "warnings": list(payload.get("warnings", [])) + notes}
+
+
+def jsonable(value):
+    """An array as a (nested) list, a NumPy scalar as a Python number; anything else as is."""
+    if isinstance(value, (np.ndarray, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
 
 
 def dumps(payload: dict, **options) -> str:
