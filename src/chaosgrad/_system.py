@@ -33,7 +33,6 @@ from ._errors import (
     check_float64,
     check_key,
     check_positive_int,
-    check_real,
     check_x64,
     first_line,
     first_nonfinite_step,
@@ -41,6 +40,7 @@ from ._errors import (
     traceable,
 )
 from ._functions import reads, with_static
+from ._integrate import check_method, check_time_step, integrate_step
 
 __all__ = [
     "System",
@@ -68,11 +68,6 @@ def param(value, name: str | None = None) -> Array:
     if name is not None:
         check_finite_array(array, name)
     return array
-
-
-def check_time_step(dt) -> float:
-    """``dt`` as a float: a positive, finite time step."""
-    return float(check_real(dt, "dt", positive=True))
 
 
 def check_dim(dim) -> int | None:
@@ -135,6 +130,13 @@ class System(eqx.Module):
     def time_step(self) -> float | None:
         """The time one step represents, for a discretised flow; ``None`` for a map."""
         return None
+
+    def vector_field(self, time, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
+        """F(time, x) of the flow dx/dt = F that a system with a ``time_step`` discretises;
+        its direction is the neutral one that Shadowing treats. A map has none."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has a time_step but does not define vector_field(time, x)"
+        )
 
     @property
     def horizon(self) -> int | None:
@@ -202,31 +204,6 @@ def layer_slices(system: System, start, steps: int) -> dict[str, Array]:
     }
 
 
-def integrate_step(field: Callable, t, x, dt: float, method: str):
-    """One step of size ``dt`` of dx/dt = field(time, x) from time ``t`` (a physical time).
-
-    ``method="rk4"``: classical fourth-order Runge-Kutta; ``"euler"``: forward Euler.
-    Differentiating this function gives the exact tangent of the discrete map (not a
-    frozen-Jacobian approximation, which would only be first order).
-    """
-    if method == "euler":
-        return x + dt * field(t, x)
-    if method == "rk4":
-        k1 = field(t, x)
-        k2 = field(t + dt / 2, x + (dt / 2) * k1)
-        k3 = field(t + dt / 2, x + (dt / 2) * k2)
-        k4 = field(t + dt, x + dt * k3)
-        return x + (dt / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
-    raise ValueError(f"method must be 'rk4' or 'euler', got {method!r}")
-
-
-def _check_method(method: str, stochastic: bool) -> None:
-    if method not in ("rk4", "euler"):
-        raise ValueError(f"method must be 'rk4' or 'euler', got {method!r}")
-    if stochastic and method != "euler":
-        raise ValueError("a flow with noise is integrated by Euler-Maruyama: pass method='euler'")
-
-
 class AbstractFlow(System):
     """A continuous-time model dx = F(t, x) dt + s(t, x) dB seen through one integrator step.
 
@@ -236,7 +213,7 @@ class AbstractFlow(System):
     """
 
     dt: eqx.AbstractVar[float]
-    method: eqx.AbstractVar[str]
+    method: eqx.AbstractVar[Any]
 
     @abc.abstractmethod
     def vector_field(self, time, x):
@@ -294,13 +271,16 @@ class Flow(AbstractFlow):
     it are made float64 arrays (so ``args=28.0`` is a parameter too).
     ``noise`` is the SDE amplitude s: a number (additive noise, a differentiable parameter)
     or a function ``noise(t, x, args)``. Noise requires ``method="euler"`` (Euler-Maruyama).
+    ``method`` is ``"rk4"``, ``"euler"`` or a diffrax fixed-step solver such as
+    ``diffrax.Heun()`` or ``diffrax.Tsit5()`` (one step of size ``dt`` each: see
+    :mod:`chaosgrad._integrate`).
     ``dim`` is needed only to draw an initial state (``initial_state``); otherwise the
     dimension comes from the ``x0`` you pass.
     """
 
     field: Callable = eqx.field(static=True)
     dt: float = eqx.field(static=True)
-    method: str = eqx.field(static=True)
+    method: Any = eqx.field(static=True)
     args: Any
     noise_level: Any
     dim: int | None = eqx.field(static=True)
@@ -310,7 +290,7 @@ class Flow(AbstractFlow):
         self,
         vector_field: Callable,
         dt: float,
-        method: str = "rk4",
+        method: Any = "rk4",
         args=None,
         noise=0.0,
         *,
@@ -322,7 +302,7 @@ class Flow(AbstractFlow):
         self.dt = check_time_step(dt)
         self.args = parameter_args(args)
         self._stochastic, self.noise_level = _user_noise(noise)
-        _check_method(method, self._stochastic)
+        check_method(method, self._stochastic)
         self.method = method
         self.dim = check_dim(dim)
 

@@ -31,7 +31,6 @@ import numpy as np
 
 from .._errors import as_state
 from .._memory import state_dim
-from .._system import AbstractFlow
 from .._system import _run as _run_states
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import _spectrum_block, run_tangent_blocks
@@ -396,9 +395,9 @@ def check_orbit(states, start):
 
 
 def is_flow(system) -> bool:
-    """A discretised flow (an :class:`~chaosgrad.AbstractFlow`: it declares its vector
-    field, whose direction is the neutral one)."""
-    return isinstance(system, AbstractFlow)
+    """A discretised flow: a system with a ``time_step``, whose ``vector_field`` gives the
+    neutral direction (``System.vector_field``)."""
+    return system.time_step is not None
 
 
 class Starts(NamedTuple):

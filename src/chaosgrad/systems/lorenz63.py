@@ -13,7 +13,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._system import AbstractFlow, _check_method, check_time_step, param
+from .._integrate import check_method, check_time_step
+from .._system import AbstractFlow, param
 
 
 class Lorenz63(AbstractFlow):
@@ -30,7 +31,7 @@ class Lorenz63(AbstractFlow):
     default_observable = "z"
 
     def __init__(self, rho=28.0, sigma=10.0, beta=8.0 / 3.0, dt=0.005, method="rk4"):
-        _check_method(method, False)
+        check_method(method, False)
         self.rho, self.sigma = param(rho, "rho"), param(sigma, "sigma")
         self.beta = param(beta, "beta")
         self.dt, self.method, self.dim = check_time_step(dt), method, 3

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_at_least
-from .._system import AbstractFlow, _check_method, check_time_step, param
+from .._integrate import check_method, check_time_step
+from .._system import AbstractFlow, param
 
 
 def lorenz96_field(x, forcing):
@@ -33,7 +34,7 @@ class Lorenz96(AbstractFlow):
 
     def __init__(self, n=40, forcing=8.0, dt=0.01, method="rk4"):
         n = check_at_least(n, "n", 4, "the Lorenz-96 coupling reaches two neighbours")
-        _check_method(method, False)
+        check_method(method, False)
         self.forcing = param(forcing, "forcing")
         self.dt, self.method, self.dim = check_time_step(dt), method, n
 

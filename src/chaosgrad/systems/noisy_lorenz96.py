@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_at_least
-from .._system import AbstractFlow, check_time_step, param
+from .._integrate import check_time_step
+from .._system import AbstractFlow, param
 from .lorenz96 import lorenz96_field
 
 

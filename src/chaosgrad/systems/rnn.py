@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from .._errors import check_positive_int, check_real
-from .._system import System, _check_method, check_time_step, integrate_step, param
+from .._integrate import check_method, check_time_step, integrate_step
+from .._system import System, param
 
 
 class TanhRNN(System):
@@ -58,7 +59,7 @@ class TanhRNN(System):
         self.b = param(jnp.zeros(n) if b is None else b, "b")
         if self.b.shape != (n,):
             raise ValueError(f"b must have shape ({n},), got {self.b.shape}")
-        _check_method(method, False)
+        check_method(method, False)
         self.dim, self.continuous, self.method = n, bool(continuous), method
         self.dt = check_time_step(dt)
 
