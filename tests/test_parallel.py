@@ -14,7 +14,6 @@ import sys
 from unittest import mock
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -284,20 +283,6 @@ def test_a_process_is_held_to_the_cores_it_is_given():
     for bad in ("a,b", "100000"):
         with pytest.raises(ValueError, match="CHAOSGRAD_CPUS must be a comma list"):
             parallel.bind_cpus(bad)
-
-
-def test_host_arrays_move_to_the_device_in_one_call_unchanged():
-    leaves = [np.arange(3.0), np.float64(2.5) * np.ones(()), np.eye(2)]
-    moved = parallel.to_device(leaves)
-    assert all(isinstance(leaf, jax.Array) for leaf in moved)
-    for before, after in zip(leaves, moved, strict=True):
-        assert after.dtype == before.dtype and after.shape == before.shape
-        np.testing.assert_array_equal(np.asarray(after), before)
-    rows, keys = parallel.batch_of_one((jnp.asarray([1.0, 2.0]), jax.random.key(4)))
-    assert rows.shape == (1, 2) and keys.shape == (1,)
-    np.testing.assert_array_equal(
-        jax.random.key_data(keys[0]), jax.random.key_data(jax.random.key(4))
-    )
 
 
 COLLECT_SCRIPT = """

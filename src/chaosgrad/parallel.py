@@ -313,26 +313,6 @@ def to_host(array) -> np.ndarray:
     return np.asarray(array)
 
 
-@jax.jit
-def _moved(tree):
-    return tree
-
-
-def to_device(tree):
-    """Host (numpy) arrays as device arrays, every leaf in one compiled call: through jit's
-    fast path the move costs ~10 us plus ~5 us a leaf, where ``jax.device_put`` or
-    ``jnp.asarray`` costs 50-80 us for each array (measured on a 2-core CPU, jax 0.10);
-    a small warm estimate makes several such moves."""
-    return _moved(tree)
-
-
-@jax.jit
-def batch_of_one(tree):
-    """Every leaf with a leading sample axis of length one (one compiled call: an eager
-    ``key[None]`` or ``jnp.stack([key])`` costs 70-140 us, this ~12 us)."""
-    return jax.tree_util.tree_map(lambda leaf: leaf[None], tree)
-
-
 def sample_parallel(function):
     """Compile ``function`` (``eqx.filter_jit``) for the mesh: its body lays its sample axis
     out with :func:`spread`; its result is collected on every device and returned local."""

@@ -34,7 +34,7 @@ from .._memory import state_dim
 from .._system import _run as _run_states
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import _spectrum_block, run_tangent_blocks
-from ..parallel import batch_of_one, collect, local, map_samples
+from ..parallel import collect, local, map_samples
 from ._rollout import check_finite
 
 
@@ -426,8 +426,7 @@ def orbit_starts(system, x0, key, orbits: int) -> Starts:
                     f"or set orbits={x0.shape[0]}"
                 )
             x0 = x0[0]
-        rows, keys = batch_of_one((x0, key))
-        return Starts(rows, keys)
+        return Starts(None if x0 is None else x0[None], key[None])
     keys = jax.random.split(key, orbits)
     if x0 is None:
         return Starts(None, keys)

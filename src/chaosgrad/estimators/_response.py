@@ -30,7 +30,6 @@ from .._errors import (
 )
 from .._functions import StaticFunction, bound
 from .._system import System, _run, bind, check_noise_setting, check_state_shape
-from ..parallel import to_device
 from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, Estimate, _jacobian_tree
 from ._parameters import Parameters
@@ -109,51 +108,52 @@ def check_states_finite(raw: Estimate, system: System, estimator, statistic, x0,
         )
 
 
-def _finish(
-    raw: Estimate,
-    layout: Callable,
-    began: float,
-    statistic: AbstractStatistic,
-    out_structure,
-) -> Estimate:
-    """The estimator's flat result in the user's layout: value in the observable's
-    structure ``out_structure``, grad, stderr and the per-parameter diagnostics through
-    ``layout``. A concrete result is laid out on the host and moved to the device in one
-    transfer (an eager slice or reshape costs tens of microseconds, which a small warm
-    estimate of a few milliseconds would spend several times over)."""
+class _Layout(eqx.Module):
+    """How an estimator's flat results reach the user: the statistic's structure (its
+    leaves' shapes, static) and whether the rows are a Jacobian's or a loss gradient's."""
+
+    treedef: Any = eqx.field(static=True)
+    shapes: tuple = eqx.field(static=True)
+    count: int = eqx.field(static=True)
+    jacobian: bool = eqx.field(static=True)
+
+    def __init__(self, out_structure, count: int, jacobian: bool):
+        leaves, self.treedef = jax.tree_util.tree_flatten(out_structure)
+        self.shapes = tuple(jax.ShapeDtypeStruct(leaf.shape, leaf.dtype) for leaf in leaves)
+        self.count, self.jacobian = count, jacobian
+
+    @property
+    def out(self):
+        return jax.tree_util.tree_unflatten(self.treedef, self.shapes)
+
+    def rows(self, tree):
+        """Parameter pytree with a leading axis of k rows -> the user's layout: jacrev's
+        (the statistic's structure outside) or, for a loss, its one row."""
+        if self.jacobian:
+            return _jacobian_tree(tree, self.out, self.count)
+        return jax.tree_util.tree_map(lambda g: g[0], tree)
+
+
+@eqx.filter_jit
+def _laid_out(layout: _Layout, value, grad, stderr, extras):
+    """The value in the observable's structure, and grad, stderr and the per-parameter
+    diagnostics in ``layout``: one compiled program."""
+    value = _jacobian_tree(value, layout.out, value.shape[0])
+    return value, layout.rows(grad), layout.rows(stderr), [layout.rows(e) for e in extras]
+
+
+def _finish(raw: Estimate, layout: _Layout, began: float, statistic: AbstractStatistic) -> Estimate:
+    """The estimator's flat result in the user's layout (:func:`_laid_out`), its NaN/inf
+    reported, the time taken recorded."""
     info = check_estimate_finite(raw, statistic, raw.info)
     names = [name for name in info.per_parameter if getattr(info, name) is not None]
-    parts = (raw.value, raw.grad, raw.stderr, [getattr(info, name) for name in names])
-    concrete = not any(is_traced(leaf) for leaf in jax.tree_util.tree_leaves(parts))
-    if concrete:
-        parts = jax.tree_util.tree_map(_to_host, parts)
-    value, grad, stderr, extras = parts
-    value = _jacobian_tree(value, out_structure, np.shape(value)[0])  # the flat value unravelled
-    laid = (value, layout(grad), layout(stderr), [layout(extra) for extra in extras])
-    if concrete:
-        leaves, treedef = jax.tree_util.tree_flatten(laid)
-        moved = iter(to_device([leaf for leaf in leaves if isinstance(leaf, np.ndarray)]))
-        laid = treedef.unflatten(
-            [next(moved) if isinstance(leaf, np.ndarray) else leaf for leaf in leaves]
-        )
-    value, grad, stderr, extras = laid
+    extras = [getattr(info, name) for name in names]
+    value, grad, stderr, extras = _laid_out(
+        layout, jnp.asarray(raw.value), raw.grad, raw.stderr, extras
+    )
     updates = dict(zip(names, extras, strict=True))
     info = dataclasses.replace(info, seconds=time.perf_counter() - began, **updates)
     return Estimate(value, grad, stderr, info)
-
-
-def _to_host(leaf):
-    return np.asarray(leaf) if isinstance(leaf, jax.Array) else leaf
-
-
-def _weak(leaf) -> bool:
-    """A weak-typed inexact array (``jnp.asarray(28.0)``)."""
-    return eqx.is_inexact_array(leaf) and getattr(leaf, "weak_type", False)
-
-
-def _strong(leaf):
-    """A weak-typed inexact array as a strong one of its dtype (others unchanged)."""
-    return jnp.asarray(leaf, dtype=leaf.dtype) if _weak(leaf) else leaf
 
 
 def _prepare(system, statistic, estimator, wrt, x0, key):
@@ -170,13 +170,7 @@ def _prepare(system, statistic, estimator, wrt, x0, key):
         raise ValueError("key is required: linear_response(..., key=jax.random.key(0))")
     check_key(key)
     check_noise_setting(system)
-    # strong float64 everywhere: a weak-typed scalar (jnp.asarray(28.0)) would key a new
-    # compilation although the values are all that changed (only weak leaves are converted:
-    # a conversion is a device transfer, ~50 us each)
-    if any(_weak(leaf) for leaf in jax.tree_util.tree_leaves(system)):
-        system = jax.tree_util.tree_map(_strong, system)  # rebuilt only when it must be
-    # called through the class: equinox binds a method afresh at every access (~35 us)
-    type(estimator).check_statistic(estimator, statistic, system)
+    estimator.check_statistic(statistic, system)
     params = Parameters.of(system, wrt)
     if x0 is not None:
         x0 = as_state(x0, "x0")
@@ -221,9 +215,9 @@ def linear_response(
         system, statistic, estimator, wrt, x0, key
     )
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
-        raw = type(estimator).estimate(estimator, system, components, params, x0, key, None)
+        raw = estimator.estimate(system, components, params, x0, key, None)
     check_states_finite(raw, system, estimator, statistic, x0, key)
-    return _finish(raw, lambda tree: _jacobian_tree(tree, out, count), began, statistic, out)
+    return _finish(raw, _Layout(out, count, jacobian=True), began, statistic)
 
 
 @eqx.filter_jit
@@ -298,15 +292,9 @@ def loss_estimate(
     loss_function = _bind_loss(loss, out)
     cotangent = LossCotangent(loss_function, out)
     with np.errstate(all="ignore"):  # NaN/inf are reported by _finish, in one message
-        raw = type(estimator).estimate(estimator, system, components, params, x0, key, cotangent)
+        raw = estimator.estimate(system, components, params, x0, key, cotangent)
     check_states_finite(raw, system, estimator, statistic, x0, key)
-    estimate = _finish(
-        raw,
-        lambda tree: jax.tree_util.tree_map(lambda g: g[0], tree),
-        began,
-        statistic,
-        out,
-    )
+    estimate = _finish(raw, _Layout(out, count, jacobian=False), began, statistic)
     return _loss_and_cotangent(loss_function, out, jnp.asarray(raw.value))[0], estimate
 
 

@@ -33,7 +33,7 @@ from .._memory import check_memory, state_dim
 from .._runstate import RunCheckpoint, fingerprint
 from .._system import System, _run, bind, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
-from ..parallel import batch_of_one, map_samples, sample_parallel
+from ..parallel import map_samples, sample_parallel
 
 
 class LyapunovResult(eqx.Module):
@@ -204,7 +204,8 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
     keys of its start and of its vectors; orbit r of R > 1 does the same with
     ``fold_in(key, r)``, so it is the single run with that key. ``k``: None for all."""
     if orbits == 1:
-        rows, keys = batch_of_one((None if x0 is None else as_state(x0, "x0"), key))
+        rows = None if x0 is None else as_state(x0, "x0")[None]
+        keys = key[None]
     else:
         if x0 is not None:
             shape = tuple(np.shape(x0))
