@@ -509,13 +509,9 @@ def check_start(system: System, x0) -> Array:
 
 def check_state_shape(system: System, x0) -> None:
     """The checks of :func:`check_start` on anything with a ``shape`` and ``dtype`` (an
-    array or a ``jax.ShapeDtypeStruct``), already a real array: float64, a vector of the
-    system's ``dim``, mapped by the step to a state of its shape. Passed checks are
-    remembered per :func:`_step_signature` (which holds every dtype and shape they read,
-    and the step's reads once :func:`bind` set them)."""
-    signature = _step_signature(system.for_sample(0), x0)
-    if signature is not None and ("start", signature) in _CHECKED_STEPS:
-        return
+    array or a ``jax.ShapeDtypeStruct``), already a real array: float64 and a vector of the
+    system's ``dim``. That the step maps it to a state of its shape is checked by
+    :func:`bind`, which every public function calls before it computes."""
     check_float64(system, "system parameters")
     if x0.dtype != jnp.float64:
         raise TypeError(f"x0 has dtype {x0.dtype}; {_X64_HINT}")
@@ -524,9 +520,6 @@ def check_state_shape(system: System, x0) -> None:
     dim = system.dim
     if dim is not None and x0.shape[0] != dim:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
-    check_step(system, x0)
-    if signature is not None:
-        _CHECKED_STEPS.add(("start", signature))
 
 
 def _step_owner(system: System) -> str:
@@ -555,43 +548,8 @@ def check_step(system: System, x) -> None:
     Evaluated abstractly (``eqx.filter_eval_shape``: nothing runs), so a wrong-shaped
     ``Map``/``Flow`` function is one clear error before any computation, not a ``scan``
     carry mismatch from inside JAX. A flow's field is checked before the integrator step
-    that uses it. A passed check is remembered per system structure, functions and state
-    shape (:func:`_step_signature`)."""
-    one = system.for_sample(0)
-    signature = _step_signature(one, x)
-    if signature is not None and signature in _CHECKED_STEPS:
-        return
-    _probe_step(system, one, x)
-    if signature is not None:
-        if len(_CHECKED_STEPS) >= 256:  # bounded: each entry holds the system's functions
-            _CHECKED_STEPS.clear()
-        _CHECKED_STEPS.add(signature)
-
-
-_CHECKED_STEPS: set = set()
-"""Signatures (:func:`_step_signature`) of the systems whose step passed the check."""
-
-
-def _step_signature(system: System, x):
-    """What the step check depends on, hashable: the system's structure and non-array
-    fields (its functions included), its arrays' shapes and dtypes, and x's; None when a
-    field cannot be hashed (then the check runs every time). A repeated call (a second
-    estimate, the next training step) skips the abstract evaluation (about 2 ms)."""
-    leaves, structure = jax.tree_util.tree_flatten(system)
-    signature = (
-        structure,
-        tuple(
-            ("array", leaf.shape, str(leaf.dtype)) if eqx.is_array(leaf) else (type(leaf), leaf)
-            for leaf in leaves
-        ),
-        tuple(x.shape),
-        str(x.dtype),
-    )
-    try:
-        hash(signature)
-    except TypeError:
-        return None
-    return signature
+    that uses it. :func:`bind` runs this check as it traces the step."""
+    _probe_step(system, system.for_sample(0), x)
 
 
 def _step_of(system: System, t, x, xi):
@@ -648,13 +606,8 @@ def bind(system: System, x) -> System:
     ``Map`` whose function reads a changed global or a closed-over array mutated in place
     compiles afresh instead of returning the old trajectory.
     """
-    one = system.for_sample(0)
-    digest = _probe_step(system, one, x)
-    bound = with_static(system, reads=digest)
-    signature = _step_signature(bound.for_sample(0), x)
-    if signature is not None:
-        _CHECKED_STEPS.add(signature)
-    return bound
+    digest = _probe_step(system, system.for_sample(0), x)
+    return with_static(system, reads=digest)
 
 
 @eqx.filter_jit
