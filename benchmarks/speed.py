@@ -739,7 +739,7 @@ def far_floor(quick: bool) -> dict:
     is kept. Their sum per step, times the row's steps, is a floor no schedule of this
     algorithm beats here; ``best_ratio`` is the reference time over that floor."""
     from chaosgrad.estimators._parameters import Parameters
-    from chaosgrad.estimators._sweep import segment_jacobians
+    from chaosgrad.estimators._segment_steps import segment_jacobians
     from chaosgrad.estimators._unstable import second_order_terms
 
     batches = (320, 1280) if quick else (320, 1280, 5120, 20480)
