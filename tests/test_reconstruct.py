@@ -13,6 +13,9 @@ from typer.testing import CliRunner
 import chaosgrad as cg
 from chaosgrad.cli.main import app
 from chaosgrad.reconstruct import (
+    GTF,
+    Flossing,
+    StatisticsLoss,
     attractor_metrics,
     fit_trajectory,
     forcing_alpha,
@@ -49,13 +52,12 @@ def test_every_method_lowers_its_objective(lorenz_data, method):
         lorenz_data,
         model=model,
         dt=0.01,
-        method=method,
+        method=Flossing(steps=50) if method == "flossing" else method,
         key=KEY,
         iterations=30,
         window=10,
         batch=8,
         learning_rate=1e-2,
-        floss_steps=50,
     )
     assert fit.status == "ok"
     series = jnp.asarray((lorenz_data - fit.mean) / fit.std)
@@ -122,6 +124,15 @@ def test_bad_input_is_refused(data, options, message):
         fit_trajectory(data, **settings)
 
 
+def test_a_method_object_refuses_bad_settings_naming_them():
+    with pytest.raises(ValueError, match="steps must be positive"):
+        Flossing(steps=0)
+    with pytest.raises(ValueError, match="alpha_every must be positive"):
+        GTF(alpha_every=0)
+    with pytest.raises(ValueError, match="weight"):
+        StatisticsLoss(weight=float("nan"))
+
+
 def test_learn_command_writes_strict_json(tmp_path, lorenz_data):
     np.save(tmp_path / "data.npy", lorenz_data[:1200])
     out = tmp_path / "out"
@@ -153,20 +164,21 @@ def test_statistics_method_caps_u_when_every_exponent_is_above_the_threshold(mon
     """The condition that crashed long runs ("unstable_dim=3 must be smaller than the
     dimension 3"): the model's three exponents all above -0.05. It is met here on purpose
     (the measurement returns 3); the run goes on with u = 2 and records both numbers."""
-    import chaosgrad.reconstruct as reconstruct
+    import chaosgrad._trajectory_methods as methods
 
-    monkeypatch.setattr(reconstruct, "unstable_dimension", lambda *args, **kwargs: 3)
+    monkeypatch.setattr(methods, "unstable_dimension", lambda *args, **kwargs: 3)
     fit = fit_trajectory(
         _roessler_data(1500),
         model=neural_vector_field(3, 0.05, key=jax.random.key(5)),
         dt=0.05,
-        method="statistics",
+        method=StatisticsLoss(
+            estimator=cg.Shadowing(unstable_dim=1, segment_steps=10, segments=6, burn_in=20),
+            spectrum_every=1,
+        ),
         key=KEY,
         iterations=2,
         window=10,
         batch=4,
-        spectrum_every=1,
-        statistics_estimator=cg.Shadowing(unstable_dim=1, segment_steps=10, segments=6, burn_in=20),
     )
     assert fit.status == "ok"
     assert fit.history["unstable_dim_measured"] == [3, 3]
