@@ -177,6 +177,21 @@ def test_schedule_runs_regularizer_only_iterations_without_the_estimator():
     assert float(result.system.args) == pytest.approx(1.5, abs=1e-3)
 
 
+def test_schedule_weights_scale_the_two_gradients():
+    """Weights (0.5, 2) run as the loss halved and the regulariser doubled."""
+
+    def penalty(system):
+        return (system.args - 1.0) ** 2
+
+    weighted = cg.fit(
+        ar1(), iterations=3, regularizer=penalty, schedule=lambda i: (0.5, 2.0), **quick()
+    )
+    halved = quick(loss=lambda s: 0.5 * (s - 3.0) ** 2)
+    scaled = cg.fit(ar1(), iterations=3, regularizer=lambda s: 2.0 * penalty(s), **halved)
+    for name in ("grad_norm", "parameters"):
+        np.testing.assert_allclose(weighted.history[name], scaled.history[name], rtol=1e-12)
+
+
 def test_budget_stops_the_run_and_bad_budget_is_refused():
     settings = dict(
         loss=lambda s: (s - 3.0) ** 2,
@@ -371,23 +386,42 @@ def test_non_finite_update_at_the_first_iteration_keeps_the_start(tmp_path):
     same_run(resumed, cg.fit(ar1(), iterations=6, **quick()))
 
 
+def breaking(limit: float):
+    """ar1() whose states are NaN once g > limit (a model past its range)."""
+    return cg.Map(
+        lambda t, x, p: 0.5 * x + p + 0.0 * jnp.sqrt(limit - p), args=jnp.asarray(0.0), dim=1
+    )
+
+
 def test_estimator_failure_resumes_with_changed_estimator_settings(tmp_path, monkeypatch):
-    """An estimator raising FloatingPointError (a NaN orbit) at iteration 3, at the parameters
-    iteration 2 produced: the same settings are refused, other estimator settings redo
-    iteration 2 from the parameters it started from."""
+    """An estimator failing (a NaN orbit) at iteration 3, at the parameters iteration 2
+    produced: the step flags it (``metrics.finite`` False, simulated here), and the host
+    checks, run at that iteration only, raise FloatingPointError naming the step (simulated
+    too). The same settings are refused, other estimator settings redo iteration 2 from the
+    parameters it started from."""
+    import equinox as eqx
+
     import chaosgrad.train as train
 
-    real, calls = train.loss_estimate, []
+    iterations, checks = [], []
+    real = train._iteration
 
-    def failing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise FloatingPointError("NaN in the orbit at step 17")
-        return real(*args, **kwargs)
+    def flagging(*args):
+        updated, values, metrics, *rest = real(*args)
+        iterations.append(1)
+        if len(iterations) == 4:
+            metrics = eqx.tree_at(lambda m: m.finite, metrics, jnp.asarray(False))
+        return (updated, values, metrics, *rest)
 
-    monkeypatch.setattr(train, "loss_estimate", failing)
+    def naming(*args, **kwargs):
+        checks.append(1)
+        raise FloatingPointError("NaN in the orbit at step 17")
+
+    monkeypatch.setattr(train, "_iteration", flagging)
+    monkeypatch.setattr(train, "loss_estimate", naming)
     failed = cg.fit(ar1(), iterations=8, checkpoint=tmp_path, **quick())
-    monkeypatch.setattr(train, "loss_estimate", real)
+    monkeypatch.undo()
+    assert len(checks) == 1  # no host round trip at the good iterations
     assert failed.status == "failed at iteration 3: NaN in the orbit at step 17"
     assert failed.iterations == 3
     assert float(failed.system.args) == float(cg.fit(ar1(), iterations=2, **quick()).system.args)
@@ -398,6 +432,33 @@ def test_estimator_failure_resumes_with_changed_estimator_settings(tmp_path, mon
     assert resumed.status == "ok" and resumed.iterations == 8
     assert resumed.history["loss"][:2] == failed.history["loss"][:2]
     assert resumed.history["loss"][2] != failed.history["loss"][2]  # redone, other settings
+
+
+def test_a_nan_orbit_is_named_by_the_host_checks():
+    failed = cg.fit(breaking(1.0), iterations=8, **quick())
+    assert failed.status.startswith("failed at iteration 3: the trajectory became NaN/inf")
+    assert "step" in failed.status and failed.iterations == 3
+
+
+def test_auto_settings_are_resolved_once_before_the_first_iteration():
+    """fit with Shadowing(unstable_dim="auto") runs as with configure's estimator given by
+    hand (the pilot at the start, with fit's key)."""
+    system, z = cg.Lorenz63(dt=1e-3, method="euler"), TimeAverage(lambda x: x[2])
+    auto = cg.Shadowing(unstable_dim="auto", segment_steps=40, segments=20)
+    settings = dict(
+        loss=lambda s: (s - 23.0) ** 2,
+        statistic=z,
+        optimizer=optax.sgd(1e-3),
+        wrt=lambda s: s.rho,
+        iterations=2,
+        key=KEY,
+    )
+    by_hand = cg.configure(system, z, auto, wrt=lambda s: s.rho, key=KEY)
+    assert by_hand.unstable_dim == 2
+    resolved = cg.fit(system, estimator=auto, **settings)
+    given = cg.fit(system, estimator=by_hand, **settings)
+    assert resolved.status == "ok" and resolved.history["loss"] == given.history["loss"]
+    assert float(resolved.system.rho) == float(given.system.rho) != float(system.rho)
 
 
 def test_log_every_prints_rate_limited_progress_on_stderr(capsys):

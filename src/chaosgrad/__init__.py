@@ -10,6 +10,7 @@ command line turns it on itself.
 """
 
 from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate
+from ._train_step import TrainMetrics, TrainState, TrainStep
 from .estimators import (
     AbstractSweep,
     Auto,
@@ -95,6 +96,9 @@ __all__ = [
     "AbstractFlow",
     "FitResult",
     "fit",
+    "TrainMetrics",
+    "TrainState",
+    "TrainStep",
     "CovariantResult",
     "adjoint_vectors",
     "covariant_vectors",

@@ -1,40 +1,44 @@
-"""fit()'s checkpoint file: one file, written atomically, checksummed, with a fingerprint.
+"""Checkpoints: one file per run, in one format, written atomically and checksummed.
 
-``DIR/checkpoint.eqx`` holds everything a resume needs, so that no crash can leave a
-parameter file and a history file that disagree:
+Every resumable run keeps one file in its checkpoint directory: ``fit`` writes
+``DIR/checkpoint.eqx``, ``lyapunov_spectrum``, ``Shadowing`` and ``FastAdjointResponse``
+write ``DIR/run.ckpt`` (:mod:`chaosgrad._runstate`). Both are::
 
-    MAGIC                    16 bytes, b"chaosgrad-ckpt\\n\\x01" (the last byte: format version)
-    n                        8 bytes, unsigned little-endian: length of the header
-    header                   n bytes of UTF-8 JSON: iteration, status, history, fingerprint,
-                             and the byte length of each payload
-    payloads                 Equinox-serialised leaves (``eqx.tree_serialise_leaves``): the
-                             parameter values, then the optimiser state
-    sha256                   32 bytes: the digest of everything before it
+    MAGIC     16 bytes, b"chaosgrad-ckpt\\n" and the format version (one byte: 2)
+    n         8 bytes, unsigned little-endian: length of the header
+    header    n bytes of UTF-8 JSON: {"version": 2, "kind": what wrote it, "fingerprint":
+              the settings it was made with (chaosgrad._fingerprint), "meta": the run's own
+              JSON (fit: iteration, status, history; a run: its arrays' names, dtypes and
+              shapes), "parts": [[name, length in bytes], ...]}
+    parts     the parts, one after the other: ``eqx.tree_serialise_leaves`` bytes of a
+              pytree each (fit: "values" and "opt_state"; a run: "state", a dict of arrays)
+    sha256    32 bytes: the digest of everything before it
 
 It is written to a temporary file in the same directory, flushed and ``fsync``-ed, then
 ``os.replace``-d over the final name (and the directory is ``fsync``-ed): a reader sees the
-old checkpoint or the new one, never a mixture. A truncated or modified file fails the
-digest and is reported as corrupt, never loaded.
+old file or the new one, never a mixture. A truncated, modified or foreign file fails the
+checks and is refused, never loaded: ``checkpoint DIR is corrupt: ...`` (a ValueError,
+:class:`CorruptCheckpoint`).
 
-The fingerprint (:func:`fingerprint`) records the settings that decide what a resumed run
-computes, as strings that are stable across processes: the key's data, the estimator (type
-and fields), the statistic (type and horizon; the observable is a function and is not
-compared), the ``wrt`` selection (the system paths, shapes and dtypes of the selected
-parameters), and the optimiser (the structure of ``optimizer.init(values)``, plus a probe:
-the first two updates it makes for a fixed pseudo-gradient at the saved parameters, which
-sees a changed learning rate where the structure cannot; stored for a failed run only).
+Older files on disk:
 
-The older format (``state.eqx`` and ``history.json`` side by side) is still read.
+* fit's format version 1 (the same layout; its header holds iteration, status, history,
+  fingerprint and the two payload lengths) is read. Its fingerprint has no ``system``,
+  ``parameter``, ``observable``, ``loss`` nor ``x0``: those are not compared.
+* fit's two-file format (``state.eqx`` and ``history.json`` side by side) is read, with
+  nothing to compare.
+* the run file of chaosgrad before version 3 (``b"chaosgrad-run\\n\\x00\\x01"``, arrays in
+  ``numpy.savez``) is refused with the fix: delete it (the run starts afresh) or finish the
+  run with the earlier chaosgrad. Its fingerprint described functions by their bytecode,
+  which can never match a fingerprint of what they compute.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import json
 import os
-import re
 import struct
 import tempfile
 from pathlib import Path
@@ -46,31 +50,47 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from . import _fingerprint
+from ._fingerprint import first_difference, refusal
+
 FILENAME = "checkpoint.eqx"
 OLD_STATE, OLD_HISTORY = "state.eqx", "history.json"
-VERSION = 1
-MAGIC = b"chaosgrad-ckpt\n" + bytes([VERSION])
+VERSION = 2
+_PREFIX = b"chaosgrad-ckpt\n"
+MAGIC = _PREFIX + bytes([VERSION])
+OLD_RUN_MAGIC = b"chaosgrad-run\n\x00\x01"
 _LENGTH = struct.Struct("<Q")
 _DIGEST = 32  # sha256
 _SMALLEST = len(MAGIC) + _LENGTH.size + _DIGEST
+
+__all__ = [  # what fit uses; the comparison rules are chaosgrad._fingerprint's
+    "CorruptCheckpoint",
+    "Stored",
+    "deserialise",
+    "fingerprint",
+    "first_difference",
+    "optimizer_probe",
+    "read",
+    "refusal",
+    "same_probe",
+    "serialise",
+    "write",
+]
 
 
 class CorruptCheckpoint(ValueError):
     """A checkpoint file that cannot be trusted (truncated, modified or not a checkpoint)."""
 
 
-class Stored(NamedTuple):
-    """A checkpoint as read: metadata and the serialised leaves (not yet deserialised).
+class Contents(NamedTuple):
+    """A checkpoint file as read: what wrote it, its fingerprint, its JSON and its parts
+    (serialised leaves, not yet deserialised). ``version``: the format version."""
 
-    ``fingerprint`` is None for the older two-file format, which had none.
-    """
-
-    iteration: int
-    status: str
-    history: dict
-    fingerprint: dict | None
-    values: bytes
-    opt_state: bytes | None  # None: the older format, values holds (values, opt_state)
+    kind: str
+    fingerprint: dict
+    meta: dict
+    parts: dict[str, bytes]
+    version: int
 
 
 # --------------------------------------------------------------------------- serialising
@@ -84,6 +104,22 @@ def serialise(tree) -> bytes:
 
 def deserialise(data: bytes, like):
     return eqx.tree_deserialise_leaves(io.BytesIO(data), like)
+
+
+def pack_arrays(arrays: dict[str, Any]) -> tuple[bytes, list]:
+    """(the serialised dict of numpy arrays, its layout [[name, dtype, shape], ...])."""
+    host = {name: np.asarray(value) for name, value in arrays.items()}
+    layout = [[name, str(array.dtype), list(array.shape)] for name, array in sorted(host.items())]
+    return serialise(host), layout
+
+
+def unpack_arrays(data: bytes, layout: list) -> dict[str, np.ndarray]:
+    """The dict of numpy arrays :func:`pack_arrays` serialised with ``layout``."""
+    like = {
+        str(name): np.broadcast_to(np.zeros((), np.dtype(dtype)), tuple(shape))
+        for name, dtype, shape in layout
+    }
+    return deserialise(data, like)
 
 
 # --------------------------------------------------------------------------- the file
@@ -101,15 +137,6 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(handle)
-
-
-def write(directory: Path, meta: dict, values: bytes, opt_state: bytes) -> Path:
-    """Write ``DIR/checkpoint.eqx`` atomically (module doc); returns its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    header = dict(meta, version=VERSION, payloads=[len(values), len(opt_state)])
-    header_bytes = json.dumps(header).encode()
-    body = b"".join([MAGIC, _LENGTH.pack(len(header_bytes)), header_bytes, values, opt_state])
-    return write_atomically(directory / FILENAME, body)
 
 
 def write_atomically(final: Path, body: bytes) -> Path:
@@ -131,48 +158,138 @@ def write_atomically(final: Path, body: bytes) -> Path:
     return final
 
 
+def write_file(path: Path, kind: str, fingerprint: dict, meta: dict, parts: dict[str, bytes]):
+    """Write one checkpoint file (module doc) atomically; returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "version": VERSION,
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "meta": meta,
+        "parts": [[name, len(data)] for name, data in parts.items()],
+    }
+    header_bytes = json.dumps(header).encode()
+    body = b"".join([MAGIC, _LENGTH.pack(len(header_bytes)), header_bytes, *parts.values()])
+    return write_atomically(path, body)
+
+
 def _corrupt(directory: Path, reason: str) -> CorruptCheckpoint:
     return CorruptCheckpoint(f"checkpoint {directory} is corrupt: {reason}")
 
 
-def _parse(directory: Path, data: bytes) -> Stored:
+def _older_run(directory: Path, name: str) -> ValueError:
+    return ValueError(
+        f"checkpoint {directory} holds {name} in the format of chaosgrad before version 3, "
+        f"which this version cannot continue: delete {Path(directory) / name} to start the "
+        "run afresh, or finish it with the earlier chaosgrad"
+    )
+
+
+def read_file(path: Path) -> Contents:
+    """The checkpoint file at ``path`` (module doc), checked. Raises
+    :class:`CorruptCheckpoint` ("checkpoint DIR is corrupt: ...") when it cannot be
+    trusted, a ValueError naming the fix for an older run file or a newer format."""
+    directory, name, data = path.parent, path.name, path.read_bytes()
+    if data.startswith(OLD_RUN_MAGIC):
+        raise _older_run(directory, name)
     if len(data) < _SMALLEST:
-        raise _corrupt(directory, f"{FILENAME} has {len(data)} bytes, fewer than any checkpoint")
-    if data[: len(MAGIC) - 1] != MAGIC[:-1]:
-        raise _corrupt(directory, f"{FILENAME} is not a chaosgrad checkpoint (wrong leading bytes)")
-    if data[len(MAGIC) - 1] != VERSION:
-        raise _corrupt(
-            directory, f"{FILENAME} has format version {data[len(MAGIC) - 1]}, expected {VERSION}"
+        raise _corrupt(directory, f"{name} has {len(data)} bytes, fewer than any checkpoint")
+    if data[: len(_PREFIX)] != _PREFIX:
+        raise _corrupt(directory, f"{name} is not a chaosgrad checkpoint (wrong leading bytes)")
+    version = data[len(_PREFIX)]
+    if version > VERSION:
+        raise ValueError(
+            f"checkpoint {directory}: {name} has format version {version}, newer than this "
+            f"chaosgrad reads ({VERSION}): resume it with the chaosgrad that wrote it"
         )
+    if version < 1:
+        raise _corrupt(directory, f"{name} has format version {version}, which never existed")
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
-        raise _corrupt(directory, f"{FILENAME} fails its sha256 check (truncated or modified)")
+        raise _corrupt(directory, f"{name} fails its sha256 check (truncated or modified)")
     start = len(MAGIC) + _LENGTH.size
     (length,) = _LENGTH.unpack_from(body, len(MAGIC))
     try:
         header = json.loads(body[start : start + length].decode())
-        sizes = [int(size) for size in header["payloads"]]
-        iteration, status, history = int(header["iteration"]), header["status"], header["history"]
-        fingerprint = header["fingerprint"]
+        if version == 1:  # fit's first single file: two payloads, fit's fields at the top
+            names = ["values", "opt_state"]
+            sizes = [int(size) for size in header["payloads"]]
+            kind, fingerprint = "fit", dict(header["fingerprint"])
+            meta = {key: header[key] for key in ("iteration", "status", "history")}
+        else:
+            names = [str(part) for part, _ in header["parts"]]
+            sizes = [int(size) for _, size in header["parts"]]
+            kind, meta = header["kind"], dict(header["meta"])
+            fingerprint = dict(header["fingerprint"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise _corrupt(directory, f"{FILENAME} has an unreadable header ({exc})") from None
+        raise _corrupt(directory, f"{name} has an unreadable header ({exc})") from None
     offset = start + length
-    if len(sizes) != 2 or offset + sum(sizes) != len(body):
-        raise _corrupt(directory, f"{FILENAME}'s payload lengths do not match its size")
-    values = body[offset : offset + sizes[0]]
-    opt_state = body[offset + sizes[0] :]
-    return Stored(iteration, str(status), history, fingerprint, values, opt_state)
+    if offset + sum(sizes) != len(body):
+        raise _corrupt(directory, f"{name}'s part lengths do not match its size")
+    parts = {}
+    for part, size in zip(names, sizes, strict=True):
+        parts[part] = body[offset : offset + size]
+        offset += size
+    return Contents(str(kind), fingerprint, meta, parts, version)
+
+
+# --------------------------------------------------------------------------- fit's file
+
+
+class Stored(NamedTuple):
+    """fit's checkpoint as read: metadata and the serialised leaves (not yet deserialised).
+
+    ``fingerprint`` is None for the two-file format, which had none; ``older``: a file
+    from before the system, its parameters, the observable, the loss and x0 were recorded
+    (format version 1), which are then not compared.
+    """
+
+    iteration: int
+    status: str
+    history: dict
+    fingerprint: dict | None
+    values: bytes
+    opt_state: bytes | None  # None: the two-file format, values holds (values, opt_state)
+    older: bool = False
+
+
+def write(directory: Path, values, opt_state, *, iteration, status, history, fingerprint):
+    """Write fit's ``DIR/checkpoint.eqx`` (module doc) atomically; returns its path."""
+    meta = {"iteration": iteration, "status": status, "history": history}
+    parts = {"values": serialise(values), "opt_state": serialise(opt_state)}
+    return write_file(Path(directory) / FILENAME, "fit", fingerprint, meta, parts)
 
 
 def read(directory: Path) -> Stored:
-    """The checkpoint in ``directory`` (the single file, else the older two-file format).
+    """fit's checkpoint in ``directory``: the single file, else the two-file format.
 
     Raises FileNotFoundError when there is none and :class:`CorruptCheckpoint` (a
     ValueError "checkpoint DIR is corrupt: ...") when it cannot be trusted.
     """
+    directory = Path(directory)
     path = directory / FILENAME
     if path.exists():
-        return _parse(directory, path.read_bytes())
+        contents = read_file(path)
+        if contents.kind != "fit" or set(contents.parts) != {"values", "opt_state"}:
+            raise _corrupt(directory, f"{FILENAME} was written by {contents.kind}, not fit")
+        meta = contents.meta
+        try:
+            iteration, status, history = (
+                int(meta["iteration"]),
+                str(meta["status"]),
+                meta["history"],
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _corrupt(directory, f"{FILENAME} has an unreadable header ({exc})") from None
+        return Stored(
+            iteration,
+            status,
+            history,
+            contents.fingerprint,
+            contents.parts["values"],
+            contents.parts["opt_state"],
+            older=contents.version < VERSION,
+        )
     state, history = directory / OLD_STATE, directory / OLD_HISTORY
     if state.exists() and history.exists():
         try:
@@ -196,70 +313,29 @@ def read(directory: Path) -> Stored:
     )
 
 
-# --------------------------------------------------------------------------- fingerprints
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
-
-
-def _stable(text: str) -> str:
-    """``repr`` text without memory addresses (which differ from process to process)."""
-    return _ADDRESS.sub("", text)
-
-
-def describe(value: Any) -> str:
-    """A description of a setting that is equal in two processes when the setting is."""
-    if isinstance(value, (jax.Array, np.ndarray)):
-        array = np.asarray(value)
-        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-        return f"array{list(array.shape)}:{array.dtype}:{digest}"
-    if isinstance(value, (bool, int, float, str, type(None))):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        inner = ", ".join(describe(item) for item in value)
-        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in value.items()) + "}"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = ", ".join(
-            f"{field.name}={describe(getattr(value, field.name, None))}"
-            for field in dataclasses.fields(value)
-        )
-        return f"{type(value).__name__}({fields})"
-    function = getattr(value, "function", value)  # a StaticFunction holds one
-    if callable(function) and hasattr(function, "__qualname__"):
-        return f"{getattr(function, '__module__', '?')}.{function.__qualname__}"
-    return _stable(repr(value))
+def fingerprint(system, values, statistic, estimator, opt_state, key, *, loss, x0) -> dict:
+    """fit's fingerprint (:mod:`chaosgrad._fingerprint`): key, wrt, statistic,
+    observable, loss, system, parameter (the values of all but the trained parameters,
+    which the checkpoint holds), x0, estimator and optimizer (the structure of its state;
+    the writer adds its probe at the values it saves, :func:`optimizer_probe`)."""
+    structure, outline = describe_optimizer_state(opt_state)
+    functions = _fingerprint.system_and_functions(system, statistic, loss, x0, key, values)
+    return {
+        "key": _fingerprint.describe_key(key),
+        "wrt": _fingerprint.describe_wrt(system, values),
+        "statistic": _fingerprint.describe_statistic(statistic),
+        "observable": functions["observable"],
+        "loss": functions["loss"],
+        "system": functions["system"],
+        "parameter": functions["parameter"],
+        "x0": _fingerprint.describe(x0),
+        "estimator": _fingerprint.describe(estimator),
+        "optimizer": structure,
+        "optimizer_outline": outline,
+    }
 
 
-def describe_statistic(statistic) -> str:
-    """Type and horizon settings; the observable is a function, not compared."""
-    fields = [
-        f"{field.name}={describe(getattr(statistic, field.name, None))}"
-        for field in dataclasses.fields(statistic)
-        if field.name != "observable"
-    ]
-    return f"{type(statistic).__name__}({', '.join(fields)})"
-
-
-def describe_key(key) -> str:
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        data = np.asarray(jax.random.key_data(key))
-    else:  # a raw uint32 key (jax.random.PRNGKey)
-        data = np.asarray(key)
-    return f"{data.dtype}:{np.ascontiguousarray(data).tobytes().hex()}"
-
-
-def describe_wrt(system, values) -> str:
-    """Where in the system each selected parameter lives, with its shape and dtype."""
-    where = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(system)[0]:
-        where.setdefault(id(leaf), jax.tree_util.keystr(path) or "<system>")
-    entries = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(values)[0]:
-        name = where.get(id(leaf), "selected" + jax.tree_util.keystr(path))
-        entries.append(f"{name}:{jnp.asarray(leaf).dtype}{list(np.shape(leaf))}")
-    size = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(values))
-    return f"{', '.join(entries)} ({size} values)"
+# --------------------------------------------------------------------------- fit's optimizer
 
 
 def _outline(state) -> str:
@@ -278,7 +354,7 @@ def describe_optimizer_state(opt_state) -> tuple[str, str]:
     """(a digest of the state's structure, shapes and dtypes; a short outline for messages)."""
     leaves, treedef = jax.tree_util.tree_flatten(opt_state)
     shapes = [f"{jnp.asarray(leaf).dtype}{list(np.shape(leaf))}" for leaf in leaves]
-    text = _stable(str(treedef)) + "|" + ",".join(shapes)
+    text = _fingerprint.without_addresses(str(treedef)) + "|" + ",".join(shapes)
     return hashlib.sha256(text.encode()).hexdigest(), _outline(opt_state)
 
 
@@ -310,20 +386,3 @@ def same_probe(a: list[float] | None, b: list[float] | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True))
-
-
-def fingerprint(system, values, statistic, estimator, opt_state, key) -> dict:
-    """The settings a resumed run must share with the run that wrote the checkpoint.
-
-    The optimiser probe is added by the writer, computed at the values the checkpoint
-    holds (see ``optimizer_probe``).
-    """
-    structure, outline = describe_optimizer_state(opt_state)
-    return {
-        "key": describe_key(key),
-        "estimator": describe(estimator),
-        "statistic": describe_statistic(statistic),
-        "wrt": describe_wrt(system, values),
-        "optimizer": structure,
-        "optimizer_outline": outline,
-    }

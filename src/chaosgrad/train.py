@@ -1,12 +1,23 @@
-"""Training with any estimator: d loss(statistic)/d(parameters) in one sweep, Optax steps.
+"""Training with any estimator: ``fit``, a loop over :class:`~chaosgrad.TrainStep`.
 
     loss_i, grad_i = value_and_grad(system_i, loss, statistic, estimator, key=key_i)
     updates, state = optimizer.update(grad_i, state, params);  params += updates
 
-with key_i = fold_in(key, i). The cotangent d loss / d statistic weights the observable inside
-the estimator (one adjoint sweep for a loss of many statistics); where it comes from and the
-bias that gives are stated in ``value_and_grad``. Compilation is keyed on code, so every
-iteration after the first runs warm.
+with key_i = fold_in(key, i). Each iteration is one compiled program: the step's gradient
+(``TrainStep.gradient``: the computation of ``value_and_grad``), the regulariser's, and the
+step's update (``TrainStep.apply``). The cotangent d loss / d statistic weights the
+observable inside the estimator (one adjoint sweep for a loss of many statistics); where it
+comes from and the bias that gives are stated in ``value_and_grad``. The program is keyed on
+what the loss, observable, selection and optimizer compute, so every iteration after the
+first runs warm, and so does a second ``fit`` with fresh lambdas of the same code. An
+estimator with ``"auto"`` settings, or ``Auto``, is resolved once, before the first
+iteration, by :func:`~chaosgrad.configure` at the starting system and ``key`` (a resumed run
+resolves the same way).
+
+What needs the host stays in the loop: the schedule, checkpoints, the budget, progress, the
+callback, and the failure messages. When an iteration's estimate is not finite (its
+``TrainMetrics.finite``), ``linear_response``'s host checks run once at that iteration to
+name the step where the run stopped being finite.
 
 A ``regularizer`` (a function of the system, e.g. the gradient-flossing
 :func:`~chaosgrad.lyapunov.lyapunov_penalty`) is added to the loss and differentiated exactly
@@ -26,9 +37,11 @@ fingerprint of the settings, with a sha256 checksum, written to a temporary file
 over the old one, so a crash leaves the previous checkpoint intact and a truncated or
 modified file is refused ("checkpoint DIR is corrupt: ..."). Every iteration's key is derived
 from (key, i), so a run resumed from a checkpoint continues bit-identically. A resume
-refuses, naming the setting, a different ``key``, ``statistic`` (type and horizon; the
-observable and the loss are functions and are not compared), ``wrt`` selection,
-``estimator`` (type and fields) or ``optimizer``: the structure of its state (``adam`` for
+refuses, naming the setting, a different ``key``, system (its structure, its step and the
+values of the parameters not trained), ``statistic`` (type and horizon), observable or
+loss (compared by what they compute and read, as compiled programs are keyed:
+:mod:`chaosgrad._functions`), ``wrt`` selection, ``x0``, ``estimator`` (type and fields) or
+``optimizer``: the structure of its state (``adam`` for
 ``sgd``) and its updates of a fixed probe gradient at the checkpoint's parameters, which
 see a changed learning rate, clipping threshold or momentum (``adam(0.5)`` for
 ``adam(0.01)``). What the probe cannot see may change on resume: a schedule's values after
@@ -66,11 +79,15 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from . import _checkpoint
-from ._errors import check_key, check_positive_int, check_x64
+from ._errors import check_key, check_positive_int, check_x64, traceable
+from ._functions import bound
 from ._system import System
+from ._train_step import TrainState, TrainStep, keyed
 from .estimators._base import AbstractEstimator, tree_norm
 from .estimators._parameters import Parameters
 from .estimators._response import loss_estimate
+from .estimators.auto import Auto
+from .estimators.average import configure
 from .statistics import AbstractStatistic
 
 HISTORY_KEYS = (
@@ -135,20 +152,19 @@ def _save(
     """One atomic checkpoint file; ``iteration``: the good iterations done (where to go on)."""
     # what a resume compares to see a changed learning rate, clipping or momentum
     fingerprint = dict(fingerprint, optimizer_probe=_checkpoint.optimizer_probe(optimizer, values))
-    meta = {"iteration": iteration, "status": status, "history": history}
-    meta["fingerprint"] = fingerprint
-    _checkpoint.write(path, meta, _checkpoint.serialise(values), _checkpoint.serialise(opt_state))
-
-
-def _shorten(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    _checkpoint.write(
+        path,
+        values,
+        opt_state,
+        iteration=iteration,
+        status=status,
+        history=history,
+        fingerprint=fingerprint,
+    )
 
 
 def _refuse(path: Path, setting: str, stored: str, given: str, fix: str) -> ValueError:
-    return ValueError(
-        f"cannot resume from checkpoint {path}: it was written with a different {setting} "
-        f"({_shorten(stored)}, now {_shorten(given)}); {fix}"
-    )
+    return _checkpoint.refusal(path, setting, stored, given, fix)
 
 
 def _deserialise(path: Path, data: bytes, like, what: str):
@@ -179,11 +195,16 @@ def _load(path: Path, values_like, opt_state_like, fingerprint: dict, optimizer)
         "key": "pass the key of the run being continued",
         "wrt": "select the same parameters as the run being continued",
         "statistic": "resume with the same statistic",
+        "observable": "resume with the same observable (its code and the values it reads)",
+        "loss": "resume with the same loss (its code and the values it reads)",
+        "system": "resume with the same system",
+        "parameter": "resume with the same values of the parameters not trained",
+        "x0": "pass the x0 of the run being continued",
         "estimator": "resume with the same estimator settings",
     }
-    for setting in ("key", "wrt", "statistic"):
-        if old[setting] != fingerprint[setting]:
-            raise _refuse(path, setting, old[setting], fingerprint[setting], fixes[setting])
+    setting = _checkpoint.first_difference(old, fingerprint, list(fixes)[:-1], stored.older)
+    if setting is not None:
+        raise _refuse(path, setting, old[setting], fingerprint[setting], fixes[setting])
     estimator_changed = old["estimator"] != fingerprint["estimator"]
     structure_changed = old["optimizer"] != fingerprint["optimizer"]
     if status == "ok":
@@ -275,18 +296,53 @@ class _ProgressLog:
         )
 
 
-def _scaled(tree, weight: float):
-    return tree if weight == 1.0 else jax.tree_util.tree_map(lambda g: weight * g, tree)
+def _weight(weight: float):
+    """A schedule's weight as ``_iteration`` takes it: None (0: the part is skipped), 1.0
+    (static: the gradient as it is, so that an unweighted iteration computes exactly what
+    the step does) or a float64 array (any other value, without a compilation per value)."""
+    if not weight:
+        return None
+    return 1.0 if weight == 1.0 else jnp.asarray(weight, jnp.float64)
+
+
+def _weighted(tree, weight):
+    """weight x tree, for a weight from :func:`_weight` (1.0: the tree itself)."""
+    return tree if isinstance(weight, float) else jax.tree_util.tree_map(lambda g: weight * g, tree)
 
 
 @eqx.filter_jit
-def _regularizer_value_and_grad(regularizer, params, system, values):
-    """(regularizer(system), its gradient w.r.t. the selected parameter values)."""
-    return jax.value_and_grad(lambda v: regularizer(params.substitute(system, v)))(values)
+def _iteration(step: TrainStep, state: TrainState, key, task_weight, regularizer, penalty_weight):
+    """One iteration of ``fit`` as one program: g = task_weight x the step's gradient
+    (``task_weight`` None: the estimator does not run, g = 0) + penalty_weight x
+    d regularizer / d theta (``penalty_weight`` None: not computed), then the step's update;
+    weights as :func:`_weight` gives them.
+
+    Returns (the updated state, its parameters, the step's metrics or None, ||g||, the
+    regulariser's value, whether the updated parameters are finite)."""
+    params = Parameters.of(state.system, step.wrt)
+    grads, metrics = params.zeros(), None
+    if task_weight is not None:
+        grads, metrics = step.gradient(state, key)
+        grads = _weighted(grads, task_weight)
+    penalty = jnp.zeros(())
+    if penalty_weight is not None:
+        penalty, extra = jax.value_and_grad(
+            lambda v: regularizer(params.substitute(state.system, v))
+        )(params.values)
+        grads = jax.tree_util.tree_map(jnp.add, grads, _weighted(extra, penalty_weight))
+    updated = step.apply(state, grads)
+    values = Parameters.of(updated.system, step.wrt).values
+    finite = jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(values)])
+    )
+    return updated, values, metrics, tree_norm(grads), penalty, finite
 
 
-def _finite(tree) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(tree))
+def _needs_configure(estimator: AbstractEstimator) -> bool:
+    """Whether a pilot run must choose the estimator's settings (``Auto``, ``"auto"``)."""
+    if not isinstance(estimator, AbstractEstimator):
+        return False  # refused by TrainStep, naming the argument
+    return isinstance(estimator, Auto) or bool(estimator.auto_settings())
 
 
 def fit(
@@ -310,23 +366,35 @@ def fit(
     budget: float | None = None,
     log_every: float | None = None,
 ) -> FitResult:
-    """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``.
+    """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``: a loop over
+    :class:`~chaosgrad.TrainStep` with key_i = fold_in(key, i) at iteration i, which adds
+    checkpoints, a wall-clock budget, progress, a callback, a regulariser with a schedule
+    and failure handling (module doc).
 
     Args:
+        system: the system to train, at its starting parameters.
         loss: statistic -> scalar, e.g. ``lambda s: (s - target) ** 2``; the statistic has the
             structure of the observable's output (a scalar, vector or pytree).
         statistic: ``TimeAverage(phi)``, ``WindowAverage(phi, steps)`` or
             ``Terminal(phi, steps)``.
-        estimator: any chaosgrad estimator supporting the statistic.
+        estimator: any chaosgrad estimator supporting the statistic; ``"auto"`` settings
+            and ``Auto`` are resolved once, by :func:`~chaosgrad.configure` at ``system``
+            with ``key``, before the first iteration.
         optimizer: an Optax transformation (chain clipping in front of it to clip).
         iterations: total number of iterations (including those done before a resume).
+        wrt: which parameters are trained: None (every floating-point array of the
+            system) or a selector ``system -> subtree``, as ``eqx.tree_at``'s ``where``.
+        key: PRNG key; iteration i estimates with ``jax.random.fold_in(key, i)``.
+        x0: the starting state(s), as for ``linear_response`` (default: drawn from the
+            system's ``initial_state`` with each iteration's key).
         callback: called as ``callback(iteration, system, record)`` after each iteration.
         checkpoint, checkpoint_every: a directory, and an interval in iterations: the
             checkpoint file ``DIR/checkpoint.eqx`` is replaced atomically every
             ``checkpoint_every`` iterations and when the run ends (also when it fails: then
             it holds the last good parameters and the failure status).
-        resume: a checkpoint directory to continue from, with the same key, statistic, wrt,
-            estimator and optimizer; a different one is refused with a ValueError naming it
+        resume: a checkpoint directory to continue from, with the same key, system,
+            statistic, observable, loss, wrt, x0, estimator and optimizer (module doc); a
+            different one is refused with a ValueError naming it
             (a changed learning rate too, module doc). A failed run resumes only with a changed
             optimizer or estimator, from its last good parameters (module doc). Raises
             FileNotFoundError when DIR holds no checkpoint, ValueError "checkpoint DIR is
@@ -359,18 +427,29 @@ def fit(
     if regularizer is not None and not callable(regularizer):
         raise TypeError("regularizer must be a function system -> scalar")
     _check_optimizer(optimizer)
+    concrete = estimator
+    if _needs_configure(estimator):
+        concrete = configure(system, statistic, estimator, wrt=wrt, x0=x0, key=key)
+    step = TrainStep(loss, statistic, concrete, optimizer, wrt=wrt, x0=x0)
+    state = step.init(system)
+    system = state.system  # its weak-typed arrays made strong
     params = Parameters.of(system, wrt)
-    values = params.values
-    opt_state = optimizer.init(values)
+    values, opt_state = params.values, state.opt_state
     history, start, status = _empty_history(), 0, "ok"
     fingerprint: dict = {}
     if checkpoint is not None or resume is not None:
-        fingerprint = _checkpoint.fingerprint(system, values, statistic, estimator, opt_state, key)
+        fingerprint = _checkpoint.fingerprint(
+            system, values, statistic, estimator, opt_state, key, loss=loss, x0=x0
+        )
     if resume is not None:
         values, opt_state, history, start = _load(
             Path(resume), values, opt_state, fingerprint, optimizer
         )
-    current = params.substitute(system, values)
+    state = TrainState(params.substitute(system, values), opt_state, jnp.asarray(start, jnp.int64))
+    compiled = keyed(step, system)
+    if regularizer is not None:
+        with traceable("the regularizer"):
+            regularizer = bound(regularizer, system)[0]
     done = start  # iterations done; after a failure, the iteration a resume redoes
     # the last parameters at which the loss and gradient were finite, with their optimizer
     # state and iteration: what a failed run keeps
@@ -380,37 +459,34 @@ def fit(
     for iteration in range(start, iterations):
         began = time.perf_counter()
         task_weight, penalty_weight = (1.0, 1.0) if schedule is None else schedule(iteration)
-        grads = jax.tree_util.tree_map(jnp.zeros_like, values)
-        loss_value, value, stderr_norm, penalty = float("nan"), None, 0.0, 0.0
-        if task_weight:
-            try:
-                loss_value, estimate = loss_estimate(
-                    current,
-                    loss,
-                    statistic,
-                    estimator,
-                    wrt=wrt,
-                    x0=x0,
-                    key=jax.random.fold_in(key, iteration),
+        iteration_key = jax.random.fold_in(key, iteration)
+        outcome = _iteration(
+            compiled,
+            state,
+            iteration_key,
+            _weight(task_weight),
+            regularizer,
+            None if regularizer is None else _weight(penalty_weight),
+        )
+        updated, new_values = outcome[:2]
+        metrics, grad_norm, penalty, finite = jax.device_get(outcome[2:])
+        if metrics is not None and not metrics.finite:
+            try:  # the host checks name the step where the run stopped being finite
+                loss_estimate(
+                    state.system, loss, statistic, concrete, wrt=wrt, x0=x0, key=iteration_key
                 )
             except FloatingPointError as exc:
                 status = f"failed at iteration {iteration}: {exc}"
                 break
-            loss_value = float(loss_value)
-            grads = _scaled(estimate.grad, task_weight)
-            value = jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), estimate.value)
-            stderr_norm = float(tree_norm(estimate.stderr))
-        if regularizer is not None and penalty_weight:
-            penalty, extra = _regularizer_value_and_grad(regularizer, params, current, values)
-            grads = jax.tree_util.tree_map(jnp.add, grads, _scaled(extra, penalty_weight))
-            penalty = float(penalty)
-        grad_norm = float(tree_norm(grads))
+        loss_value = float("nan") if metrics is None else float(metrics.loss)
         record = {
             "loss": loss_value,
-            "statistic": value,
-            "grad_norm": grad_norm,
-            "stderr_norm": stderr_norm,
-            "regularizer": penalty,
+            "statistic": None
+            if metrics is None
+            else jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), metrics.statistic),
+            "grad_norm": float(grad_norm),
+            "stderr_norm": 0.0 if metrics is None else float(metrics.stderr_norm),
+            "regularizer": float(penalty),
             "seconds": 0.0,
             "parameters": np.asarray(ravel_pytree(values)[0]).tolist()
             if params.size <= 64
@@ -424,19 +500,16 @@ def fit(
             status = f"diverged at iteration {iteration}: non-finite loss or gradient"
             break
         restart = (values, opt_state, iteration)
-        updates, opt_state = optimizer.update(grads, opt_state, values)
-        values = optax.apply_updates(values, updates)
-        jax.block_until_ready(values)
+        state, values, opt_state = updated, new_values, updated.opt_state
         record["seconds"] = time.perf_counter() - began
         for name in HISTORY_KEYS:
             history[name].append(record[name])
-        if not _finite(values):
+        if not finite:
             status = f"diverged at iteration {iteration}: parameters became non-finite"
             break
         done = iteration + 1
-        current = params.substitute(system, values)
         if callback is not None:
-            callback(iteration, current, record)
+            callback(iteration, state.system, record)
         if progress is not None:
             progress(1)
         if log is not None:
@@ -448,9 +521,10 @@ def fit(
             )
         if budget is not None and sum(history["seconds"]) >= budget:
             break
+    current = state.system
     if status != "ok":  # keep the last good parameters (module doc)
         values, opt_state, done = restart
-        current = params.substitute(system, values)
+        current = params.substitute(state.system, values)
     if checkpoint is not None:
         _save(Path(checkpoint), values, opt_state, history, done, status, fingerprint, optimizer)
     if log is not None:

@@ -67,10 +67,13 @@ def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     with pytest.raises(Interrupted):
         lyapunov_spectrum(cg.Henon(), key=KEY, checkpoint=tmp_path, progress=stop_after(2), **HENON)
     changed = dict(HENON, steps=5_000)
-    with pytest.raises(ValueError, match="its steps differs"):
+    with pytest.raises(ValueError, match=r"different steps \(4000 there, 5000 now\); use another"):
         lyapunov_spectrum(cg.Henon(), key=KEY, checkpoint=tmp_path, **changed)
-    with pytest.raises(ValueError, match="its key differs"):
+    with pytest.raises(ValueError, match="different key ") as info:
         lyapunov_spectrum(cg.Henon(), key=jax.random.key(1), checkpoint=tmp_path, **HENON)
+    assert "\n" not in str(info.value) and str(info.value).endswith("delete it")
+    with pytest.raises(ValueError, match="different parameter .*a=1.3"):
+        lyapunov_spectrum(cg.Henon(a=1.3), key=KEY, checkpoint=tmp_path, **HENON)
 
 
 def test_a_corrupt_checkpoint_is_refused(tmp_path):

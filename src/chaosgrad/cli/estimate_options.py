@@ -91,7 +91,7 @@ class EstimateOptions:
     checkpoint: Annotated[
         Path | None,
         typer.Option(
-            help="shadowing: save the run in this directory as it goes; the same command "
+            help="shadowing, far: save the run in this directory as it goes; the same command "
             "after a kill continues it"
         ),
     ] = None

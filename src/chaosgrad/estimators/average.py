@@ -73,24 +73,29 @@ def configure(
     return resolved
 
 
-def _check_adjoint(adjoint) -> None:
-    if not isinstance(adjoint, AbstractEstimator):
+def check_compilable(estimator, argument: str, inside: str, instead: str) -> None:
+    """Refuse, naming the fix, an estimator that needs the host while it runs: a chaosgrad
+    estimator whose ``"auto"`` settings (or ``Auto``) are not yet resolved by a pilot run,
+    or one that saves a run in pieces (``checkpoint=``). ``argument`` names the estimator
+    in the message, ``inside`` the computation it would run in, ``instead`` the way on for
+    a resumable run."""
+    if not isinstance(estimator, AbstractEstimator):
         raise TypeError(
-            f"adjoint must be a chaosgrad estimator (e.g. Shadowing(...), Kernel(...)), got "
-            f"{adjoint!r:.60}"
+            f"{argument} must be a chaosgrad estimator (e.g. Shadowing(...), Kernel(...)), got "
+            f"{estimator!r:.60}"
         )
-    name = type(adjoint).__name__
-    if isinstance(adjoint, Auto) or adjoint.auto_settings():
-        which = "Auto" if isinstance(adjoint, Auto) else ", ".join(adjoint.auto_settings())
+    name = type(estimator).__name__
+    if isinstance(estimator, Auto) or estimator.auto_settings():
+        which = "Auto" if isinstance(estimator, Auto) else ", ".join(estimator.auto_settings())
         raise ValueError(
-            f"{name}'s {which} is chosen by a pilot run on the host, which cannot run "
-            "inside a differentiated or compiled computation: resolve it first, adjoint = "
-            "chaosgrad.configure(system, statistic, adjoint, key=key), and pass the result"
+            f"{name}'s {which} is chosen by a pilot run on the host, which cannot run inside "
+            f"{inside}: resolve it first, {argument} = chaosgrad.configure(system, statistic, "
+            f"{argument}, key=key), and pass the result"
         )
-    if getattr(adjoint, "checkpoint", None) is not None:
+    if getattr(estimator, "checkpoint", None) is not None:
         raise ValueError(
-            f"{name}(checkpoint=...) saves a run in pieces from the host; inside average the "
-            "estimator is one compiled program: use linear_response for a resumable run"
+            f"{name}(checkpoint=...) saves a run in pieces from the host; {inside} runs it "
+            f"as one compiled program: {instead}"
         )
 
 
@@ -122,7 +127,12 @@ def average(
         The estimator's estimate of the statistic, with the structure of the observable's
         output. Under ``jax.jit`` a run that stops being finite raises (``eqx.error_if``).
     """
-    _check_adjoint(adjoint)
+    check_compilable(
+        adjoint,
+        "adjoint",
+        "a differentiated or compiled computation",
+        "use linear_response for a resumable run",
+    )
     system, _, x0, count, out, components = _prepare(system, statistic, adjoint, None, x0, key)
     flat = _statistic(system, adjoint, components, x0, key)
     return _jacobian_tree(flat, out, count)

@@ -20,6 +20,7 @@ the time-dilation treatment of Shadowing.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,6 +35,7 @@ from .._error_bars import (
     stderr_method,
     unstable_dim_warning,
 )
+from .._runstate import check_checkpoint
 from .._system import check_horizon
 from ..parallel import map_samples, sample_parallel
 from ..statistics import TimeAverage
@@ -47,6 +49,7 @@ from ._orbits import (
     state_dimension,
 )
 from ._pilot import resolve_orbit_settings
+from ._resumable import estimate_in_pieces, forward_in_pieces, orbit_checkpoint, sweep_in_pieces
 from ._rollout import window_sums
 from ._sweep import adjoint_sweep, choose_sweep, segment_contributions, shadowing_coefficients
 from .shadowing import check_auto, check_segments, orbit_layout
@@ -122,6 +125,12 @@ class FastAdjointResponse(AbstractEstimator):
         blocks: batch-means blocks of segments for the standard error of one orbit.
         orbits: R independent orbits averaged (x0 None or of shape (R, dim)); R >= 2 gives
             the calibrated standard error.
+        checkpoint: a directory: the run goes in 16 pieces forward and 16 back, saved
+            after each (``DIR/run.ckpt``); started again after a kill with the same
+            settings, it continues and returns exactly what an uninterrupted run with the
+            same setting returns (the run without checkpoint to rounding). One state per
+            segment is kept (the sweep recomputes the rest), and the observable's values
+            along the orbit are recomputed from them for the window sums.
         sweep: how the backward sweep is evaluated (``cg.StepByStep()`` or
             ``cg.SegmentJacobians()``; the default ``AutoSweep`` picks one). The unstable
             contribution is bilinear in the forward tangents and the adjoints, so
@@ -137,11 +146,13 @@ class FastAdjointResponse(AbstractEstimator):
     burn_in: int | None = None
     blocks: int = 20
     orbits: int = 1
+    checkpoint: str | None = None
     sweep: AbstractSweep = AutoSweep()
 
     def __check_init__(self):
         check_segments(self)
         check_auto(self.window, "window", allow_zero=True)
+        check_checkpoint(self.checkpoint)
         check_sweep(self.sweep, unstable=True)
 
     def check_statistic(self, statistic, system):
@@ -153,6 +164,13 @@ class FastAdjointResponse(AbstractEstimator):
 
     def resolve(self, system, components, params, x0, key):
         return resolve_orbit_settings(self, system, components, x0, key)
+
+    def estimate(self, system, components, params, x0, key, cotangent):
+        if self.checkpoint is None:
+            return super().estimate(system, components, params, x0, key, cotangent)
+        return estimate_in_pieces(
+            self, self._resumable, system, components, params, x0, key, cotangent
+        )
 
     def _layout(self, components) -> tuple[int, int, int, int]:
         """(segments, burn_in, window, steps) of the resolved settings."""
@@ -180,8 +198,12 @@ class FastAdjointResponse(AbstractEstimator):
         raw_values, value = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
         components = project(components, cotangent, value)  # the same orbits' value
         shadowing, unstable = _contributions(
-            system, components, params, orbits, raw_values, u, window, steps, sweep
+            system, components, params, orbits, raw_values, u, window, sweep
         )
+        return self._terms(value, shadowing, unstable, orbits.rs, finite)
+
+    def _terms(self, value, shadowing, unstable, rs, finite) -> Terms:
+        """The response SC - UC from the per-orbit, per-segment sums, with SC and UC."""
         response = jax.tree_util.tree_map(jnp.subtract, shadowing, unstable)
         grad, stderr = ensemble_mean(response, self.segment_steps, self.blocks)
         sc = ensemble_mean(shadowing, self.segment_steps, self.blocks)
@@ -190,10 +212,32 @@ class FastAdjointResponse(AbstractEstimator):
             "responses": response,
             "shadowing": sc,
             "unstable": uc,
-            "rs": orbits.rs,
+            "rs": rs,
             "orbit_finite": finite,
         }
         return Terms(value, grad, stderr, jnp.all(finite), extras)
+
+    def _resumable(self, system, components, params, x0, key, cotangent):
+        """The run in pieces saved to ``checkpoint`` (``_resumable``: host-driven, each
+        piece one compiled program); the host finish of the run without checkpoint."""
+        segments, burn_in, window, steps = self._layout(components)
+        check_horizon(system, burn_in + steps + 2 * window + 1)
+        u, m = int(self.unstable_dim), int(self.segment_steps)
+        starts = orbit_starts(system, x0, key, self.orbits)
+        run = orbit_checkpoint(self, system, components, params, starts, x0, key, cotangent)
+        orbits, state = forward_in_pieces(
+            system, starts, u, burn_in, segments, m, run, window=window
+        )
+        raw_values, value = padded_values(system, components, orbits)  # (R, N + 2W + 1, k)
+        components = project(components, cotangent, value)
+        psi = _orbit_window_weights(raw_values, components.projection, window, segments, m)
+        terms, _ = sweep_in_pieces(
+            system, components, params, orbits, u, False, run, state, self.sweep, psi=psi
+        )
+        shadowing, unstable = _split_sums(terms)
+        finite = jnp.ones(orbits.keys.shape[0], bool)  # each forward piece was checked
+        terms = self._terms(value, shadowing, unstable, orbits.rs, finite)
+        return self.finish(terms, system, components, params, x0, key)
 
     def finish(self, terms, system, components, params, x0, key):
         segments, burn_in, window, steps = self._layout(components)
@@ -241,13 +285,12 @@ class FastAdjointResponse(AbstractEstimator):
 
 
 @sample_parallel
-def _contributions(system, components, params, orbits, raw_values, u, window, steps, sweep):
+def _contributions(system, components, params, orbits, raw_values, u, window, sweep):
     """Per-orbit, per-segment shadowing (SC) and unstable (UC) sums (leading axis: orbit)."""
     segments, segment_steps = orbits.states.shape[1], orbits.segment_steps
 
     def one(states, qs, rs, key, values):
-        phis = values @ components.projection
-        psi = centred_window_sums(phis, window, steps).reshape(segments, segment_steps, -1)
+        psi = window_weights(values, components.projection, window, segments, segment_steps)
         terms = adjoint_sweep(
             system,
             components,
@@ -262,19 +305,45 @@ def _contributions(system, components, params, orbits, raw_values, u, window, st
             rs=rs[:, :u, :u],
             segment_steps=segment_steps,
         )
-        a = shadowing_coefficients(terms.b, terms.M, None)
-        assert terms.b_unstable is not None and terms.sums.unstable is not None
-        a_unstable = shadowing_coefficients(terms.b_unstable[..., None], terms.M, None)[..., 0]
-        shadowing = segment_contributions(terms.sums.nu, terms.sums.eps, a)
-        parts = terms.sums.unstable
-        unstable = jax.tree_util.tree_map(
-            lambda g_nu, g_eps, trace: (
-                g_nu + jnp.einsum("ki,kci...->kc...", a_unstable, g_eps) + trace
-            ),
-            parts.nu,
-            parts.eps,
-            parts.trace,
-        )
-        return shadowing, unstable
+        return contributions(terms)
 
     return map_samples(one, orbits.states, orbits.qs, orbits.rs, orbits.keys, raw_values)
+
+
+def window_weights(values, projection, window: int, segments: int, segment_steps: int):
+    """psi_{n+1} for every step of one orbit, (K, m, k'), from the raw components' values
+    x_{-W} .. x_{N+W} (N + 2W + 1, k) projected on ``projection`` (k, k')."""
+    phis = values @ projection
+    steps = segments * segment_steps
+    return centred_window_sums(phis, window, steps).reshape(segments, segment_steps, -1)
+
+
+def contributions(terms):
+    """One orbit's per-segment shadowing (SC) and unstable (UC) sums from its
+    SegmentTerms: the coefficients a_k of nu' and of nu~' (maps: a_0 = -b_0)."""
+    a = shadowing_coefficients(terms.b, terms.M, None)
+    assert terms.b_unstable is not None and terms.sums.unstable is not None
+    a_unstable = shadowing_coefficients(terms.b_unstable[..., None], terms.M, None)[..., 0]
+    shadowing = segment_contributions(terms.sums.nu, terms.sums.eps, a)
+    parts = terms.sums.unstable
+    unstable = jax.tree_util.tree_map(
+        lambda g_nu, g_eps, trace: g_nu + jnp.einsum("ki,kci...->kc...", a_unstable, g_eps) + trace,
+        parts.nu,
+        parts.eps,
+        parts.trace,
+    )
+    return shadowing, unstable
+
+
+@eqx.filter_jit
+def _orbit_window_weights(raw_values, projection, window: int, segments: int, segment_steps: int):
+    """:func:`window_weights` of every orbit, (R, K, m, k')."""
+    return jax.vmap(
+        lambda values: window_weights(values, projection, window, segments, segment_steps)
+    )(raw_values)
+
+
+@eqx.filter_jit
+def _split_sums(terms):
+    """:func:`contributions` of every orbit (leading axis: orbit)."""
+    return jax.vmap(contributions)(terms)

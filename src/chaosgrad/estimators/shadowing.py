@@ -17,8 +17,6 @@ full response of a map); it assumes (near) uniform hyperbolicity.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,7 +31,7 @@ from .._error_bars import (
     unstable_dim_warning,
 )
 from .._errors import check_positive_int
-from .._runstate import RunCheckpoint, check_checkpoint, fingerprint
+from .._runstate import check_checkpoint
 from .._system import check_horizon
 from ..parallel import map_samples, per_device, sample_parallel
 from ..statistics import TimeAverage, WindowAverage
@@ -56,15 +54,14 @@ from ._orbits import (
     state_dimension,
 )
 from ._pilot import resolve_orbit_settings
-from ._resumable import run_orbits_resumable, shadowing_contributions_resumable
-from ._segment_sweep import all_propagators, forward_bases
-from ._sweep import (
-    adjoint_sweep,
-    choose_sweep,
-    segment_contributions,
-    shadowing_coefficients,
-    terms_from_propagators,
+from ._resumable import (
+    estimate_in_pieces,
+    forward_in_pieces,
+    orbit_checkpoint,
+    shadowing_sums,
+    sweep_in_pieces,
 )
+from ._sweep import choose_sweep, orbit_sweep, segment_contributions, shadowing_coefficients
 from .sweeps import AbstractSweep, AutoSweep, SegmentParallel, check_sweep
 
 
@@ -157,37 +154,20 @@ def shadowing_contributions(
 
     def one(states, qs, rs, key):
         start = jnp.asarray(orbits.start)
-        if isinstance(sweep, SegmentParallel):  # the forward bases from the propagators
-            propagators = all_propagators(
-                system,
-                components,
-                params,
-                states,
-                key,
-                start,
-                flow,
-                orbits.segment_steps,
-                max(1, sweep.batch // count),
-            )
-            qs, rs = forward_bases(propagators, qs[0])
-            bases = (qs, rs)
-            init = (qs[-1, :, :unstable_dim], jnp.zeros((qs.shape[1], components.count)))
-            _, terms = terms_from_propagators(propagators, params, qs[..., :unstable_dim], init)
-        else:
-            bases = None
-            terms = adjoint_sweep(
-                system,
-                components,
-                params,
-                states,
-                qs[..., :unstable_dim],
-                key,
-                start,
-                flow,
-                sweep,
-                segment_steps=orbits.segment_steps,
-                orbits=count,
-            )
+        terms, bases = orbit_sweep(
+            system,
+            components,
+            params,
+            states,
+            qs,
+            key,
+            start,
+            flow,
+            sweep,
+            unstable_dim,
+            orbits.segment_steps,
+            count,
+        )
         coefficients = shadowing_coefficients(terms.b, terms.M, terms.sums.least_squares)
         contributions = segment_contributions(terms.sums.nu, terms.sums.eps, coefficients)
         return contributions, coefficients, bases
@@ -265,13 +245,9 @@ class Shadowing(AbstractEstimator):
     def estimate(self, system, components, params, x0, key, cotangent):
         if self.checkpoint is None:
             return super().estimate(system, components, params, x0, key, cotangent)
-        resolved, report = self.resolve(system, components, params, x0, key)
-        if report is not None:
-            raw = resolved.estimate(system, components, params, x0, key, cotangent)
-            return Estimate(
-                raw.value, raw.grad, raw.stderr, dataclasses.replace(raw.info, auto=report)
-            )
-        return self._resumable(system, components, params, x0, key, cotangent)
+        return estimate_in_pieces(
+            self, self._resumable, system, components, params, x0, key, cotangent
+        )
 
     def terms(self, system, components, params, x0, key, cotangent):
         u = self.unstable_dim
@@ -326,34 +302,23 @@ class Shadowing(AbstractEstimator):
         return self._estimate(system, x0, segments, terms, stacked, coefficients, extras["rs"])
 
     def _resumable(self, system, components, params, x0, key, cotangent):
-        """The run in pieces saved to ``checkpoint`` (host-driven: each piece one program)."""
+        """The run in pieces saved to ``checkpoint`` (``_resumable``: host-driven, each
+        piece one compiled program)."""
         assert isinstance(self.unstable_dim, int) and isinstance(self.segment_steps, int)
-        assert self.checkpoint is not None
         segments, burn_in = orbit_layout(self, components.statistic)
         check_horizon(system, burn_in + segments * self.segment_steps)
         u = self.unstable_dim
         starts = orbit_starts(system, x0, key, self.orbits)
-        run = RunCheckpoint(
-            self.checkpoint,
-            fingerprint(
-                "Shadowing",
-                system,
-                key,
-                estimator=dataclasses.replace(self, checkpoint=None),  # not where
-                statistic=components.statistic,
-                wrt=params.values,
-                x0=x0,
-                cotangent=cotangent is not None,
-            ),
-        )
-        orbits, saved = run_orbits_resumable(
+        run = orbit_checkpoint(self, system, components, params, starts, x0, key, cotangent)
+        orbits, state = forward_in_pieces(
             system, starts, u, burn_in, segments, self.segment_steps, run
         )
         value = orbit_mean(system, components, orbits)
         components = project(components, cotangent, value)
-        stacked, coefficients = shadowing_contributions_resumable(
-            system, components, params, orbits, u, is_flow(system), run, saved, self.sweep
+        terms, _ = sweep_in_pieces(
+            system, components, params, orbits, u, is_flow(system), run, state, self.sweep
         )
+        stacked, coefficients = shadowing_sums(terms)
         grad, stderr = ensemble_mean(stacked, self.segment_steps, self.blocks)
         terms = Terms(value, grad, stderr, jnp.asarray(True))
         return self._estimate(system, x0, segments, terms, stacked, coefficients, orbits.rs)

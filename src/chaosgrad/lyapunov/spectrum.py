@@ -8,7 +8,8 @@ subspaces. Standard errors are batch means over ``blocks`` equal blocks of the r
 for an ensemble of R independent orbits (``orbits=R``), the spread of the R orbits'
 exponents; the R orbits advance together in one vmapped computation laid out over the
 devices (:mod:`chaosgrad.parallel`). With ``checkpoint=DIR`` the run saves its state after
-every block and a killed run resumes where it stopped (:mod:`chaosgrad._runstate`).
+every block and a killed run resumes where it stopped (the resumable-run driver of
+:mod:`chaosgrad._runstate`).
 
 G. Benettin, L. Galgani, A. Giorgilli & J.-M. Strelcyn, Meccanica 15, 9-30 (1980).
 Failure modes: vectors not renormalised often enough lose rank (keep renorm_every small
@@ -29,8 +30,9 @@ import numpy as np
 
 from .._error_bars import batch_means, short_run_warning
 from .._errors import as_state, check_key, check_positive_int, check_x64, first_nonfinite_step
+from .._fingerprint import describe_key, describe_settings, describe_system
 from .._memory import check_memory, state_dim
-from .._runstate import RunCheckpoint, fingerprint
+from .._runstate import RunCheckpoint, advance, resume
 from .._system import System, _run, bind, check_horizon
 from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
 from ..parallel import map_samples, sample_parallel
@@ -227,20 +229,6 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
     return x, vectors, noise_keys
 
 
-def _snapshot(x, vectors, t: int, sums: list, every: int) -> dict[str, np.ndarray]:
-    """What a resumed run needs: state(s), tangent basis (bases), step, blocks done, sums, and
-    the steps between renormalisations after the burn-in."""
-    shape = np.shape(vectors)[:-2] + np.shape(vectors)[-1:]  # a block's log sums: (R,) k
-    return {
-        "state": np.asarray(x),
-        "vectors": np.asarray(vectors),
-        "t": np.asarray(t, np.int64),
-        "blocks_done": np.asarray(len(sums), np.int64),
-        "log_sums": np.array(sums) if sums else np.zeros((0, *shape)),
-        "renorm_every": np.asarray(every, np.int64),
-    }
-
-
 AUTO_GROWTH = 1e3
 """``renorm_every="auto"``: the largest growth (or shrinkage) of a tangent vector, and
 ratio between the k vectors' growths, allowed between two renormalisations, from the
@@ -268,25 +256,6 @@ def auto_renorm_every(per_step, steps: int, blocks: int = 1) -> int:
     return max(m for m in range(1, max(bound, 1) + 1) if unit % m == 0)
 
 
-def _resume(store: RunCheckpoint, burn_steps: int, plan: Callable[[int], list[int]], fixed):
-    """(state, Q, t, per-block sums, steps between renormalisations) saved by a killed run,
-    or None; refuses a checkpoint whose step does not fit its number of blocks done.
-    ``fixed``: the run's own renorm_every, for a checkpoint saved without it (None: "auto")."""
-    saved = store.load()
-    if saved is None:
-        return None
-    done = int(saved["blocks_done"])
-    t = int(saved["t"])
-    sums = list(saved["log_sums"])
-    every = int(saved["renorm_every"]) if "renorm_every" in saved else fixed
-    if every is None or len(sums) != done or t != burn_steps + sum(plan(every)[:done]) * every:
-        raise ValueError(
-            f"checkpoint {store.directory} is corrupt: {done} blocks done at step {t} do not "
-            "fit the run's blocks; delete it"
-        )
-    return saved["state"], saved["vectors"], t, sums, every
-
-
 def _run_blocks(
     system,
     x,
@@ -297,43 +266,52 @@ def _run_blocks(
     cadence: int | Callable[[Any], int],
     plan: Callable[[int], list[int]],
     ensemble: bool,
-    store,
+    store: RunCheckpoint | None,
     progress,
 ):
     """The burn-in (``burn_periods`` of ``burn_every`` steps, not counted), then blocks of
-    ``plan(every)`` periods of ``every = cadence(burn-in log sums)`` steps from x and Q; with
-    a checkpoint ``store``, continue from what it holds and save after each block.
-    ``cadence`` is a fixed number of steps, or chooses it from the burn-in (``"auto"``).
-    Returns the final state(s), the per-block log sums and ``every``."""
-    burn_steps = burn_periods * burn_every
-    fixed = cadence if isinstance(cadence, int) else None
-    resumed = None if store is None else _resume(store, burn_steps, plan, fixed)
-    if resumed is not None:
-        x, vectors, t, sums, every = resumed
-        if progress is not None and t:
-            progress(t)  # once, so that progress bars count the steps already done
-    else:
-        t, sums, logs = 0, [], None
-        if burn_periods:
-            x, vectors, logs = _checked_block(
-                system, x, vectors, key, 0, burn_periods, burn_every, ensemble
-            )
-            t = burn_steps
-        every = cadence if isinstance(cadence, int) else cadence(logs)
-        if burn_periods:
-            if store is not None:
-                store.save(_snapshot(x, vectors, t, sums, every))
-            if progress is not None:
-                progress(t)
-    for size in plan(every)[len(sums) :]:
-        x, vectors, logs = _checked_block(system, x, vectors, key, t, size, every, ensemble)
-        t += size * every
-        sums.append(logs)
-        if store is not None:
-            store.save(_snapshot(x, vectors, t, sums, every))
+    ``plan(every)`` periods of ``every = cadence(burn-in log sums)`` steps from x and Q,
+    through the resumable-run driver (:mod:`chaosgrad._runstate`): with a checkpoint
+    ``store``, continue from what it holds and save after each block. ``cadence`` is a
+    fixed number of steps, or chooses it from the burn-in (``"auto"``). Returns the final
+    state(s), the per-block log sums (blocks, (R,) k) and ``every``."""
+    sums_shape = np.shape(vectors)[:-2] + np.shape(vectors)[-1:]  # a block's: (R,) k
+
+    def initial() -> dict:
+        return {
+            "state": x,
+            "vectors": vectors,
+            "t": np.asarray(0),
+            "log_sums": np.zeros((0, *sums_shape)),
+        }
+
+    state = resume(store, initial)
+    if progress is not None and int(state["t"]):
+        progress(int(state["t"]))  # once, so that progress bars count the steps already done
+
+    def burn(state, periods: int) -> dict:
+        x, q, logs = _checked_block(
+            system, state["state"], state["vectors"], key, 0, periods, burn_every, ensemble
+        )
+        return dict(state, state=x, vectors=q, t=np.asarray(periods * burn_every), burn_logs=logs)
+
+    def block(state, size: int) -> dict:
+        t = int(state["t"])
+        x, q, logs = _checked_block(
+            system, state["state"], state["vectors"], key, t, size, every, ensemble
+        )
+        sums = np.concatenate([state["log_sums"], logs[None]])
+        return dict(state, state=x, vectors=q, t=np.asarray(t + size * every), log_sums=sums)
+
+    def report(steps: int) -> None:
         if progress is not None:
-            progress(size * every)
-    return x, sums, every
+            progress(steps)
+
+    burn_in = [burn_periods] if burn_periods else []
+    state = advance(store, state, "burn-in", burn_in, burn, lambda p: report(p * burn_every))
+    every = cadence if isinstance(cadence, int) else cadence(state.get("burn_logs"))
+    state = advance(store, state, "blocks", plan(every), block, lambda p: report(p * every))
+    return state["state"], state["log_sums"], every
 
 
 def lyapunov_spectrum(
@@ -423,18 +401,20 @@ def lyapunov_spectrum(
 
     store = None
     if checkpoint is not None:
-        settings = fingerprint(
-            "lyapunov_spectrum",
-            system,
-            key,
-            k=k,
-            steps=steps,
-            burn_in=burn_in,
-            renorm_every=renorm_every,
-            blocks=blocks,
-            orbits=orbits,
-            x0=x0,
-        )
+        settings = {
+            "run": "lyapunov_spectrum",
+            **describe_system(system),
+            "key": describe_key(key),
+            **describe_settings(
+                k=k,
+                steps=steps,
+                burn_in=burn_in,
+                renorm_every=renorm_every,
+                blocks=blocks,
+                orbits=orbits,
+                x0=x0,
+            ),
+        }
         store = RunCheckpoint(checkpoint, settings)
 
     began = time.perf_counter()
