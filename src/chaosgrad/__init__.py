@@ -9,8 +9,9 @@ Every entry point refuses, in one line that says this, when it is off. The ``cha
 command line turns it on itself.
 """
 
-from ._system import AbstractFlow, Flow, InputDriven, Map, System, simulate
+from ._system import AbstractFlow, System, simulate
 from ._train_step import TrainMetrics, TrainState, TrainStep
+from ._user_models import Flow, InputDriven, Map
 from .estimators import (
     AbstractSweep,
     Auto,

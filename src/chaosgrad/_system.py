@@ -6,7 +6,7 @@ A system is the (possibly time-dependent, possibly noisy) map
 
 whose parameters are the module's inexact-array fields. ``t`` is the step (for a deep
 network: the layer). A continuous-time model dx = F(t, x) dt + s(t, x) dB becomes such a map
-through one step of an integrator (:class:`AbstractFlow`, :class:`Flow`): classical RK4, or
+through one step of an integrator (:class:`AbstractFlow`, ``chaosgrad.Flow``): classical RK4, or
 forward Euler, which is Euler-Maruyama when the model has noise (diffusion = s sqrt(dt)).
 
 The noise of step ``t`` is ``N(0, I)`` drawn from ``jax.random.fold_in(key, t)``, so a
@@ -36,18 +36,14 @@ from ._errors import (
     check_x64,
     first_line,
     first_nonfinite_step,
-    is_traced,
     traceable,
 )
 from ._functions import reads, with_static
-from ._integrate import check_method, check_time_step, integrate_step
+from ._integrate import integrate_step
 
 __all__ = [
     "System",
     "AbstractFlow",
-    "Flow",
-    "InputDriven",
-    "Map",
     "integrate_step",
     "simulate",
     "param",
@@ -68,26 +64,6 @@ def param(value, name: str | None = None) -> Array:
     if name is not None:
         check_finite_array(array, name)
     return array
-
-
-def check_dim(dim) -> int | None:
-    """A user model's ``dim``: None (taken from x0) or a positive integer."""
-    return None if dim is None else check_positive_int(dim, "dim")
-
-
-def parameter_args(args):
-    """``args`` with every Python float made a float64 array, so that it is a parameter.
-
-    A plain float is not an array, so ``Parameters.of`` (as ``eqx.filter_grad``) would leave
-    it out and its derivative would silently be missing. Equinox modules inside ``args``
-    are left as they are (their float fields are settings, e.g. a dropout rate); ints too
-    (counts).
-    """
-    return jax.tree_util.tree_map(
-        lambda leaf: param(leaf, "args") if isinstance(leaf, float) else leaf,
-        args,
-        is_leaf=lambda node: isinstance(node, eqx.Module),
-    )
 
 
 class System(eqx.Module):
@@ -166,6 +142,11 @@ class System(eqx.Module):
         """
         return self
 
+    @property
+    def step_name(self) -> str:
+        """How messages name the function that makes a step (a user model names its own)."""
+        return f"{type(self).__name__}.drift"
+
     def step(self, t, x, xi=None):
         """One step of the map with the noise sample ``xi`` (ignored when deterministic)."""
         if not self.stochastic or xi is None:
@@ -232,218 +213,6 @@ class AbstractFlow(System):
 
     def diffusion(self, t, x):
         return self.noise_scale(t * self.dt, x) * math.sqrt(self.dt)
-
-
-def _user_noise(noise) -> tuple[bool, Any]:
-    """(stochastic, amplitude) for a user model's ``noise``: a number or a function."""
-    if callable(noise):
-        return True, noise
-    amplitude = param(noise, "noise")
-    if is_traced(amplitude):
-        raise TypeError("noise must be a concrete number (it decides whether the model is noisy)")
-    return bool(np.any(np.asarray(amplitude) != 0.0)), amplitude
-
-
-def _evaluate_noise(amplitude, t, x, args):
-    if not callable(amplitude):
-        return amplitude
-    scale = amplitude(t, x, args)
-    shape = np.shape(scale)  # type: ignore[arg-type]
-    if shape not in ((), x.shape):
-        raise ValueError(
-            f"the noise function returned shape {shape} for a state of shape {x.shape}: it "
-            f"must return a scalar or an array of the state's shape {x.shape}"
-        )
-    return scale
-
-
-def _initial_state_of_user_model(model, key):
-    if model.dim is None:
-        name = type(model).__name__
-        raise ValueError(f"this {name} has no dim: pass {name}(..., dim=N) or give x0 explicitly")
-    return System.initial_state(model, key)
-
-
-class Flow(AbstractFlow):
-    """A user's ODE/SDE: ``vector_field(t, x, args)`` as in diffrax; ``args`` holds parameters.
-
-    ``args`` is any pytree; its float arrays are the parameters, and plain Python floats in
-    it are made float64 arrays (so ``args=28.0`` is a parameter too).
-    ``noise`` is the SDE amplitude s: a number (additive noise, a differentiable parameter)
-    or a function ``noise(t, x, args)``. Noise requires ``method="euler"`` (Euler-Maruyama).
-    ``method`` is ``"rk4"``, ``"euler"`` or a diffrax fixed-step solver such as
-    ``diffrax.Heun()`` or ``diffrax.Tsit5()`` (one step of size ``dt`` each: see
-    :mod:`chaosgrad._integrate`).
-    ``dim`` is needed only to draw an initial state (``initial_state``); otherwise the
-    dimension comes from the ``x0`` you pass.
-    """
-
-    field: Callable = eqx.field(static=True)
-    dt: float = eqx.field(static=True)
-    method: Any = eqx.field(static=True)
-    args: Any
-    noise_level: Any
-    dim: int | None = eqx.field(static=True)
-    _stochastic: bool = eqx.field(static=True)
-
-    def __init__(
-        self,
-        vector_field: Callable,
-        dt: float,
-        method: Any = "rk4",
-        args=None,
-        noise=0.0,
-        *,
-        dim: int | None = None,
-    ):
-        if not callable(vector_field):
-            raise TypeError("vector_field must be a function vector_field(t, x, args)")
-        self.field = vector_field
-        self.dt = check_time_step(dt)
-        self.args = parameter_args(args)
-        self._stochastic, self.noise_level = _user_noise(noise)
-        check_method(method, self._stochastic)
-        self.method = method
-        self.dim = check_dim(dim)
-
-    @property
-    def stochastic(self) -> bool:
-        return self._stochastic
-
-    def vector_field(self, time, x):
-        return self.field(time, x, self.args)
-
-    def noise_scale(self, time, x):
-        return _evaluate_noise(self.noise_level, time, x, self.args)
-
-    def initial_state(self, key):
-        return _initial_state_of_user_model(self, key)
-
-
-class Map(System):
-    """A user's map ``x' = function(t, x, args) + noise * xi`` (``noise``: number or function).
-
-    ``function`` must return the next state, of the state's shape. ``args`` is any pytree;
-    its float arrays are the parameters, and plain Python floats in it are made float64
-    arrays (so ``args=3.9`` is a parameter too).
-    """
-
-    function: Callable = eqx.field(static=True)
-    args: Any
-    noise_level: Any
-    dim: int | None = eqx.field(static=True)
-    _stochastic: bool = eqx.field(static=True)
-
-    def __init__(self, function: Callable, args=None, noise=0.0, *, dim: int | None = None):
-        if not callable(function):
-            raise TypeError("function must be a function function(t, x, args)")
-        self.function = function
-        self.args = parameter_args(args)
-        self._stochastic, self.noise_level = _user_noise(noise)
-        self.dim = check_dim(dim)
-
-    @property
-    def stochastic(self) -> bool:
-        return self._stochastic
-
-    def drift(self, t, x):
-        return self.function(t, x, self.args)
-
-    def diffusion(self, t, x):
-        return _evaluate_noise(self.noise_level, t, x, self.args)
-
-    def initial_state(self, key):
-        return _initial_state_of_user_model(self, key)
-
-
-class InputDriven(System):
-    """A network driven by an input sequence: ``x' = function(t, x, u_t, args) + noise * xi``.
-
-    ``inputs`` is one sequence (steps, m) shared by every sample, or one per sample
-    (samples, steps, m): sample i then sees ``inputs[i]`` (``for_sample``). ``u_t`` is
-    ``inputs[..., t, :]``, so the horizon is the sequence length. The inputs are data, not
-    parameters: ``wrt=None`` leaves them out. Any Equinox cell works as ``args``, e.g.
-    ``InputDriven(lambda t, h, u, cell: cell(u, h), inputs, args=eqx.nn.GRUCell(m, n))``
-    or the tanh RNN ``h' = tanh(W_hh h + W_hu u_t + b)``. ``targets`` (optional) are data
-    too: one array shared by every sample, or one per sample (leading axis = the inputs'
-    samples axis), picked by ``for_sample`` with the inputs; a ``ParametricObservable`` reads
-    them as ``system.targets`` (a supervised loss, see ``chaosgrad.networks``).
-    """
-
-    function: Callable = eqx.field(static=True)
-    args: Any
-    inputs: Array
-    targets: Array | None
-    noise_level: Any
-    dim: int | None = eqx.field(static=True)
-    per_sample: bool = eqx.field(static=True)
-    _stochastic: bool = eqx.field(static=True)
-    data_fields = ("inputs", "targets")
-
-    def __init__(
-        self,
-        function: Callable,
-        inputs,
-        args=None,
-        noise=0.0,
-        *,
-        targets=None,
-        dim: int | None = None,
-        per_sample: bool | None = None,
-    ):
-        if not callable(function):
-            raise TypeError("function must be a function function(t, x, u_t, args)")
-        inputs = jnp.asarray(inputs)
-        if inputs.ndim not in (2, 3):
-            raise ValueError(
-                f"inputs must have shape (steps, m) or (samples, steps, m), got {inputs.shape}"
-            )
-        check_float64(inputs, "inputs")
-        self.function = function
-        self.args = parameter_args(args)
-        self.inputs = inputs
-        self.per_sample = inputs.ndim == 3 if per_sample is None else bool(per_sample)
-        if targets is not None:
-            targets = jnp.asarray(targets)
-            check_float64(targets, "targets")
-            if self.per_sample and (targets.ndim < 1 or targets.shape[0] != inputs.shape[0]):
-                raise ValueError(
-                    f"targets must have one row per sample: shape ({inputs.shape[0]}, ...), "
-                    f"got {targets.shape}"
-                )
-        self.targets = targets
-        self._stochastic, self.noise_level = _user_noise(noise)
-        self.dim = check_dim(dim)
-
-    @property
-    def stochastic(self) -> bool:
-        return self._stochastic
-
-    @property
-    def horizon(self) -> int:
-        return self.inputs.shape[-2]
-
-    def for_sample(self, index) -> InputDriven:
-        if not self.per_sample:
-            return self
-        i = index % self.inputs.shape[0]
-        if self.targets is None:
-            return eqx.tree_at(lambda s: s.inputs, self, self.inputs[i])
-        return eqx.tree_at(lambda s: (s.inputs, s.targets), self, (self.inputs[i], self.targets[i]))
-
-    def drift(self, t, x):
-        if self.per_sample and self.inputs.ndim == 3:
-            raise ValueError(
-                "this InputDriven holds one input sequence per sample: the "
-                "estimators pick each sample's with for_sample(i)"
-            )
-        return self.function(t, x, self.inputs[t], self.args)
-
-    def diffusion(self, t, x):
-        return _evaluate_noise(self.noise_level, t, x, self.args)
-
-    def initial_state(self, key):
-        return _initial_state_of_user_model(self, key)
 
 
 def check_noise_setting(system: System) -> None:
@@ -522,16 +291,6 @@ def check_state_shape(system: System, x0) -> None:
         raise ValueError(f"x0 has {x0.shape[0]} components but the system has dim={dim}")
 
 
-def _step_owner(system: System) -> str:
-    """How messages name the function that makes a step: the user's, for Map and Flow."""
-    name = type(system).__name__
-    if isinstance(system, Flow):
-        return "the Flow's vector_field"
-    if isinstance(system, (Map, InputDriven)):
-        return f"the {name}'s function"
-    return f"{name}.drift"
-
-
 @eqx.filter_jit
 def _field_shape(system: AbstractFlow, t, x):
     return system.vector_field(t * system.dt, x)
@@ -559,7 +318,7 @@ def _step_of(system: System, t, x, xi):
 def _probe_step(system: System, one: System, x) -> str:
     """Check the step abstractly (module doc of :func:`check_step`) and return what it
     computes and reads (:func:`chaosgrad._functions.reads`)."""
-    owner = _step_owner(system)
+    owner = system.step_name
     t = jax.ShapeDtypeStruct((), jnp.int64)
     state = jax.ShapeDtypeStruct(x.shape, x.dtype)
     xi = state if one.stochastic else None

@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import check_positive_int, check_real
-from ._system import Flow, InputDriven, Map, System
+from ._system import System
+from ._user_models import Flow, InputDriven, Map
 from .estimators import Shadowing
 from .estimators._response import value_and_grad
 from .lyapunov import lyapunov_penalty, lyapunov_spectrum

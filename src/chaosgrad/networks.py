@@ -26,7 +26,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._system import InputDriven
+from ._user_models import InputDriven
 from .statistics import ParametricObservable
 from .systems import DeepTanhNet
 from .systems.mlp import INITS, initial_matrix

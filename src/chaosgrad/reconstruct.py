@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from ._errors import check_x64
-from ._system import Flow, System, simulate
+from ._system import System, simulate
 from ._trajectory_methods import (
     BPTT,
     GTF,
@@ -43,6 +43,7 @@ from ._trajectory_methods import (
     rollout_loss,
     unstable_dimension,
 )
+from ._user_models import Flow
 from .estimators._base import tree_norm
 from .lyapunov import lyapunov_spectrum
 from .metrics import (

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import Map
+from .._user_models import Map
 from ..estimators import (
     Backprop,
     FastAdjointResponse,
