@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._system import _run, at_layer, check_horizon, layer_slices, resolve_start
+from .._system import (
+    _run,
+    at_layer,
+    check_horizon,
+    check_start,
+    check_state_shape,
+    layer_slices,
+)
 from .._tangent import step_noise
 from ..parallel import sample_parallel, spread
 from ._base import Horizon
@@ -43,12 +50,14 @@ class Samples(eqx.Module):
     indices: jax.Array
 
 
-def check_start(system, x0, init_key):
-    """Validate x0 (or a drawn initial state): dtype, shape, dimension. Returns x0 as an
-    array, or None when the samples draw their own initial states."""
-    probe = x0 if x0 is not None else system.initial_state(init_key)
-    checked = resolve_start(system, probe, init_key)[0]
-    return None if x0 is None else checked
+def sample_start(system, x0, init_key):
+    """``x0`` checked as a start of ``system`` (:func:`chaosgrad._system.check_start`: dtype,
+    shape, dimension), or None when the samples draw their own initial states (then their
+    shape is checked, abstractly: nothing is drawn)."""
+    if x0 is None:
+        check_state_shape(system, jax.eval_shape(system.initial_state, init_key))
+        return None
+    return check_start(system, x0)
 
 
 def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
@@ -63,7 +72,7 @@ def sample_windows(system, x0, key, samples: int, horizon: Horizon) -> Samples:
     check_horizon(system, horizon.burn_in + horizon.steps)
     init_key, noise_key = jax.random.split(key)
     indices = jnp.arange(samples)
-    x0 = check_start(system, x0, init_key)
+    x0 = sample_start(system, x0, init_key)
     if x0 is not None and horizon.stationary:
         times = horizon.burn_in + horizon.steps * np.arange(samples)
         starts, state, t = [], x0, 0

@@ -20,7 +20,7 @@ from .._system import _run, check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, TimeAverage, WindowAverage
 from ._base import AbstractEstimator, AbstractInfo, Estimate, Terms, check_sizes, resolve_horizon
-from ._rollout import batch_starts, check_start, reduce_window, rollout, sample_keys
+from ._rollout import batch_starts, reduce_window, rollout, sample_keys, sample_start
 
 
 class FiniteDifferenceInfo(AbstractInfo):
@@ -139,7 +139,7 @@ class FiniteDifference(AbstractEstimator):
         horizon = resolve_horizon(components.statistic, self)
         check_horizon(system, horizon.burn_in + horizon.steps)
         init_key, noise_key = jax.random.split(key)
-        x0 = check_start(system, x0, init_key)
+        x0 = sample_start(system, x0, init_key)
         firsts = batch_starts(system, x0, init_key, 0, self.samples)
         plus, minus = _perturbed_statistics(
             system,

@@ -58,7 +58,7 @@ from ._noise import (
     sum_over_batches,
     terminal_values,
 )
-from ._rollout import batch_starts, burn, check_start, sample_keys, window_sums
+from ._rollout import batch_starts, burn, sample_keys, sample_start, window_sums
 
 
 class KernelInfo(AbstractInfo):
@@ -193,7 +193,7 @@ class Kernel(AbstractKernelEstimator):
         steps = components.statistic.steps
         check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
-        x0 = check_start(system, x0, init_key)
+        x0 = sample_start(system, x0, init_key)
         pilot = min(self.samples, 1024)  # a shift for the sums (and the loss cotangent)
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
         pilot_raw = terminal_values(
@@ -249,7 +249,7 @@ class Kernel(AbstractKernelEstimator):
         steps, orbits = self.steps, self.samples
         check_horizon(system, burn_in + steps + window)
         init_key, noise_key = jax.random.split(key)
-        x0 = check_start(system, x0, init_key)
+        x0 = sample_start(system, x0, init_key)
         keys = sample_keys(noise_key, orbits)
         starts = burn(
             system, batch_starts(system, x0, init_key, 0, orbits), keys, jnp.arange(orbits), burn_in
