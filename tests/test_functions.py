@@ -186,3 +186,35 @@ def test_a_fresh_lambda_of_the_same_code_does_not_compile_again():
         jax.monitoring.unregister_event_duration_listener(listener)
     assert warm == 0
     assert changed >= 1
+
+
+def test_a_changed_closed_over_array_is_an_input_not_a_new_program():
+    """An observable and a loss reading arrays: the arrays are inputs of the compiled
+    program (chaosgrad._functions.TracedFunction), so new values give the new value and
+    gradient without compiling again; a changed Python scalar is part of the program."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    offset = jnp.asarray([0.0, 0.0, 0.0])
+    goal = jnp.asarray(23.0)
+
+    def run():
+        statistic = TimeAverage(lambda x: (x + offset)[2])
+        return _vg(lambda s: (s - goal) ** 2, BACKPROP, statistic)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        before = run()
+        compiles.clear()
+        offset, goal = jnp.asarray([0.0, 0.0, 1.0]), jnp.asarray(20.0)
+        after = run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    # the same orbit: <z + 1> - 20 = (<z> - 23) + 4, so the loss and its slope follow
+    z = np.sqrt(before[0]) + 23.0  # before: (<z> - 23)^2, <z> above 23 on this orbit
+    assert after[0] == pytest.approx((z + 1.0 - 20.0) ** 2, rel=1e-10)
+    assert after[1] == pytest.approx(before[1] * (z - 19.0) / (z - 23.0), rel=1e-10)

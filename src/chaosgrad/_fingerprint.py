@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._functions import StaticFunction, reads
+from ._functions import reads
 from ._system import bind
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
@@ -60,9 +60,9 @@ def _digest(data: bytes | str, size: int = 16) -> str:
 def describe(value: Any) -> str:
     """A description of a setting that is equal in two processes when the setting is:
     arrays by dtype, shape and a digest of their content, numbers and strings by ``repr``,
-    containers and dataclasses (``eqx.Module``) item by item, a function keyed on its
-    reads (:class:`~chaosgrad._functions.StaticFunction`) by that digest, any other
-    function by its module and name."""
+    containers and dataclasses (``eqx.Module``) item by item (a traced function,
+    :class:`~chaosgrad._functions.TracedFunction`, by its program's digest and the arrays
+    it reads), any other function by its module and name."""
     if isinstance(value, (jax.Array, np.ndarray)):
         array = np.asarray(value)
         content = _digest(np.ascontiguousarray(array).tobytes())
@@ -80,10 +80,6 @@ def describe(value: Any) -> str:
             for field in dataclasses.fields(value)
         )
         return f"{type(value).__name__}({fields})"
-    if isinstance(value, StaticFunction):
-        if value.reads is not None:
-            return f"function {value.reads[:16]}"
-        value = value.function
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     return without_addresses(repr(value))

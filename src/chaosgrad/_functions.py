@@ -1,25 +1,28 @@
-"""User functions in compiled programs: keyed on what they compute, values read included.
+"""User functions in compiled programs: never a stale value, and a warm program for the same code.
 
-A compiled program holds the values a user's function read when it was traced: a global
+A compiled program holds what a user's function read when it was traced: a global
 ``target``, a closed-over numpy array, a config object's attribute. Keying the compilation
-cache on the function's code alone serves the old values after such a value changes (a
-wrong answer, no error). So every public entry point traces each user function it is given
-(observable, loss, the system's step) at the shapes it will be called with, and keys the
-compiled programs on the trace's *reads*: a digest of
+cache on the function object or its code alone serves the old values after such a value
+changes (a wrong answer, no error). So every public entry point traces each user function
+it is given at the shapes it will be called with:
 
-* the jaxpr's text: the operations, and every Python scalar the code read (a scalar
-  becomes a literal ``100.0:f64[]``);
-* every literal and every constant the jaxpr holds, by content (a closed-over or global
-  array, whatever its size, mutated in place or rebound).
-
-Two functions with the same reads compute the same thing at those shapes, so a fresh lambda
-of the same code is warm, and any change to what a function reads compiles afresh.
+* an observable, a loss, an optimizer's update and a regulariser become a
+  :class:`TracedFunction` (:func:`trace`): the traced program is static and compared by
+  what it computes (the jaxpr's text, every Python scalar the code read, which becomes a
+  literal ``100.0:f64[]``, and the input and output structures), and every array it closes
+  over or reads from a global is a dynamic leaf. A fresh lambda of the same code is warm; a
+  changed array reaches the same compiled program as a new input; a changed Python scalar
+  compiles afresh.
+* the system's step is keyed by its *reads* (:func:`reads`, set by
+  ``chaosgrad._system.bind``): the jaxpr's text and every literal and constant by content.
+  Its closed-over arrays are not made leaves of the system, where ``wrt=None`` would take
+  them for parameters; a changed one compiles afresh.
 
 What a trace cannot see (documented once, as JAX documents impure functions): Python side
 effects and host state that does not reach the computation (a counter, a print, a random
-draw from ``numpy.random`` made at trace time is read as a constant, hence keyed, but not
-redrawn per step), and a custom derivative rule that reads a changed global without the
-primal computation changing. A function must compute its result from its arguments and the
+draw from ``numpy.random`` made at trace time is read as a constant, but not redrawn per
+step), and a custom derivative rule that reads a changed global without the primal
+computation changing. A function must compute its result from its arguments and the
 values it reads.
 """
 
@@ -85,47 +88,101 @@ def reads(function: Callable, *args) -> tuple[str, Any]:
     return digest.hexdigest(), eqx.combine(out_dynamic, out_static)
 
 
-class StaticFunction:
-    """A user function held as a static field or argument, compared by its reads.
+def _add_literals(digest, closed) -> None:
+    """Every literal of ``closed`` and every constant of the jaxprs nested in it (a Python
+    scalar the code read, an array a loop body holds), by content; not ``closed``'s own
+    constants, which a :class:`TracedFunction` holds as its arrays."""
+    for equation in closed.jaxpr.eqns:
+        for var in equation.invars:
+            if isinstance(var, jax_core.Literal):
+                _add_value(digest, var.val)
+        for parameter in equation.params.values():
+            for inner in _jaxprs_in(parameter):
+                _add_values(digest, inner)
 
-    ``StaticFunction(f, reads)`` equals another with the same ``reads`` digest (module
-    doc), whatever the function objects; with ``reads=None`` (not yet traced) it compares by
-    identity. A plain class (a pytree leaf), so that ``eqx.filter_jit`` compares it by
-    ``__eq__``.
-    """
 
-    __slots__ = ("function", "reads")
+class _Program:
+    """What a :class:`TracedFunction` computes: its jaxpr with the closed-over arrays taken
+    out as inputs, and how its outputs are rebuilt. Compared by ``key``: the jaxpr's text
+    (addresses left out), its literals by content and its input and output structures, so
+    two traces of the same code at the same shapes are equal whatever the function objects
+    and whatever the values of the arrays they close over."""
 
-    def __init__(self, function: Callable, reads: str | None = None):
-        if isinstance(function, StaticFunction):
-            function, reads = function.function, function.reads if reads is None else reads
-        self.function = function
-        self.reads = reads
+    __slots__ = ("jaxpr", "out_treedef", "out_static", "name", "key")
 
-    def __repr__(self) -> str:
-        return f"StaticFunction({self.function!r})"
+    def __init__(self, closed, in_treedef, out_dynamic, out_static, name: str):
+        self.jaxpr = closed.jaxpr
+        out_leaves, self.out_treedef = jax.tree_util.tree_flatten(out_dynamic)
+        self.out_static = out_static
+        self.name = name
+        digest = hashlib.sha1(_ADDRESS.sub("", str(closed.jaxpr)).encode())
+        _add_literals(digest, closed)
+        digest.update(_ADDRESS.sub("", f"{in_treedef}|{self.out_treedef}|{out_static}").encode())
+        self.key = digest.hexdigest()
 
-    def __call__(self, *args, **kwargs):
-        return self.function(*args, **kwargs)
-
-    def _key(self):
-        return ("function", id(self.function)) if self.reads is None else self.reads
-
-    def __eq__(self, other) -> bool:  # type: ignore[override]
-        if not isinstance(other, StaticFunction):
-            return False
-        if self.reads is None or other.reads is None:
-            return self.function is other.function and self.reads == other.reads
-        return self.reads == other.reads
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Program) and self.key == other.key
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"<traced {self.name} {self.key[:16]}>"
 
 
-def bound(function: Callable, *args) -> tuple[StaticFunction, Any]:
-    """(``function`` as a :class:`StaticFunction` keyed on its reads at ``args``, its output)."""
-    digest, out = reads(function, *args)
-    return StaticFunction(function, digest), out
+class TracedFunction(eqx.Module):
+    """A user function as a compiled program sees it: its traced program static (compared
+    by what it computes, :class:`_Program`), the arrays it closes over or reads from
+    globals dynamic leaves (``consts``).
+
+    A compiled program is therefore looked up by the function's code and the shapes it was
+    traced at, and receives the current values of what it reads as inputs: a fresh lambda
+    of the same code is warm, a closed-over array changed in place or rebound gives new
+    values without compiling again, and a Python scalar it reads (a literal of the
+    program) compiles afresh. It is called with arguments of the shapes it was traced at
+    (the same array leaves in the same order; other leaves are the trace's).
+    """
+
+    program: _Program = eqx.field(static=True)
+    consts: list
+
+    def __call__(self, *args):
+        dynamic = jax.tree_util.tree_leaves(eqx.filter(args, eqx.is_array))
+        expected = self.program.jaxpr.invars
+        if len(dynamic) != len(expected) or any(
+            tuple(jax.numpy.shape(leaf)) != tuple(var.aval.shape)
+            for leaf, var in zip(dynamic, expected, strict=False)
+        ):
+            got = [tuple(jax.numpy.shape(leaf)) for leaf in dynamic]
+            want = [tuple(var.aval.shape) for var in expected]
+            raise ValueError(
+                f"{self.program.name} was traced for arrays of shapes {want} and is called "
+                f"with {got}"
+            )
+        out = jax_core.jaxpr_as_fun(jax_core.ClosedJaxpr(self.program.jaxpr, self.consts))(*dynamic)
+        out_dynamic = jax.tree_util.tree_unflatten(self.program.out_treedef, out)
+        return eqx.combine(out_dynamic, self.program.out_static)
+
+
+def trace(function: Callable, *args, name: str | None = None) -> tuple[TracedFunction, Any]:
+    """(``function`` as a :class:`TracedFunction` at the shapes of ``args``, its output's
+    abstract value). Non-array leaves of ``args`` are static (as in ``eqx.filter_jit``);
+    arrays and ``jax.ShapeDtypeStruct`` leaves are traced."""
+    if isinstance(function, TracedFunction):
+        function = _call_traced(function)
+    closed, out_dynamic, out_static = eqx.filter_make_jaxpr(function)(*args)
+    in_treedef = jax.tree_util.tree_structure(eqx.filter(args, _is_traced_leaf))
+    label = name or getattr(function, "__name__", type(function).__name__)
+    program = _Program(closed, in_treedef, out_dynamic, out_static, label)
+    return TracedFunction(program, list(closed.consts)), eqx.combine(out_dynamic, out_static)
+
+
+def _is_traced_leaf(leaf) -> bool:
+    return eqx.is_array(leaf) or isinstance(leaf, jax.ShapeDtypeStruct)
+
+
+def _call_traced(function: TracedFunction):
+    return lambda *args: function(*args)
 
 
 def with_static(module: eqx.Module, **fields) -> Any:

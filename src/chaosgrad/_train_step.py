@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import optax
 
 from ._errors import as_state, check_x64
-from ._functions import StaticFunction, reads
+from ._functions import trace
 from ._system import System
 from .estimators._base import AbstractEstimator, _jacobian_tree, compiled_terms, tree_norm
-from .estimators._parameters import Parameters
+from .estimators._parameters import Parameters, Selection
 from .estimators._response import LossCotangent, _bind_loss, _loss_and_cotangent, _prepare
 from .estimators.average import check_compilable
 from .statistics import AbstractStatistic
@@ -243,28 +243,27 @@ class TrainStep(eqx.Module):
 
 
 def keyed(step: TrainStep, system: System) -> TrainStep:
-    """``step`` with its user functions compared by what they compute, so that a compiled
-    program of it is found again for a fresh lambda of the same code and never for a
-    function that reads a changed value (:mod:`chaosgrad._functions`): the loss and the
-    observable by their reads at the statistic's structure, ``wrt`` by the parameters it
-    selects in ``system``, the optimizer by the reads of its update."""
+    """``step`` with its user functions held by what they compute, so that a compiled
+    program of it is found again for a fresh lambda of the same code, and the values they
+    read reach it as inputs (:mod:`chaosgrad._functions`): the loss and the observable
+    traced at the statistic's structure, the optimizer's init and update at the
+    parameters', ``wrt`` as the leaves it selects in ``system``."""
     _, params, _, _, out, components = _prepare(
         system, step.statistic, step.estimator, step.wrt, step.x0, _shape_key()
     )
-    wrt = step.wrt
-    if wrt is not None:
-        selection = (params.positions, params.layer_fields, jax.tree_util.tree_structure(params))
-        wrt = StaticFunction(wrt, f"selects {selection}")
-    opt_state = step.optimizer.init(params.values)
-    digest, _ = reads(step.optimizer.update, params.values, opt_state, params.values)
-    # a compiled step calls update only: init is keyed with it
-    optimizer = optax.GradientTransformation(
-        StaticFunction(step.optimizer.init, digest), StaticFunction(step.optimizer.update, digest)
+    wrt = None if step.wrt is None else Selection.of(system, step.wrt)
+    init, opt_state = trace(step.optimizer.init, params.values, name="the optimizer's init")
+    update, _ = trace(
+        step.optimizer.update,
+        params.values,
+        opt_state,
+        params.values,
+        name="the optimizer's update",
     )
     return dataclasses.replace(
         step,
         loss=_bind_loss(step.loss, out),
         statistic=components.statistic,
-        optimizer=optimizer,
+        optimizer=optax.GradientTransformation(init, update),  # pyright: ignore[reportArgumentType]
         wrt=wrt,
     )

@@ -15,10 +15,11 @@ Observables return a scalar, a vector or any pytree of arrays; the statistic has
 structure. An observable of the form ``Phi(x, system)`` (an explicit parameter dependence)
 is written ``ParametricObservable(function)``; the estimators that can use it say so.
 
-Observables are held as :class:`~chaosgrad._functions.StaticFunction`. Each call of an
-estimator traces the observable first (:func:`output_structure`) and keys the compiled
-programs on what it computes and reads: a fresh lambda of the same code is warm, and a
-changed global or closed-over value compiles afresh, never a stale program.
+Each call of an estimator traces the observable first (:func:`output_structure`): the
+statistic then holds it as a :class:`~chaosgrad._functions.TracedFunction`, its program
+static (compared by what it computes) and the arrays it reads dynamic leaves. A fresh lambda
+of the same code is warm, and a changed global or closed-over array reaches the compiled
+program as a new input, never a stale value.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from ._errors import check_positive_int
-from ._functions import StaticFunction, bound, with_static
+from ._functions import TracedFunction, trace
 
 __all__ = ["AbstractStatistic", "ParametricObservable", "Terminal", "TimeAverage", "WindowAverage"]
 
@@ -45,10 +46,14 @@ class ParametricObservable(eqx.Module):
     ``ParametricObservable(lambda x, s: jnp.sum(x) - 9 * s.gamma)``.
     """
 
-    function: Callable = eqx.field(static=True)
+    function: Callable
 
     def __init__(self, function: Callable):
-        self.function = StaticFunction(function)
+        if not callable(function):
+            raise TypeError(
+                f"ParametricObservable takes a function phi(x, system), got {function!r:.60}"
+            )
+        self.function = function
 
     def __call__(self, x, system):
         return self.function(x, system)
@@ -62,7 +67,7 @@ def takes_system(observable) -> bool:
 class AbstractStatistic(eqx.Module):
     """A statistic of a system's trajectories, of the shape of ``observable``'s output."""
 
-    observable: Any = eqx.field(static=True)
+    observable: Any
 
     @property
     @abc.abstractmethod
@@ -82,14 +87,14 @@ class AbstractStatistic(eqx.Module):
 
 
 def _wrap(observable):
-    if isinstance(observable, (ParametricObservable, StaticFunction)):
+    if isinstance(observable, (ParametricObservable, TracedFunction)):
         return observable
     if not callable(observable):
         raise TypeError(
             f"observable must be a function phi(x) returning a scalar, a vector or "
             f"a pytree of arrays, got {observable!r}"
         )
-    return StaticFunction(observable)
+    return observable
 
 
 class TimeAverage(AbstractStatistic):
@@ -187,18 +192,18 @@ class Components(eqx.Module):
 
 
 def output_structure(statistic: AbstractStatistic, x, system):
-    """(statistic, k, unravel, out): the statistic with its observable keyed on what it
-    reads (:func:`chaosgrad._functions.bound`), the number k of components of Phi(x), the
+    """(statistic, k, unravel, out): the statistic with its observable traced
+    (:func:`chaosgrad._functions.trace`), the number k of components of Phi(x), the
     map back to its pytree and its abstract output (traced on sample 0's system: per-sample
     data such as a target has its own shape)."""
     system = system.for_sample(0)
     state = jax.ShapeDtypeStruct(x.shape, x.dtype)
     observable = statistic.observable
     if isinstance(observable, ParametricObservable):
-        function, out = bound(observable.function, state, system)
+        function, out = trace(observable.function, state, system, name="the observable")
         observable = ParametricObservable(function)
     else:
-        observable, out = bound(observable, state)
+        observable, out = trace(observable, state, name="the observable")
     for leaf in jax.tree_util.tree_leaves(out):
         dtype = getattr(leaf, "dtype", None)
         if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
@@ -210,4 +215,4 @@ def output_structure(statistic: AbstractStatistic, x, system):
     flat, unravel = ravel_pytree(zeros)
     if flat.size == 0:
         raise ValueError("the observable returns no components (an empty pytree)")
-    return with_static(statistic, observable=observable), flat.size, unravel, out
+    return eqx.tree_at(lambda s: s.observable, statistic, observable), flat.size, unravel, out

@@ -81,7 +81,7 @@ from jax.flatten_util import ravel_pytree
 from . import _checkpoint, _fit_checkpoint
 from ._errors import check_key, check_positive_int, check_x64, traceable
 from ._fit_checkpoint import HISTORY_KEYS
-from ._functions import bound
+from ._functions import trace
 from ._system import System
 from ._train_step import TrainState, TrainStep, keyed
 from .estimators._base import AbstractEstimator, tree_norm
@@ -329,7 +329,7 @@ def fit(
     compiled = keyed(step, system)
     if regularizer is not None:
         with traceable("the regularizer"):
-            regularizer = bound(regularizer, system)[0]
+            regularizer = trace(regularizer, system, name="the regularizer")[0]
     done = start  # iterations done; after a failure, the iteration a resume redoes
     # the last parameters at which the loss and gradient were finite, with their optimizer
     # state and iteration: what a failed run keeps

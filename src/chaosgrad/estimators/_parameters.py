@@ -31,6 +31,28 @@ def _kind(leaf) -> str:
     return f"a Python {type(leaf).__name__}"
 
 
+class Selection(eqx.Module):
+    """A ``wrt`` held by what it selects: the positions of the leaves it picks among the
+    system's and the structure it returns them in. Compared by value, so a compiled program
+    that takes it is found again for a fresh selector of the same leaves."""
+
+    picks: tuple[int, ...] = eqx.field(static=True)
+    treedef: Any = eqx.field(static=True)
+
+    @classmethod
+    def of(cls, system: System, wrt: Callable) -> Selection:
+        """What ``wrt`` selects in ``system`` (checked as :meth:`Parameters.of` checks it)."""
+        _select(system, wrt)
+        leaves, treedef = jax.tree_util.tree_flatten(system)
+        chosen = wrt(treedef.unflatten([_Position(i) for i in range(len(leaves))]))
+        picked, structure = jax.tree_util.tree_flatten(chosen)
+        return cls(tuple(marker.index for marker in picked), structure)
+
+    def __call__(self, system):
+        leaves = jax.tree_util.tree_leaves(system)
+        return self.treedef.unflatten([leaves[i] for i in self.picks])
+
+
 def _select(system: System, wrt: Callable) -> tuple[Any, tuple[int, ...]]:
     """(the selected subtree with non-parameter leaves None, the selected parameters'
     positions among ``system``'s leaves). ``wrt`` is called on a copy of the system whose

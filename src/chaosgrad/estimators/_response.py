@@ -28,7 +28,7 @@ from .._errors import (
     is_traced,
     traceable,
 )
-from .._functions import StaticFunction, bound
+from .._functions import TracedFunction, trace
 from .._system import System, _run, bind, check_noise_setting, check_state_shape
 from ..statistics import AbstractStatistic, Components, TimeAverage, output_structure
 from ._base import DEFAULT_BURN_IN, AbstractEstimator, Estimate, _jacobian_tree
@@ -221,9 +221,9 @@ def linear_response(
 
 
 @eqx.filter_jit
-def _loss_and_cotangent(loss: StaticFunction, structure, flat):
+def _loss_and_cotangent(loss: TracedFunction, structure, flat):
     """(loss(statistic), d loss / d statistic) at the flat value, compiled once per loss
-    (keyed on what it reads: :func:`_bind_loss`)."""
+    (traced: :func:`_bind_loss`)."""
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, jnp.float64), structure)
     unravel = ravel_pytree(zeros)[1]
 
@@ -238,11 +238,11 @@ class LossCotangent(eqx.Module):
     the estimator's gradient pass (a module, so a compiled estimator is keyed on the bound
     loss and the statistic's structure, not on a fresh closure)."""
 
-    loss: StaticFunction = eqx.field(static=True)
+    loss: TracedFunction
     shapes: tuple = eqx.field(static=True)
     treedef: Any = eqx.field(static=True)
 
-    def __init__(self, loss: StaticFunction, structure):
+    def __init__(self, loss: TracedFunction, structure):
         self.loss = loss
         leaves, self.treedef = jax.tree_util.tree_flatten(structure)
         self.shapes = tuple(leaves)
@@ -252,11 +252,11 @@ class LossCotangent(eqx.Module):
         return _loss_and_cotangent(self.loss, structure, jnp.asarray(flat_value))[1][:, None]
 
 
-def _bind_loss(loss: Callable, structure) -> StaticFunction:
-    """``loss`` keyed on what it reads at the statistic's structure, its output checked: a
+def _bind_loss(loss: Callable, structure) -> TracedFunction:
+    """``loss`` traced at the statistic's structure (a TracedFunction), its output checked: a
     real scalar (an integer loss has no gradient, as ``jax.grad`` refuses it)."""
     with traceable("the loss"):
-        function, out = bound(loss, structure)
+        function, out = trace(loss, structure, name="the loss")
     dtype = getattr(out, "dtype", None)
     if dtype is None:
         got = "None (does the function end with a return?)" if out is None else repr(out)
