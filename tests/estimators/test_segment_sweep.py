@@ -53,13 +53,20 @@ CASES = {
 STORE = 2**28  # bytes of states kept (every state of these short orbits)
 
 
+def run_orbits(*args, **kwargs):
+    """The forward run's orbits (their finiteness checked)."""
+    orbits, finite = _orbits.forward_orbits(*args, **kwargs)
+    assert np.all(np.asarray(finite))
+    return orbits
+
+
 def both_sweeps(case, init=None, recompute=False, strategies=None):
     """The terms of ``strategies`` (default: a segment's Jacobians at once, then parallel
     over segments)."""
     system, phi, wrt, u, m, segments = CASES[case]
     if strategies is None:
         strategies = (cg.SegmentJacobians(), cg.SegmentParallel())
-    orbits = _orbits.run_orbits(
+    orbits = run_orbits(
         system, _orbits.orbit_starts(system, None, KEY, 1), u, 200, segments, m, store_bytes=STORE
     )
     params = Parameters.of(system, wrt)
@@ -123,9 +130,7 @@ def test_forward_bases_from_the_propagators_equal_the_carried_tangents(case):
     system, phi, wrt, u, m, segments = CASES[case]
     starts = _orbits.orbit_starts(system, None, KEY, 1)
     carried, left = (
-        _orbits.run_orbits(
-            system, starts, u, 200, segments, m, tangents=tangents, store_bytes=STORE
-        )
+        run_orbits(system, starts, u, 200, segments, m, tangents=tangents, store_bytes=STORE)
         for tangents in (True, False)
     )
     assert left.qs.shape[1] == 1 and left.rs.shape[1] == 0
@@ -150,7 +155,7 @@ def test_segment_jacobians_computed_at_once_give_the_per_step_terms(unstable):
     and without the unstable contribution (FastAdjointResponse's psi-weighted sums)."""
     system, u, m, segments = cg.ModifiedSolenoid(dim=5), 4, 10, 6
     starts = _orbits.orbit_starts(system, None, KEY, 1)
-    orbits = _orbits.run_orbits(system, starts, u, 100, segments, m, store_bytes=STORE)
+    orbits = run_orbits(system, starts, u, 100, segments, m, store_bytes=STORE)
     params = Parameters.of(system, None)
     components = Components(TimeAverage(cg.ModifiedSolenoid.observable), jnp.eye(1))
     rng = np.random.default_rng(1)
@@ -211,7 +216,7 @@ def test_segment_batches_that_share_segments_give_the_one_batch_propagators(batc
     every segment, in order, are those of one batch of all ten."""
     system, phi, wrt, u, m, _ = CASES["lorenz63"]
     starts = _orbits.orbit_starts(system, None, KEY, 1)
-    orbits = _orbits.run_orbits(system, starts, u, 50, 10, m, store_bytes=STORE)
+    orbits = run_orbits(system, starts, u, 50, 10, m, store_bytes=STORE)
     params = Parameters.of(system, wrt)
     components = Components(TimeAverage(phi), jnp.eye(2))
 
@@ -234,13 +239,13 @@ def test_segment_batches_that_share_segments_give_the_one_batch_propagators(batc
 
 
 def test_the_forward_run_takes_the_mean_the_stored_states_give():
-    """run_orbits(components=...) takes each orbit's mean of the raw components in the
+    """forward_orbits(components=...) takes each orbit's mean of the raw components in the
     forward program; orbit_mean then equals the mean over the stored states."""
     system, phi, wrt, u, m, segments = CASES["lorenz63"]
     starts = _orbits.orbit_starts(system, None, KEY, 1)
     components = Components(TimeAverage(phi), jnp.eye(2))
-    plain = _orbits.run_orbits(system, starts, u, 50, segments, m, store_bytes=STORE)
-    with_means = _orbits.run_orbits(
+    plain = run_orbits(system, starts, u, 50, segments, m, store_bytes=STORE)
+    with_means = run_orbits(
         system, starts, u, 50, segments, m, components=components, store_bytes=STORE
     )
     assert plain.means is None and with_means.means.shape == (1, 2)

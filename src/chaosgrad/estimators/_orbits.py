@@ -150,8 +150,14 @@ def forward_orbits(
     *,
     store_bytes: int,
 ) -> tuple[Orbits, jax.Array]:
-    """(R orbits burned in and recorded, each orbit's finiteness (R,)): the pure part of
-    :func:`run_orbits` (a compiled estimator checks the flags in its finish)."""
+    """(R orbits burned in and recorded, each orbit's finiteness (R,)): ``starts`` as from
+    :func:`orbit_starts`; u + ``probe`` tangent vectors, the first u those of u alone. With
+    ``window`` (FAR) the segments start W steps later and ``Orbits.edges`` holds the states
+    around them. With ``tangents=False`` the tangents stop after the burn-in, which
+    orthonormalises them once a segment as the sweep's bases are (``Orbits.qs`` holds Q_0
+    only): the segment-parallel sweep makes the bases from its propagators. With
+    ``components`` the forward run also takes each orbit's mean of them (``Orbits.means``).
+    The flags are checked by the estimator's finish (:func:`check_orbits`)."""
     xs, qs, keys = start_orbits(system, starts, unstable_dim, probe)
     store = xs.shape[0] * segments * segment_steps * xs.shape[1] * 8 <= store_bytes
     states, edges, collected = _forward(
@@ -186,47 +192,6 @@ def check_orbits(
     replay, *_ = forward_segments(system, x, q, noise_key, jnp.asarray(t), segments, segment_steps)
     check_orbit(replay, t)
     raise FloatingPointError("an orbit became NaN/inf")
-
-
-def run_orbits(
-    system,
-    starts,
-    unstable_dim,
-    burn_in,
-    segments,
-    segment_steps,
-    probe=1,
-    window=None,
-    tangents=True,
-    components=None,
-    *,
-    store_bytes: int,
-) -> Orbits:
-    """Burn in and record R orbits: ``starts`` as from ``orbit_starts``; u + ``probe``
-    tangent vectors, the first u those of u alone. With ``window`` (FAR) the segments start
-    W steps later and ``Orbits.edges`` holds the states around them. With
-    ``tangents=False`` the tangents stop after the burn-in, which orthonormalises them once
-    a segment as the sweep's bases are (``Orbits.qs`` holds Q_0 only):
-    the segment-parallel sweep makes the bases from its propagators. With ``components``
-    the forward run also takes each orbit's mean of them (``Orbits.means``). A non-finite
-    orbit is replayed alone and the error names its step."""
-    orbits, finite = forward_orbits(
-        system,
-        starts,
-        unstable_dim,
-        burn_in,
-        segments,
-        segment_steps,
-        probe,
-        window,
-        tangents,
-        components,
-        store_bytes=store_bytes,
-    )
-    check_orbits(
-        system, starts, finite, unstable_dim, burn_in, segments, segment_steps, probe, window
-    )
-    return orbits
 
 
 @eqx.filter_jit

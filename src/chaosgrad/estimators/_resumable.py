@@ -125,7 +125,7 @@ def forward_in_pieces(
     checkpoint: RunCheckpoint,
     window: int | None = None,
 ) -> tuple[Orbits, State]:
-    """``run_orbits`` (one state per segment kept) in pieces, saved after each; a saved run
+    """``forward_orbits`` (one state per segment kept) in pieces, saved after each; a saved run
     continues where it stopped. With ``window`` W (FAR) the segments start W steps after
     the burn-in and ``Orbits.edges`` holds the states around them. Returns the orbits and
     the run's state (for the sweep)."""
