@@ -66,13 +66,7 @@ def _add_values(digest, closed) -> None:
     """Every constant and literal of ``closed`` and of the jaxprs nested in it, by content."""
     for const in closed.consts:
         _add_value(digest, const)
-    for equation in closed.jaxpr.eqns:
-        for var in equation.invars:
-            if isinstance(var, jax_core.Literal):
-                _add_value(digest, var.val)
-        for parameter in equation.params.values():
-            for inner in _jaxprs_in(parameter):
-                _add_values(digest, inner)
+    _add_literals(digest, closed)
 
 
 def reads(function: Callable, *args) -> tuple[str, Any]:
