@@ -88,6 +88,17 @@ class System(eqx.Module):
     data_fields: ClassVar[tuple[str, ...]] = ()
     """The fields that hold data, not parameters (an input sequence, targets): ``wrt=None``
     leaves them out."""
+    noise_field: ClassVar[str | None] = None
+    """The field holding the noise amplitude, if one does: changing it after construction
+    is refused (:func:`check_noise_setting`)."""
+    component_names: ClassVar[tuple[str, ...]] = ()
+    """Names of the state's entries, for observables written as text (``"z"``)."""
+    default_observable: ClassVar[str | None] = None
+    """The command line's observable when none is given (text, as ``--observable``)."""
+    default_statistic: ClassVar[str] = "average"
+    """The command line's statistic when none is given: ``"average"`` or ``"terminal"``."""
+    default_steps: ClassVar[int | None] = None
+    """The command line's horizon for a ``"terminal"`` default statistic."""
 
     @abc.abstractmethod
     def drift(self, t, x: Float[Array, " dim"]) -> Float[Array, " dim"]:
@@ -222,7 +233,9 @@ def check_noise_setting(system: System) -> None:
     that deterministic systems pay nothing for noise). Setting ``noise_level`` later would be
     silently ignored (0 -> s) or divide the kernel estimators by zero (s -> 0): refused.
     """
-    level = getattr(system, "noise_level", None)
+    if system.noise_field is None:
+        return
+    level = getattr(system, system.noise_field)
     if level is None or callable(level):
         return
     try:

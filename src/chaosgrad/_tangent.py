@@ -67,6 +67,15 @@ def random_orthonormal(key, dim, k):
     return q
 
 
+def orbit_keys(key, orbits: int) -> jax.Array:
+    """The keys of R orbits, one convention for every ensemble (spectrum, penalty, shadowing,
+    FAR): ``key`` itself for one orbit, else ``fold_in(key, r)`` for orbit r, so orbit r of
+    an ensemble is the single run with that key and adding orbits keeps the first ones."""
+    if orbits == 1:
+        return key[None]
+    return jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(orbits))
+
+
 @eqx.filter_jit
 def _draw_starts(system, keys, rows, k: int | None):
     def one(key, row):

@@ -10,7 +10,7 @@ a differentiable parameter) or a function of (t, x, args).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -92,6 +92,7 @@ class Flow(AbstractFlow):
     method: Any = eqx.field(static=True)
     args: Any
     noise_level: Any
+    noise_field: ClassVar[str | None] = "noise_level"
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
@@ -144,6 +145,7 @@ class Map(System):
     function: Callable = eqx.field(static=True)
     args: Any
     noise_level: Any
+    noise_field: ClassVar[str | None] = "noise_level"
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
@@ -192,6 +194,7 @@ class InputDriven(System):
     inputs: Array
     targets: Array | None
     noise_level: Any
+    noise_field: ClassVar[str | None] = "noise_level"
     dim: int | None = eqx.field(static=True)
     per_sample: bool = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)

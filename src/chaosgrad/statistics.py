@@ -79,6 +79,11 @@ class AbstractStatistic(eqx.Module):
         """The number of steps the statistic defines, or None for an infinite horizon."""
         return None
 
+    @property
+    def skip(self) -> int:
+        """Steps run from x_0 before the statistic's window opens (0 unless it has one)."""
+        return 0
+
     def evaluate(self, x, system):
         """Phi(x) (or Phi(x, system) for a :class:`ParametricObservable`)."""
         if takes_system(self.observable):
@@ -135,6 +140,10 @@ class WindowAverage(AbstractStatistic):
     @property
     def kind(self) -> str:
         return "average"
+
+    @property
+    def skip(self) -> int:
+        return self.burn_in
 
     @property
     def horizon(self) -> int:

@@ -77,7 +77,7 @@ def _required(field: dataclasses.Field) -> bool:
 def default_statistic(system) -> str:
     """``terminal`` for a system with a horizon (a network) or one that asks for it, else
     ``time-average``."""
-    if system.horizon is not None or getattr(system, "default_statistic", None) == "terminal":
+    if system.horizon is not None or system.default_statistic == "terminal":
         return "terminal"
     return "time-average"
 
@@ -100,7 +100,7 @@ def build_statistic(
             )
     steps = settings.get("steps")
     if steps is None:
-        steps = system.horizon or getattr(system, "default_steps", None)
+        steps = system.horizon or system.default_steps
     if steps is None:
         raise ValueError(f"--statistic {kind} needs --steps N: the horizon")
     if kind == "terminal":
@@ -151,7 +151,7 @@ def build_estimator(method: str, statistic: AbstractStatistic, settings: dict[st
         value = settings.get(name)
         if value is None and name == "samples" and not stationary and method in MANY_SAMPLES:
             value = MANY_SAMPLES[method]
-        elif value is None and not getattr(cls, "own_defaults", False):
+        elif value is None and not cls.own_defaults:
             value = DEFAULTS.get(name)
         if value is not None:
             kwargs[name] = value
@@ -164,13 +164,13 @@ def build_estimator(method: str, statistic: AbstractStatistic, settings: dict[st
 def resolve_observable(system, text: str | None):
     """The observable function for ``text`` (or the system's default), checked on a state."""
     if text is None:
-        text = getattr(type(system), "default_observable", None)
+        text = system.default_observable
         if text is None:
             raise ValueError(
                 f"{type(system).__name__} has no default observable: pass "
                 "--observable, e.g. 'mean(x**2)'"
             )
-    observable = parse_observable(text, getattr(type(system), "component_names", ()))
+    observable = parse_observable(text, system.component_names)
     observable(jnp.zeros(system.dim))
     return observable, text
 

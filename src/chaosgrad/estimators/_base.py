@@ -38,6 +38,7 @@ class AbstractInfo(eqx.Module):
         method: the estimator's class name.
         seconds: wall time of the estimate, compilation included.
         warning: a sentence when the estimate should not be trusted, else None.
+        steps: the steps of one sample or orbit, after its burn-in.
         auto: for ``Auto`` or ``"auto"`` settings, an ``AutoReport``: the settings chosen,
             why, and the pilot run's measurements; else None.
     """
@@ -46,6 +47,7 @@ class AbstractInfo(eqx.Module):
     method: str
     seconds: float
     warning: str | None
+    steps: int
     auto: Any = eqx.field(default=None, kw_only=True)
 
 
@@ -87,22 +89,23 @@ class Horizon(NamedTuple):
     skip: int = 0
 
 
-def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "steps") -> Horizon:
+def resolve_horizon(statistic: AbstractStatistic, estimator) -> Horizon:
     """The window one sample runs: from the statistic, or for a TimeAverage from the
-    estimator's ``steps`` and ``burn_in`` (one meaning each, refused where they do not apply)."""
+    ``steps`` and ``burn_in`` of the sampled estimator (Backprop, TruncatedBackprop,
+    FiniteDifference and the zeroth-order ones; one meaning each, refused where they do not
+    apply)."""
     name = type(estimator).__name__
-    steps = getattr(estimator, steps_name, None)
-    burn_in = getattr(estimator, "burn_in", None)
+    steps, burn_in = estimator.steps, estimator.burn_in
     if isinstance(statistic, TimeAverage):
         if steps is None:
             raise ValueError(
-                f"{name} needs {steps_name}= for a TimeAverage: the length of each "
+                f"{name} needs steps= for a TimeAverage: the length of each "
                 "sample's orbit (the long-time limit is approximated by it)"
             )
         return Horizon("average", steps, DEFAULT_BURN_IN if burn_in is None else burn_in, True)
     if steps is not None:
         raise ValueError(
-            f"{name}({steps_name}={steps}) applies to a TimeAverage only: the "
+            f"{name}(steps={steps}) applies to a TimeAverage only: the "
             f"horizon of a {type(statistic).__name__} is its own steps"
         )
     if burn_in is not None:
@@ -112,7 +115,7 @@ def resolve_horizon(statistic: AbstractStatistic, estimator, steps_name: str = "
         )
     total = statistic.horizon
     assert total is not None
-    return Horizon(statistic.kind, total, 0, False, getattr(statistic, "burn_in", 0))
+    return Horizon(statistic.kind, total, 0, False, statistic.skip)
 
 
 class Terms(eqx.Module):
@@ -154,6 +157,15 @@ class AbstractEstimator(eqx.Module):
     statistics: ClassVar[tuple[type, ...]] = ()
     auto_fields: ClassVar[tuple[str, ...]] = ()
     """The settings that may be given as ``"auto"`` (chosen by ``resolve``)."""
+    own_defaults: ClassVar[bool] = False
+    """True when the estimator chooses its unset settings itself (the command line then
+    passes none of its own defaults)."""
+
+    @property
+    def checkpointed(self) -> bool:
+        """True when the estimator runs in pieces saved from the host (``checkpoint=``),
+        which cannot sit inside a user's trace."""
+        return False
 
     def check_statistic(self, statistic: AbstractStatistic, system: System) -> None:
         """Refuse, in one line, a statistic this estimator does not support."""

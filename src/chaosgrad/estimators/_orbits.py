@@ -32,7 +32,7 @@ import numpy as np
 from .._errors import as_state
 from .._memory import state_dim
 from .._system import _run as _run_states
-from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
+from .._tangent import draw_orbit_starts, orbit_keys, positive_qr, step_noise, step_with_tangents
 from ..lyapunov.spectrum import _spectrum_block, run_tangent_blocks
 from ..parallel import collect, local, map_samples
 from ._rollout import check_finite
@@ -378,7 +378,7 @@ class Starts(NamedTuple):
 
 
 def orbit_starts(system, x0, key, orbits: int) -> Starts:
-    """The starts of R orbits: ``key`` itself for one orbit, else ``key`` split R ways; x0
+    """The starts of R orbits, keyed by :func:`~chaosgrad._tangent.orbit_keys`; x0
     None (drawn per orbit), shape (R, dim) (one row each), or one shared start of a noisy
     system (the noise makes the orbits independent)."""
     if x0 is not None:
@@ -392,7 +392,7 @@ def orbit_starts(system, x0, key, orbits: int) -> Starts:
                 )
             x0 = x0[0]
         return Starts(None if x0 is None else x0[None], key[None])
-    keys = jax.random.split(key, orbits)
+    keys = orbit_keys(key, orbits)
     if x0 is None:
         return Starts(None, keys)
     if x0.ndim == 2:

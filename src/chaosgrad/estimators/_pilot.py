@@ -250,7 +250,7 @@ def choose_alpha(system, components, params, x0, key, pilot: Pilot, settings: di
     smallest standard error of a short run (256 samples, or orbits an eighth as long) that
     did not explode. ``settings``: the PathKernel's other settings."""
     from ._base import tree_norm
-    from .path_kernel import PathKernel  # the estimator stands above this module
+    from .path_kernel import PathKernel, PathKernelInfo  # the estimator stands above this module
 
     lead = max(float(pilot.exponents[0]), 0.1)
     trial = dict(settings)
@@ -264,7 +264,8 @@ def choose_alpha(system, components, params, x0, key, pilot: Pilot, settings: di
         probe = PathKernel(alpha=alpha, **trial)
         raw = probe.estimate(system, components, params, x0, jax.random.fold_in(key, 10 + i), None)
         assert raw is not None
-        if not getattr(raw.info, "exploding", False):
+        assert isinstance(raw.info, PathKernelInfo)
+        if not raw.info.exploding:
             scores[alpha] = float(tree_norm(raw.stderr))
     if not scores:
         alpha = ALPHA_FACTORS[-1] * lead

@@ -86,10 +86,10 @@ def check_states_finite(raw: Estimate, system: System, estimator, statistic, x0,
     the first start, only when the gradient is not finite; the error names the first step
     whose state is NaN or inf. A finite trajectory with an overflowing derivative (an
     exploding Jacobian product) keeps the warning of :func:`check_estimate_finite`."""
-    steps = getattr(raw.info, "steps", None)
+    steps = raw.info.steps
     if not _nonfinite(raw.grad) or not isinstance(steps, int):
         return
-    burn_in = getattr(estimator, "burn_in", None)
+    burn_in = getattr(estimator, "burn_in", None)  # every estimator but Auto has one
     if not isinstance(burn_in, int):
         burn_in = DEFAULT_BURN_IN if isinstance(statistic, TimeAverage) else 0
     total = burn_in + steps

@@ -92,7 +92,7 @@ def check_compilable(estimator, argument: str, inside: str, instead: str) -> Non
             f"{inside}: resolve it first, {argument} = chaosgrad.configure(system, statistic, "
             f"{argument}, key=key), and pass the result"
         )
-    if getattr(estimator, "checkpoint", None) is not None:
+    if estimator.checkpointed:
         raise ValueError(
             f"{name}(checkpoint=...) saves a run in pieces from the host; {inside} runs it "
             f"as one compiled program: {instead}"

@@ -149,6 +149,10 @@ class FastAdjointResponse(AbstractEstimator):
     checkpoint: str | None = None
     sweep: AbstractSweep = AutoSweep()
 
+    @property
+    def checkpointed(self) -> bool:
+        return self.checkpoint is not None
+
     def __check_init__(self):
         check_segments(self)
         check_auto(self.window, "window", allow_zero=True)

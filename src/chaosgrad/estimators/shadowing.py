@@ -234,6 +234,10 @@ class Shadowing(AbstractEstimator):
     checkpoint: str | None = None
     sweep: AbstractSweep = AutoSweep()
 
+    @property
+    def checkpointed(self) -> bool:
+        return self.checkpoint is not None
+
     def __check_init__(self):
         check_segments(self)
         check_checkpoint(self.checkpoint)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from .._errors import check_key, check_positive_int, check_x64
 from .._system import System, _run, bind, check_horizon, resolve_start
-from .._tangent import positive_qr, random_orthonormal, step_noise, step_with_tangents
+from .._tangent import orbit_keys, positive_qr, random_orthonormal, step_noise, step_with_tangents
 
 
 def _exponents_of_orbit(system, x, vectors, noise_key, start, periods: int, renorm_every: int):
@@ -102,7 +102,7 @@ def finite_time_exponents(
         k: number of exponents.
         steps: length of the measured orbit (a multiple of ``renorm_every``).
         x0: start (dim,), or (orbits, dim) for several orbits (then one row of exponents per
-            orbit, each orbit with its own key ``fold_in(key, i)``).
+            orbit, keyed by ``orbit_keys``: ``key`` for one row, else ``fold_in(key, i)``).
         key: for the initial tangent vectors and the noise; with the same key, x0 and
             ``burn_in=0``, the exponents equal ``lyapunov_spectrum(..., burn_in=0)``'s.
         renorm_every: steps between QR renormalisations.
@@ -121,7 +121,7 @@ def finite_time_exponents(
 def _exponents(system, x0, key, k: int, periods: int, renorm_every: int, burn_in: int):
     if x0.ndim == 1:
         return _one_orbit(system, x0, key, k, periods, renorm_every, burn_in)
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(x0.shape[0]))
+    keys = orbit_keys(key, x0.shape[0])
     return jax.vmap(lambda x, kk: _one_orbit(system, x, kk, k, periods, renorm_every, burn_in))(
         x0, keys
     )

@@ -34,7 +34,7 @@ from .._fingerprint import describe_key, describe_settings, describe_system
 from .._memory import check_memory, state_dim
 from .._runstate import RunCheckpoint, advance, resume
 from .._system import System, _run, bind, check_horizon
-from .._tangent import draw_orbit_starts, positive_qr, step_noise, step_with_tangents
+from .._tangent import draw_orbit_starts, orbit_keys, positive_qr, step_noise, step_with_tangents
 from ..parallel import map_samples, sample_parallel
 
 
@@ -207,7 +207,6 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
     ``fold_in(key, r)``, so it is the single run with that key. ``k``: None for all."""
     if orbits == 1:
         rows = None if x0 is None else as_state(x0, "x0")[None]
-        keys = key[None]
     else:
         if x0 is not None:
             shape = tuple(np.shape(x0))
@@ -218,8 +217,8 @@ def _orbit_starts(system, x0, key, orbits: int, k: int | None):
                     f"shape ({orbits}, {dim}), or x0=None to draw each (one start would "
                     "repeat one orbit)"
                 )
-        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(orbits))
         rows = x0
+    keys = orbit_keys(key, orbits)
     x, vectors, noise_keys = draw_orbit_starts(system, keys, rows, k)
     dim = x.shape[1]
     if k is not None and k > dim:

@@ -29,6 +29,8 @@ Options (the conventional remedies, as model choices):
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -93,6 +95,7 @@ class DeepTanhNet(System):
     weights: jax.Array
     biases: jax.Array
     noise_level: jax.Array
+    noise_field: ClassVar[str | None] = "noise_level"
     readout: jax.Array | None
     inputs: jax.Array | None
     targets: jax.Array | None

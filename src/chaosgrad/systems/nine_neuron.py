@@ -11,6 +11,8 @@ arXiv:2308.07841 (2023).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,7 @@ class NineNeuronNet(System):
     gamma: jax.Array
     J: jax.Array
     noise_level: jax.Array
+    noise_field: ClassVar[str | None] = "noise_level"
     dim: int = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 

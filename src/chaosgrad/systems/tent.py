@@ -8,6 +8,8 @@ random map; reading the state mod 1 keeps noisy orbits on the circle.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,7 @@ class Tent(System):
 
     slope: jax.Array
     noise_level: jax.Array
+    noise_field: ClassVar[str | None] = "noise_level"
     dim: int = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
