@@ -19,12 +19,24 @@ standardised trajectory. They differ in the gradient of an iteration:
 * :class:`Flossing`: the BPTT loss plus ``weight`` times the gradient-flossing penalty
   (lambda_1 - target)^2 of :func:`~chaosgrad.lyapunov.lyapunov_penalty` (Engelken,
   NeurIPS 2023). Target 0 is the paper's choice for trainability; it pulls a chaotic model
-  towards neutrality, so it biases a chaotic attractor (lambda_1 > 0).
+  towards neutrality, so it biases a chaotic attractor (lambda_1 > 0);
+* :class:`STF`: sparse teacher forcing (Mikhaeil, Monfared & Durstewitz, NeurIPS 2022): the
+  rollout is reset to the data every tau steps, z_t <- x_t at t = 0, tau, 2 tau, ..., and
+  runs free in between; L is the BPTT loss of that rollout. A reset cuts the gradient, so
+  no backpropagated Jacobian product is longer than tau steps. tau = "auto" is the
+  predictability time round(ln 2 / (lambda_1 dt)) of the data's largest exponent;
+* :class:`MeasureMatching`: DySLIM (Schiff et al., ICML 2024): the BPTT loss plus
+  ``weight`` x MMD^2(S^l # mu, mu), the squared maximum mean discrepancy between data
+  samples mu pushed ``lead`` = l steps through the model and other data samples, with the
+  multiscale inverse multiquadric kernel (:mod:`chaosgrad._reconstruction_losses`). The
+  data's invariant measure is invariant under the true l-step map, so the term asks the
+  model to keep the data's distribution rather than to follow one orbit.
 
 A method is an ``eqx.Module`` of settings. ``init`` makes what it carries from iteration to
-iteration (GTF's alpha, the statistics term's Shadowing settings); ``loss_and_grad`` gives
-an iteration's loss and gradient, records what it measured in the run's history, and
-returns the carried state.
+iteration (GTF's alpha, STF's tau, the statistics term's Shadowing settings) from the
+training series, its ``dt`` and the ``window``; ``loss_and_grad`` gives an iteration's loss
+(the rollout MSE of the method's rollout) and gradient, records what it measured in the
+run's history, and returns the carried state.
 """
 
 from __future__ import annotations
@@ -38,7 +50,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import check_positive_int, check_real
+from ._errors import check_at_least, check_positive_int, check_real
+from ._reconstruction_losses import (
+    DYSLIM_BANDWIDTHS,
+    lyapunov_from_data,
+    predictability_steps,
+    squared_mmd,
+)
 from ._system import System
 from ._user_models import Flow, InputDriven, Map
 from .estimators import Shadowing
@@ -52,13 +70,16 @@ def model_parameters(system):
     return system.args if isinstance(system, (Flow, Map, InputDriven)) else system
 
 
-def rollout_loss(system, windows, alpha=0.0):
+def rollout_loss(system, windows, alpha=0.0, tau: int | None = None):
     """mean |z_t - x_t|^2 of rollouts through ``windows`` (batch, T + 1, d); forced by
-    alpha (z_t <- (1 - alpha) z_t + alpha x_t before each step; alpha = 0: free run)."""
+    alpha (z_t <- (1 - alpha) z_t + alpha x_t before each step; alpha = 0: free run) and,
+    given ``tau``, reset to the data at t = 0, tau, 2 tau, ... (z_t <- x_t)."""
 
     def one(window):
         def step(z, pair):
             t, target_now, target_next = pair
+            if tau is not None:
+                z = jnp.where(t % tau == 0, target_now, z)
             z = (1 - alpha) * z + alpha * target_now
             z = system.step(t, z, None)
             return z, jnp.mean((z - target_next) ** 2)
@@ -83,14 +104,39 @@ def forcing_alpha(system, windows) -> jax.Array:
 
 
 @eqx.filter_jit
-def rollout_value_and_grad(system, windows, alpha):
+def rollout_value_and_grad(system, windows, alpha, tau: int | None = None):
     """The (forced) rollout loss and its gradient in the model's parameters."""
 
     def loss(params):
         model = eqx.tree_at(model_parameters, system, params)
-        return rollout_loss(model, windows, alpha)
+        return rollout_loss(model, windows, alpha, tau)
 
     return eqx.filter_value_and_grad(loss)(model_parameters(system))
+
+
+def push_forward(system, states, steps: int):
+    """The model's ``steps``-step map applied to each row of ``states`` (n, d)."""
+
+    def one(x):
+        def step(z, t):
+            return system.step(t, z, None), None
+
+        return jax.lax.scan(step, x, jnp.arange(steps))[0]
+
+    return jax.vmap(one)(states)
+
+
+@eqx.filter_jit
+def _measure_value_and_grad(system, windows, starts, targets, lead: int, bandwidths, weight):
+    """(rollout MSE + weight MMD^2, (MSE, MMD^2)) and the gradient of the sum."""
+
+    def loss(params):
+        model = eqx.tree_at(model_parameters, system, params)
+        mse = rollout_loss(model, windows)
+        mmd = squared_mmd(push_forward(model, starts, lead), targets, bandwidths)
+        return mse + weight * mmd, (mse, mmd)
+
+    return eqx.filter_value_and_grad(loss, has_aux=True)(model_parameters(system))
 
 
 @eqx.filter_jit
@@ -144,8 +190,9 @@ class AbstractTrajectoryMethod(eqx.Module):
 
     name: ClassVar[str]
 
-    def init(self, train) -> Any:
-        """What the method carries between iterations (default: nothing)."""
+    def init(self, train: jax.Array, *, dt: float, window: int) -> Any:
+        """What the method carries between iterations (default: nothing), from the
+        standardised training series, its sampling interval and the rollout window."""
         return None
 
     @abc.abstractmethod
@@ -179,7 +226,7 @@ class GTF(AbstractTrajectoryMethod):
     def __check_init__(self):
         check_positive_int(self.alpha_every, "alpha_every")
 
-    def init(self, train):
+    def init(self, train, *, dt, window):
         return jnp.asarray(0.0)
 
     def loss_and_grad(self, state, system, batch, history):
@@ -221,7 +268,7 @@ class StatisticsLoss(AbstractTrajectoryMethod):
         if self.unstable_dim != "auto":
             check_positive_int(self.unstable_dim, "unstable_dim", allow_zero=True)
 
-    def init(self, train):
+    def init(self, train, *, dt, window):
         target = jnp.mean(jax.vmap(moments)(train), axis=0)
         shadowing = self.estimator or Shadowing(
             unstable_dim=2, segment_steps=20, segments=50, burn_in=200
@@ -286,8 +333,129 @@ class Flossing(AbstractTrajectoryMethod):
         return loss, _add(grads, extra, self.weight), state
 
 
+class STF(AbstractTrajectoryMethod):
+    """Sparse teacher forcing: the rollout of each window is reset to the data every ``tau``
+    steps and runs free in between; the loss is the mean squared error of all its
+    predictions (module doc).
+
+    Args:
+        tau: steps between resets, 1 <= tau <= window (1: one-step prediction; the
+            window: BPTT), or "auto": tau = round(ln 2 / (lambda_1 dt)), the predictability
+            time (a small error doubles), which Mikhaeil et al. tie tau to. It is a guide
+            within a factor of about 2: their public Lorenz-63 setting is tau = 30 steps on
+            sequences of 100, where the rule gives 77 at dt = 0.01. ``history["tau"]`` and
+            ``history["lyapunov"]`` record what was used.
+        lyapunov: lambda_1 of the data per unit time, for tau = "auto" (Lorenz-63: 0.906).
+            None: estimated from the training series by
+            :func:`~chaosgrad.reconstruct.lyapunov_from_data` (Rosenstein's
+            nearest-neighbour divergence; measured within -10 %..+25 % on Lorenz-63 and
+            40 % low on Roessler). The exponent of the model being trained is no guide:
+            an untrained model is not the data's system.
+    """
+
+    name: ClassVar[str] = "stf"
+    tau: int | str = "auto"
+    lyapunov: float | None = None
+
+    def __check_init__(self):
+        if self.tau != "auto":
+            if isinstance(self.tau, str):
+                raise ValueError(f'tau must be "auto" or a number of steps, got {self.tau!r}')
+            check_at_least(self.tau, "tau", 1, "the rollout is reset every tau steps")
+            if self.lyapunov is not None:
+                raise ValueError('lyapunov is used only with tau="auto"; give one or the other')
+        if self.lyapunov is not None:
+            check_real(self.lyapunov, "lyapunov", positive=True)
+
+    def init(self, train, *, dt, window):
+        lyapunov = self.lyapunov
+        if self.tau == "auto":
+            if lyapunov is None:
+                lyapunov = lyapunov_from_data(np.asarray(train), dt)
+                if not lyapunov > 0:
+                    raise ValueError(
+                        f"the data's lambda_1 estimate is {lyapunov:.3g} <= 0: no "
+                        "predictability time; give STF(tau=...) steps"
+                    )
+            tau = predictability_steps(lyapunov, dt)
+            source = f"round(ln 2 / (lambda_1 dt)) with lambda_1 = {lyapunov:.3g}"
+        else:
+            tau, source = int(self.tau), "given"
+        if tau > window:
+            raise ValueError(
+                f"tau = {tau} steps ({source}) is longer than the window of {window} steps: "
+                f"give fit_trajectory(window >= {tau}) or a smaller STF(tau=...)"
+            )
+        return tau, lyapunov
+
+    def loss_and_grad(self, state, system, batch, history):
+        tau, lyapunov = state
+        if batch.iteration == 0:
+            history["tau"] = [tau]
+            if lyapunov is not None:
+                history["lyapunov"] = [lyapunov]
+        loss, grads = rollout_value_and_grad(system, batch.windows, 0.0, tau)
+        return loss, grads, state
+
+
+class MeasureMatching(AbstractTrajectoryMethod):
+    """DySLIM measure matching: the BPTT loss plus ``weight`` x MMD^2 between data samples
+    pushed ``lead`` steps through the model and other data samples (module doc). The
+    recorded loss is the rollout MSE; ``history["mmd2"]`` records the MMD^2 term.
+
+    Args:
+        weight: lambda, the MMD^2 term's weight. Schiff et al. sweep {0, 1, 10, 100,
+            1000}; the default 1 is the smallest non-zero one. The term alone is minimised
+            by any measure-preserving map, the identity included: a weight large against
+            the MSE term can let a near-identity model win (measured on Lorenz-63 from
+            weight 10 on; docs, "Reconstruction baselines").
+        lead: l, the steps of the model's map applied to the samples (None: the window,
+            the length of the rollout the MSE term backpropagates through). The term's
+            gradient passes through l steps, so l long against 1 / (lambda_1 dt) explodes
+            as BPTT does.
+        samples: data samples per iteration on each side of the MMD (the kernel matrices
+            are samples x samples).
+        bandwidths: the inverse multiquadric kernel's scales b, in standardised units.
+    """
+
+    name: ClassVar[str] = "measure_matching"
+    weight: float = 1.0
+    lead: int | None = None
+    samples: int = 256
+    bandwidths: tuple[float, ...] = DYSLIM_BANDWIDTHS
+
+    def __check_init__(self):
+        check_real(self.weight, "weight", nonnegative=True)
+        if self.lead is not None:
+            check_positive_int(self.lead, "lead")
+        check_at_least(self.samples, "samples", 2, "MMD^2 compares sample sets")
+        if len(self.bandwidths) == 0:
+            raise ValueError("bandwidths must name at least one kernel scale")
+        for scale in self.bandwidths:
+            check_real(scale, "each of bandwidths", positive=True)
+
+    def init(self, train, *, dt, window):
+        return window if self.lead is None else self.lead
+
+    def loss_and_grad(self, state, system, batch, history):
+        rows = batch.train.shape[0]
+        draw = jax.random.fold_in(batch.key, 1)
+        starts, targets = jax.random.randint(draw, (2, self.samples), 0, rows)
+        (_, (mse, mmd)), grads = _measure_value_and_grad(
+            system,
+            batch.windows,
+            batch.train[starts],
+            batch.train[targets],
+            state,
+            tuple(float(scale) for scale in self.bandwidths),
+            self.weight,
+        )
+        history.setdefault("mmd2", []).append(float(mmd))
+        return mse, grads, state
+
+
 METHODS: dict[str, type[AbstractTrajectoryMethod]] = {
-    method.name: method for method in (BPTT, GTF, StatisticsLoss, Flossing)
+    method.name: method for method in (BPTT, GTF, StatisticsLoss, Flossing, STF, MeasureMatching)
 }
 """The methods by name (``fit_trajectory(..., method="gtf")`` is ``GTF()``)."""
 
@@ -300,5 +468,6 @@ def as_method(method) -> AbstractTrajectoryMethod:
         return METHODS[method]()
     raise ValueError(
         f"unknown method {method!r}; choose one of {', '.join(METHODS)} or pass a method "
-        "object (BPTT(), GTF(alpha_every=...), StatisticsLoss(...), Flossing(...))"
+        "object (BPTT(), GTF(alpha_every=...), StatisticsLoss(...), Flossing(...), "
+        "STF(tau=...), MeasureMatching(weight=...))"
     )

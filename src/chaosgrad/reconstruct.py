@@ -4,8 +4,9 @@ The data are standardised with the training part's mean and standard deviation, 
 model (default: a neural vector field dx/dt = MLP(x) in a ``Flow``, RK4 with the data's dt)
 is trained in standardised coordinates. Every iteration draws ``batch`` windows of
 ``window`` + 1 points from the training part; the method object (``BPTT()``, ``GTF()``,
-``StatisticsLoss()``, ``Flossing()``: their equations in ``chaosgrad._trajectory_methods``)
-gives the iteration's gradient, with its own settings.
+``StatisticsLoss()``, ``Flossing()``, ``STF()``, ``MeasureMatching()``: their equations in
+``chaosgrad._trajectory_methods`` and on the documentation's "Reconstruction baselines"
+page) gives the iteration's gradient, with its own settings.
 
 Clipping by global norm (``clip``) and Adam are applied to every method. Evaluations (not
 counted in the budget) measure the attractor metrics of ``chaosgrad.metrics`` on a free
@@ -27,14 +28,17 @@ import numpy as np
 import optax
 
 from ._errors import check_x64
+from ._reconstruction_losses import inverse_multiquadric_kernel, lyapunov_from_data, squared_mmd
 from ._system import System, simulate
 from ._trajectory_methods import (
     BPTT,
     GTF,
     METHODS,
+    STF,
     AbstractTrajectoryMethod,
     Batch,
     Flossing,
+    MeasureMatching,
     StatisticsLoss,
     as_method,
     forcing_alpha,
@@ -58,16 +62,21 @@ __all__ = [
     "BPTT",
     "GTF",
     "METHODS",
+    "STF",
     "AbstractTrajectoryMethod",
     "Flossing",
+    "MeasureMatching",
     "StatisticsLoss",
     "TrajectoryFit",
     "attractor_metrics",
     "fit_trajectory",
     "forcing_alpha",
+    "inverse_multiquadric_kernel",
+    "lyapunov_from_data",
     "moments",
     "neural_vector_field",
     "rollout_loss",
+    "squared_mmd",
     "unstable_dimension",
 ]
 
@@ -158,13 +167,17 @@ def fit_trajectory(
     Args:
         data: (N, d) states sampled every ``dt``; the last ``validation`` part is held out.
         method: a method object with its settings, ``BPTT()``, ``GTF(alpha_every=10)``,
-            ``StatisticsLoss(weight=1.0, estimator=..., unstable_dim="auto")`` or
-            ``Flossing(weight=0.1, target=0.0, steps=200)``, or one of their names
-            ("bptt", "gtf", "statistics", "flossing") for the default settings.
+            ``StatisticsLoss(weight=1.0, estimator=..., unstable_dim="auto")``,
+            ``Flossing(weight=0.1, target=0.0, steps=200)``, ``STF(tau="auto",
+            lyapunov=None)`` (sparse teacher forcing) or ``MeasureMatching(weight=1.0,
+            lead=None, samples=256, bandwidths=(0.2, 0.5, 0.9, 1.3))`` (DySLIM), or one of
+            their names ("bptt", "gtf", "statistics", "flossing", "stf",
+            "measure_matching") for the default settings.
         budget, iterations: stop after this much training time (seconds; evaluations not
             counted) or this many iterations (at least one of them).
-        window, batch: rollout length and windows per iteration (the statistics method
-            uses them for its short-window MSE term).
+        window, batch: rollout length and windows per iteration (the statistics, flossing
+            and measure-matching methods use them for their MSE term; STF resets the
+            rollout every tau <= window steps inside each window).
         learning_rate, clip: Adam's learning rate, and the global-norm clipping threshold
             in front of it (None: no clipping).
         evaluate: ``evaluate(fit_so_far) -> dict`` called every ``eval_every`` seconds of
@@ -200,7 +213,7 @@ def fit_trajectory(
     fit = TrajectoryFit(system, mean, std, method.name)
     history: dict[str, list] = {"seconds": [], "loss": [], "grad_norm": []}
     fit.history = history
-    state = method.init(train)
+    state = method.init(train, dt=dt, window=window)
     elapsed, next_eval, iteration = 0.0, 0.0, 0
     while True:
         if evaluate is not None and eval_every is not None and elapsed >= next_eval:

@@ -56,6 +56,12 @@ CASES = {
         PathKernel(samples=500, alpha=1.0),
         lambda s: s.gamma,
     ),
+    "nine-neuron-composite": (
+        cg.NineNeuronNet(),
+        Terminal(lambda x: jnp.sum(x), 20),
+        cg.Composite(samples=500),
+        lambda s: s.gamma,
+    ),
     "ar1-backprop": (
         ar1(),
         Terminal(lambda x: x[0] ** 2, 30),
@@ -68,6 +74,20 @@ CASES = {
         TruncatedBackprop(samples=64, truncation=5),
         lambda s: s.args,
     ),
+    **{
+        f"ar1-{type(estimator).__name__.lower()}": (
+            ar1(),
+            Terminal(lambda x: x[0] ** 2, 30),
+            estimator,
+            lambda s: s.args,
+        )
+        for estimator in (
+            cg.ES(sigma=0.05, samples=64),
+            cg.PES(sigma=0.05, samples=64, truncation=10),
+            cg.NRES(sigma=0.05, samples=64, truncation=10),
+            cg.SPSA(c=0.05, samples=64),
+        )
+    },
     "lorenz63-fd": (
         LORENZ,
         Z,

@@ -2,7 +2,9 @@
 one estimator or by several side by side.
 
 Both take the shared options (:mod:`chaosgrad.cli.estimate_options`) and check them the
-same way, in the same order, before computing (:func:`prepare`).
+same way, in the same order, before computing (:func:`prepare`). ``compare --reference M``
+also runs every other method ``--repeats`` times and measures those draws against M's
+estimate (:func:`chaosgrad.diagnostics.gradient_quality`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import jax
 import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .._errors import check_at_least
+from ..diagnostics import GradientQuality, gradient_draws, gradient_quality
 from ..estimators import ESTIMATORS
 from ..plot import plot_compare
 from ..statistics import AbstractStatistic, Terminal, TimeAverage
 from .errors import UserError, user_errors
 from .estimate_options import EstimateOptions, with_estimate_options
 from .gradients import (
+    build_estimator,
     build_statistic,
     check_settings,
     estimator_class,
@@ -60,6 +66,25 @@ class Problem:
         return run_gradient(
             self.model, self.statistic, method, self.settings, self.wrt, self.names, self.seed
         )
+
+    def quality(self, method: str, reference: dict, repeats: int) -> GradientQuality:
+        """``repeats`` estimates by ``method`` (keys fold_in(key(seed), i)) against the
+        ``reference`` row's estimate and standard error (of the one parameter)."""
+        name = self.names[0]
+        estimator = build_estimator(method, self.statistic, self.settings)
+        key = jax.random.key(self.seed)
+        draws = gradient_draws(
+            self.model, self.statistic, estimator, wrt=self.wrt, key=key, repeats=repeats
+        )
+        errors = np.asarray(reference["stderr"][name], dtype=float)
+        try:
+            return gradient_quality(
+                draws[0],
+                np.asarray(reference["grad"][name], dtype=float),
+                reference_stderr=errors if np.all(np.isfinite(errors)) else None,
+            )
+        except ValueError as exc:
+            raise UserError(f"{method} against --reference {reference['method']}: {exc}") from None
 
 
 def check_methods(methods: list[str], given: str) -> None:
@@ -119,6 +144,55 @@ def print_choices(report: dict | None) -> None:
         console.print(f"auto: {escape(reason)}")
 
 
+def check_repeats(reference: str | None, repeats: int | None, checkpoint: Path | None) -> int:
+    """The runs of each method for the quality columns: 0 without --reference (where
+    --repeats is refused), else --repeats (default 8, at least 2); a --checkpoint holds
+    one run, so it is refused with --reference."""
+    if reference is None:
+        if repeats is not None:
+            raise UserError("--repeats applies with --reference only: the runs it compares")
+        return 0
+    if checkpoint is not None:
+        raise UserError(
+            "--checkpoint holds one run, and --reference runs each method --repeats times: "
+            "drop one of them"
+        )
+    if repeats is None:
+        return DEFAULT_REPEATS
+    return check_at_least(repeats, "--repeats", 2, "the runs are compared by their spread")
+
+
+def add_quality(problem: Problem, rows: list[dict], reference: str, repeats: int, advance):
+    """Each row gains ``quality``: its method's draws against the ``reference`` row (None
+    for the reference itself)."""
+    target = next(row for row in rows if row["method"] == reference)
+    for row in rows:
+        if row is target:
+            row["quality"] = None
+            continue
+        row["quality"] = problem.quality(row["method"], target, repeats).as_dict()
+        if advance:
+            advance(repeats)
+
+
+QUALITY_COLUMNS = ("cosine ± SE", "rel. error ± SE", "sign agr.", "SNR", "Hill α")
+DEFAULT_REPEATS = 8
+
+
+def quality_cells(quality: dict | None) -> list[str]:
+    """The quality columns of one row ("reference" for the reference's own row)."""
+    if quality is None:
+        return ["reference", "–", "–", "–", "–"]
+    tail = quality["tail_index"]
+    return [
+        f"{quality['cosine']:+.3f} ± {quality['cosine_stderr']:.2g}",
+        f"{quality['relative_error']:.3g} ± {quality['relative_error_stderr']:.2g}",
+        f"{quality['sign_agreement']:.2f}",
+        f"{quality['snr']:.3g}",
+        "–" if tail is None else f"{tail:.2g}",
+    ]
+
+
 @with_estimate_options
 def grad_command(
     system: Annotated[str, typer.Argument(help="built-in system")],
@@ -173,23 +247,44 @@ def compare_command(
     wrt: Annotated[str, typer.Option(help="one parameter name")],
     methods: Annotated[str, typer.Option(help="comma-separated, e.g. backprop,fd,shadowing")],
     options: EstimateOptions,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="a method run once as the reference (added to --methods if absent): the "
+            "others gain cosine, relative error, sign agreement, SNR and tail index"
+        ),
+    ] = None,
+    repeats: Annotated[
+        int | None,
+        typer.Option(help="with --reference: runs of each other method (default 8)"),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="write compare.json and compare.png")] = None,
     processes: Processes = 1,
 ):
     """Several estimators side by side: estimate ± SE and seconds (and a bar chart).
 
-    A setting goes to every method that has it, and is refused only if none does."""
+    A setting goes to every method that has it, and is refused only if none does. With
+    --reference, every other method also runs --repeats times (keys fold_in(key(seed), i)),
+    and those draws are measured against the reference's estimate."""
     run_as_processes(processes)
     out = writer(out)
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    reference = None if reference is None else reference.strip()
+    if reference is not None and reference not in chosen:
+        chosen.append(reference)
     with user_errors():
+        repeats = check_repeats(reference, repeats, options.checkpoint)
         problem = prepare(system, wrt, chosen, methods, options, out, one_parameter=True)
+        runs = len(chosen) + repeats * (len(chosen) - 1)
         rows = []
-        with progress_bar(len(chosen), f"{system}: compare", not options.as_json) as advance:
+        with progress_bar(runs, f"{system}: compare", not options.as_json) as advance:
             for method in chosen:
                 rows.append(problem.estimate(method))
                 if advance:
                     advance(1)
+            if reference is not None:
+                add_quality(problem, rows, reference, repeats, advance)
+    target = next((row for row in rows if row["method"] == reference), None)
     wrt_name = problem.names[0]
     label = statistic_label(problem.statistic, problem.expression)
     warnings = [f"{r['method']}: {r['info']['warning']}" for r in rows if r["info"].get("warning")]
@@ -201,23 +296,39 @@ def compare_command(
         "params": {k: jsonable(v) for k, v in problem.params.items()},
         "results": rows,
     }
+    if target is not None:
+        payload.update(reference=reference, repeats=repeats)
     if out is not None:
+        line = None if target is None else float(np.ravel(target["grad"][wrt_name])[0])
         with user_errors():
             write_json(out / "compare.json", json_ready(payload, warnings))
-            plot_compare(out / "compare.png", rows, wrt_name, f"{system}: d{label}/d{wrt_name}")
+            plot_compare(
+                out / "compare.png", rows, wrt_name, f"{system}: d{label}/d{wrt_name}", line
+            )
     if options.as_json:
         print(dumps(json_ready(payload, warnings)))
         return
     table = Table(title=escape(f"{system}: d{label}/d{wrt_name}"))
-    for column in ("method", "estimate", "± SE", "seconds"):
+    quality = QUALITY_COLUMNS if target is not None else ()
+    for column in ("method", "estimate", "± SE", *quality, "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         g, se = np.ravel(row["grad"][wrt_name])[0], np.ravel(row["stderr"][wrt_name])[0]
-        table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", f"{row['seconds']:.2f}")
+        cells = quality_cells(row.get("quality")) if quality else []
+        table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", *cells, f"{row['seconds']:.2f}")
     console.print(table)
+    if target is not None:
+        size = np.size(target["grad"][wrt_name])
+        console.print(
+            f"quality: the mean of {repeats} more runs of each method against the one run "
+            f"of {reference}, over the {size} components of {wrt_name}"
+        )
     for row in rows:
         print_choices(row["info"].get("auto"))
     for warning in warnings:
         console.print(f"[yellow]{escape(warning)}[/]")
+    for row in rows:
+        if row.get("quality") and row["quality"]["note"]:
+            console.print(f"[yellow]{escape(row['method'])}: {escape(row['quality']['note'])}[/]")
     if out is not None:
         console.print(f"wrote {out / 'compare.png'} and {out / 'compare.json'}")

@@ -116,7 +116,9 @@ def learn_command(
     out: Annotated[Path, typer.Option(help="directory for learn.json and learn.png")] = Path(
         "chaosgrad-learn"
     ),
-    method: Annotated[str, typer.Option(help="bptt, gtf, statistics or flossing")] = "gtf",
+    method: Annotated[
+        str, typer.Option(help="bptt, gtf, stf, measure_matching, statistics or flossing")
+    ] = "gtf",
     budget: Annotated[float, typer.Option(help="seconds of training")] = 60.0,
     window: Annotated[int, typer.Option(help="rollout window (steps)")] = 30,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate")] = 3e-3,

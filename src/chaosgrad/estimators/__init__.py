@@ -12,6 +12,8 @@ from ._response import linear_response, value_and_grad
 from .auto import Auto
 from .average import average, configure
 from .backprop import Backprop, BackpropInfo, TruncatedBackprop
+from .composite import Composite, CompositeInfo
+from .evolution import ES, NRES, PES, SPSA, ZerothOrderInfo
 from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
 from .finite_difference import FiniteDifference, FiniteDifferenceInfo
 from .kernel import Kernel, KernelInfo
@@ -27,10 +29,16 @@ ESTIMATORS: dict[str, type[AbstractEstimator]] = {
     "far": FastAdjointResponse,
     "kernel": Kernel,
     "path-kernel": PathKernel,
+    "composite": Composite,
+    "es": ES,
+    "pes": PES,
+    "nres": NRES,
+    "spsa": SPSA,
     "auto": Auto,
 }
 
 __all__ = [
+    "ES",
     "ESTIMATORS",
     "AbstractEstimator",
     "AbstractInfo",
@@ -40,6 +48,8 @@ __all__ = [
     "AutoReport",
     "Backprop",
     "BackpropInfo",
+    "Composite",
+    "CompositeInfo",
     "Estimate",
     "FastAdjointResponse",
     "FastResponseInfo",
@@ -47,6 +57,8 @@ __all__ = [
     "FiniteDifferenceInfo",
     "Kernel",
     "KernelInfo",
+    "NRES",
+    "PES",
     "Parameters",
     "Pilot",
     "PathKernel",
@@ -55,10 +67,12 @@ __all__ = [
     "SegmentParallel",
     "Shadowing",
     "ShadowingInfo",
+    "SPSA",
     "StepByStep",
     "TruncatedBackprop",
     "average",
     "configure",
     "linear_response",
+    "ZerothOrderInfo",
     "value_and_grad",
 ]

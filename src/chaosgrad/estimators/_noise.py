@@ -22,7 +22,7 @@ from .._tangent import step_noise
 from ..parallel import sample_parallel, spread
 from ..statistics import TimeAverage
 from ._base import AbstractEstimator, Terms, check_sizes
-from ._layers import step_pullback
+from ._layers import add_rest, assemble, rest_zeros, step_pullback
 from ._pilot import resolve_kernel_settings
 from ._rollout import check_finite
 
@@ -138,6 +138,24 @@ def initial_score(system, params, x0):
     return jax.grad(lambda values: params.substitute(system, values).initial_log_density(x0))(
         params.values
     )
+
+
+def path_score(system, params, x0, key, steps: int):
+    """(x_T, S): the state after ``steps`` steps from ``x0`` with the noise of ``key``, and
+    its path score S = sum_{n<T} d_theta log p(x_{n+1} | x_n) + d_theta log h_0(x_0), shaped
+    like the parameters (a deep net's layers as slices, assembled at the end)."""
+
+    def layer(carry, t):
+        x, rest = carry
+        xi = system.noise(key, t, x.shape[0])
+        x_next, increment = step_score(system, params, t, x, xi)
+        return (x_next, add_rest(rest, increment)), increment.slices
+
+    (x, rest), slices = jax.lax.scan(layer, (x0, rest_zeros(params)), jnp.arange(steps))
+    score = jax.tree_util.tree_map(
+        jnp.add, assemble(params, rest, slices, 0), initial_score(system, params, x0)
+    )
+    return x, score
 
 
 def check_initial_law(system, params, key) -> None:

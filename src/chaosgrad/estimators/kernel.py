@@ -44,15 +44,15 @@ from ._base import (
     project,
     tree_mean_and_stderr,
 )
-from ._layers import accumulate, add_rest, assemble, rest_zeros
+from ._layers import accumulate
 from ._noise import (
     AbstractKernelEstimator,
     check_initial_law,
     check_noisy,
     check_orbits_finite,
     explicit_term,
-    initial_score,
     orbit_values,
+    path_score,
     sample_batches,
     step_score,
     sum_over_batches,
@@ -100,17 +100,7 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
 
     def one(x0, key, index):
         sample = system.for_sample(index)
-
-        def layer(carry, t):
-            x, rest = carry
-            xi = sample.noise(key, t, x.shape[0])
-            x_next, increment = step_score(sample, params, t, x, xi)
-            return (x_next, add_rest(rest, increment)), increment.slices
-
-        (x, rest), slices = jax.lax.scan(layer, (x0, rest_zeros(params)), jnp.arange(steps))
-        score = jax.tree_util.tree_map(
-            jnp.add, assemble(params, rest, slices, 0), initial_score(sample, params, x0)
-        )
+        x, score = path_score(sample, params, x0, key, steps)
         phi = components(x, sample)
         term = _outer(phi - shift, score)
         if takes_system(components.statistic.observable):
