@@ -218,3 +218,43 @@ def test_a_changed_closed_over_array_is_an_input_not_a_new_program():
     z = np.sqrt(before[0]) + 23.0  # before: (<z> - 23)^2, <z> above 23 on this orbit
     assert after[0] == pytest.approx((z + 1.0 - 20.0) ** 2, rel=1e-10)
     assert after[1] == pytest.approx(before[1] * (z - 19.0) / (z - 23.0), rel=1e-10)
+
+
+def test_a_system_rebuilt_with_a_fresh_lambda_does_not_compile_again():
+    """A Map built afresh inside a loop (a new lambda and a new noise function each time)
+    reuses the compiled programs (its functions are compared by the digest of the step,
+    chaosgrad._functions.StepFunction); the same code reading another value compiles afresh
+    and gives the other answer."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    def estimate(scale):
+        system = cg.Map(
+            lambda t, x, a: a * x + scale, args=0.5, noise=lambda t, x, a: 0.1 + 0 * x, dim=1
+        )
+        return cg.linear_response(
+            system,
+            cg.Terminal(lambda x: x[0], 5),
+            cg.Backprop(samples=8),
+            wrt=lambda s: s.args,
+            x0=jnp.ones(1),
+            key=jax.random.key(0),
+        )
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        first = estimate(1.0)
+        compiles.clear()
+        again = estimate(1.0)
+        warm = len(compiles)
+        other = estimate(2.0)
+        changed = len(compiles) - warm
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert warm == 0
+    assert changed >= 1
+    assert float(again.grad) == float(first.grad)
+    assert float(other.value) != float(first.value)

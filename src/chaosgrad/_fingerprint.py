@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._functions import reads
+from ._functions import StepFunction, reads
 from ._system import bind
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")
@@ -80,6 +80,8 @@ def describe(value: Any) -> str:
             for field in dataclasses.fields(value)
         )
         return f"{type(value).__name__}({fields})"
+    if isinstance(value, StepFunction):  # a system's function, named as given
+        value = value.function
     if callable(value) and hasattr(value, "__qualname__"):
         return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
     return without_addresses(repr(value))

@@ -28,7 +28,9 @@ values it reads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any
@@ -177,6 +179,40 @@ def _is_traced_leaf(leaf) -> bool:
 
 def _call_traced(function: TracedFunction):
     return lambda *args: function(*args)
+
+
+class StepFunction:
+    """A system's own function (a ``Map``'s, ``Flow``'s or ``InputDriven``'s, or a noise
+    function) compared by the digest of the step it computes, not by identity.
+
+    ``chaosgrad._system.bind`` wraps every such function with the digest of the step's
+    trace (:func:`reads`), so a system built afresh with a new lambda of the same code
+    reaches the compiled programs of the previous one (no compile), while a function that
+    computes or reads something else differs in the digest and compiles afresh.
+    """
+
+    __slots__ = ("function", "digest")
+
+    def __init__(self, function: Callable, digest: str):
+        self.function = function.function if isinstance(function, StepFunction) else function
+        self.digest = digest
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StepFunction) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return repr(self.function)
+
+
+def is_user_function(value) -> bool:
+    """A plain function (``def``, lambda, ``functools.partial``), possibly already keyed."""
+    return isinstance(value, (StepFunction, functools.partial)) or inspect.isfunction(value)
 
 
 def with_static(module: eqx.Module, **fields) -> Any:

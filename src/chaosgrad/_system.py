@@ -16,6 +16,7 @@ trajectory is a pure function of (system, x0, key) and can be replayed step by s
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -38,7 +39,7 @@ from ._errors import (
     first_nonfinite_step,
     traceable,
 )
-from ._functions import reads, with_static
+from ._functions import StepFunction, is_user_function, reads, with_static
 from ._integrate import integrate_step
 
 __all__ = [
@@ -376,10 +377,18 @@ def bind(system: System, x) -> System:
     of the trace (:mod:`chaosgrad._functions`) is set as the system's static ``reads``. A
     compiled program of the system is then looked up by the values the step read: a
     ``Map`` whose function reads a changed global or a closed-over array mutated in place
-    compiles afresh instead of returning the old trajectory.
+    compiles afresh instead of returning the old trajectory. The system's own functions
+    (a ``Map``'s, a noise function) are compared by that digest too
+    (:class:`~chaosgrad._functions.StepFunction`): a system rebuilt with a new lambda of
+    the same code reuses the compiled programs.
     """
     digest = _probe_step(system, system.for_sample(0), x)
-    return with_static(system, reads=digest)
+    functions = {
+        field.name: StepFunction(value, digest)
+        for field in dataclasses.fields(system)
+        if is_user_function(value := getattr(system, field.name))
+    }
+    return with_static(system, reads=digest, **functions)
 
 
 @eqx.filter_jit

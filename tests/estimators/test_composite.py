@@ -41,6 +41,7 @@ def test_depth_50_reproduces_the_reference_and_weighs_the_likelihood_ratio():
     se = float(composite.stderr)
     assert abs(float(composite.grad) - 7.47) <= 3 * np.hypot(se, 0.03)
     assert float(composite.info.pathwise_weight) < 1e-3
+    assert composite.info.warning is None
     smaller = min(float(found["Kernel"].stderr), float(found["Backprop"].stderr))
     assert se <= smaller * (1 + WEIGHT_ERROR)
 
@@ -78,3 +79,13 @@ def test_refusals():
         cg.linear_response(
             NET, cg.TimeAverage(jnp.sum), Composite(samples=8), wrt=lambda s: s.gamma, key=KEY
         )
+
+
+def test_a_dominant_outlier_is_flagged():
+    """Depth 1000, 200 samples: backprop's terms grow like e^{0.06 T}; a huge pathwise term
+    in one half is weighed by the other half, which never saw it, and the estimate is that
+    one sample (measured 8933 +- 8933): info.warning says so."""
+    result = cg.linear_response(
+        NET, Terminal(jnp.sum, 1000), Composite(samples=200), wrt=lambda s: s.gamma, key=KEY
+    )
+    assert result.info.warning is not None and "one sample carries" in result.info.warning

@@ -22,6 +22,12 @@ variances (and the baseline b) of the other. The estimate is the mean of all c_i
 standard error the spread of the c_i within each half; it does not cover the weights'
 own sampling error (O(1/N)). Both gradients cost one path each: the cost of Kernel plus
 Backprop on the same samples.
+
+Failure mode: where backpropagation explodes its per-sample terms are heavy-tailed, and a
+huge term in one half is weighed by the other half's variance, which never saw it (the
+nine-neuron net at depth 1000 with 200 samples: 8933 +- 8933 against Kernel's -10 +- 94;
+with 2000 samples the two agree). ``info.warning`` says so when one sample carries more
+than half of the combined terms' spread.
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ from ..statistics import Terminal, takes_system
 from ._base import AbstractEstimator, AbstractInfo, Estimate, Horizon, Terms, project
 from ._noise import check_initial_law, check_noisy, explicit_term, path_score
 from ._rollout import batch_starts, rollout, sample_keys, sample_start
+
+DOMINANT_SHARE = 0.5
+"""A warning when one sample carries more than this share of the combined terms' squared
+deviations (its error bar then says little)."""
 
 
 class CompositeInfo(AbstractInfo):
@@ -184,9 +194,15 @@ class Composite(AbstractEstimator):
             squares = sum(part.var(axis=0, ddof=1) * part.shape[0] for part in parts)
             return jnp.sqrt(squares) / self.samples
 
-        grad = jnp.concatenate(combined).mean(axis=0)
+        everything = jnp.concatenate(combined)
+        grad = everything.mean(axis=0)
         unravel = jax.vmap(ravel_pytree(params.values)[1])
+        deviations = (everything - grad) ** 2
+        largest_share = jnp.max(
+            deviations.max(axis=0) / jnp.maximum(deviations.sum(axis=0), 1e-300)
+        )
         extras = {
+            "largest_share": largest_share,
             "pathwise_weight": unravel(0.5 * (weights[0] + weights[1])),
             "pathwise_stderr": unravel(standard_error(spread_rp)),
             "likelihood_ratio_stderr": unravel(standard_error(spread_lr)),
@@ -197,12 +213,22 @@ class Composite(AbstractEstimator):
     def finish(self, terms, system, components, params, x0, key):
         steps = components.statistic.horizon
         assert steps is not None  # a Terminal statistic
+        extras = dict(terms.extras)
+        share = float(extras.pop("largest_share"))
+        warning = None
+        if share > DOMINANT_SHARE:
+            warning = (
+                f"one sample carries {share:.0%} of the combined terms' spread: the pathwise "
+                "terms are heavy-tailed (backpropagation exploding), and weights measured on "
+                "the other half cannot suppress an outlier they did not see; use more samples "
+                "or Kernel"
+            )
         info = CompositeInfo(
             method="Composite",
             seconds=0.0,
-            warning=None,
+            warning=warning,
             steps=steps,
             samples=self.samples,
-            **terms.extras,
+            **extras,
         )
         return Estimate(np.asarray(terms.value), terms.grad, terms.stderr, info)
