@@ -134,3 +134,53 @@ def test_ratio_to_start_and_rebuild_from_stored_runs():
     rebuilt = rebuild(stored, {"T1": ("loss",)})
     assert rebuilt["tasks"]["T1"]["metrics"] == ["loss", "loss / start"]
     assert "| m | 1 ± 0 | 0.375 ± 0.12 |" in markdown_table(rebuilt)  # SE = 0.1768 / sqrt 2
+
+
+def tiny_d():
+    from chaosgrad.experiments.trainability.d_network import DSettings, DTask
+
+    settings = replace(
+        DSettings.quick(9),
+        depth=10,
+        samples=64,
+        zeroth_order_pairs=32,
+        target_samples=4000,
+        eval_samples=1000,
+        quality_draws=3,
+        reference_samples=1000,
+    )
+    return DTask(settings)
+
+
+def test_task_d_trains_every_weight_and_records_gradient_quality():
+    """Task D (tiny): Kernel lowers the held-out loss in 15 iterations; the run records
+    the gradient quality at its start and end (cosine in [-1, 1] with an SE, against a
+    PathKernel reference), and every method builds its estimator."""
+    task = tiny_d()
+    assert task.describe()["parameters"] == 90
+    run = task.run("kernel", 0, None, eval_every=1e9, iterations=15, learning_rate=0.03)
+    assert run.status == "ok" and run.iterations == 15
+    assert run.metrics[-1]["test_loss"] < run.metrics[0]["test_loss"]
+    quality = run.extra["gradient_quality"]
+    assert len(quality) >= 2 and all(-1 <= q["cosine"] <= 1 for q in quality)
+    assert all(q["cosine_stderr"] >= 0 and q["n"] == 3 for q in quality)
+    for method in task.methods:
+        task.estimator_and_optimizer(method)
+    with pytest.raises(ValueError, match="unknown D9 method"):
+        task.estimator_and_optimizer("oracle")
+
+
+def test_tuning_picks_the_rate_with_the_lowest_final_metric():
+    from chaosgrad.experiments.trainability import tune
+
+    class Fake:
+        metrics = ("loss",)
+        grid = (0.1, 0.01, 1.0)
+
+        def run(self, method, seed, budget, every, learning_rate, quality):
+            final = {0.1: 2.0, 0.01: 1.0, 1.0: float("nan")}[learning_rate]
+            return Run(method, seed, times=[0.0, budget], metrics=[{"loss": 3.0}, {"loss": final}])
+
+    result = tune(Fake(), "m", 1.0)
+    assert result["chosen"] == 0.01
+    assert result["finals"] == {"0.1": 2.0, "0.01": 1.0, "1.0": float("inf")}

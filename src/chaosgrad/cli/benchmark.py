@@ -58,7 +58,8 @@ def _cell(value) -> str:
 def trainability(
     out: Annotated[Path, typer.Option(help="directory for JSON, PNGs and report.html")],
     task: Annotated[
-        list[str] | None, typer.Option("--task", help="T1, T2, T3 (repeatable; default all)")
+        list[str] | None,
+        typer.Option("--task", help="T1, T2, T3, D9, D32 (repeatable; default T1, T2, T3)"),
     ] = None,
     budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,
     seeds: Annotated[int, typer.Option(help="runs per method (mean ± SE)")] = 3,
@@ -66,6 +67,13 @@ def trainability(
         list[str] | None, typer.Option("--method", help="only these methods (repeatable)")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="shortened task sizes")] = False,
+    tune_budget: Annotated[
+        float | None,
+        typer.Option(
+            help="seconds per learning-rate tuning run of the tasks with a grid (D9, D32; "
+            "default a third of --budget; 0: no tuning)"
+        ),
+    ] = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -122,6 +130,7 @@ def trainability(
                 out=written,
                 progress=advance,
                 share=(index, count),
+                tune_budget=tune_budget,
             )
     if written is None:
         return

@@ -315,7 +315,8 @@ def value_and_grad(
     Where w comes from, and the bias that gives, is stated by each estimator:
 
     * Shadowing, FastAdjointResponse, Kernel (TimeAverage), PathKernel (TimeAverage),
-      Backprop, TruncatedBackprop: the value of the same orbit(s) or samples, computed in the
+      Backprop, TruncatedBackprop, Composite, ES, PES, NRES, SPSA (the mean of the + and -
+      runs): the value of the same orbit(s) or samples, computed in the
       forward pass before the backward one. For a quadratic loss the bias of the product is
       2 Cov(S-hat, g-hat) = O(1 / samples or 1 / orbit length); it vanishes when the per-sample
       gradient does not correlate with the value.
