@@ -43,7 +43,7 @@ from .._system import check_horizon
 from ..parallel import sample_parallel, spread
 from ..statistics import Terminal, takes_system
 from ._base import AbstractEstimator, AbstractInfo, Estimate, Horizon, Terms, project
-from ._noise import check_initial_law, check_noisy, explicit_term, path_score
+from ._noise import check_initial_law, check_noisy, explicit_term, path_score, terminal_values
 from ._rollout import batch_starts, rollout, sample_keys, sample_start
 
 DOMINANT_SHARE = 0.5
@@ -72,8 +72,8 @@ class CompositeInfo(AbstractInfo):
 
 @sample_parallel
 def _per_sample(system, components, params, starts, keys, indices, steps: int, batch: int):
-    """Per sample: (Phi~ (k'), raw components (k), score S (p), RP (k', p), explicit
-    d_theta Phi~ (k', p)), flat in the parameters; ``batch`` samples vmapped at a time."""
+    """Per sample: (Phi~ (k'), score S (p), RP (k', p), explicit d_theta Phi~ (k', p)),
+    flat in the parameters; ``batch`` samples vmapped at a time."""
     flat_of = lambda tree: ravel_pytree(tree)[0]  # noqa: E731
     horizon = Horizon("terminal", steps, 0, False)
     count = components.count
@@ -93,7 +93,7 @@ def _per_sample(system, components, params, starts, keys, indices, steps: int, b
             explicit = jax.vmap(flat_of)(explicit_term(components, params, sample, x))
         else:
             explicit = jnp.zeros_like(pathwise)
-        return phi, components.raw(x, sample), flat_of(score), pathwise, explicit
+        return phi, flat_of(score), pathwise, explicit
 
     inputs = spread((starts, keys, indices))
     return jax.lax.map(one, inputs, batch_size=min(batch, starts.shape[0]))
@@ -144,7 +144,8 @@ class Composite(AbstractEstimator):
         steps = components.statistic.horizon
         assert steps is not None  # a Terminal statistic
         check_horizon(system, steps)
-        count, size = components.count, params.size
+        count = components.count if cotangent is None else 1  # a loss projects on one
+        size = params.size
         check_memory(
             3 * self.samples * count * size,
             f"{self.samples} samples' pathwise and likelihood-ratio terms ({count} x {size})",
@@ -155,9 +156,12 @@ class Composite(AbstractEstimator):
         starts = batch_starts(system, x0, init_key, 0, self.samples)
         keys = sample_keys(noise_key, self.samples)
         raw_components = components.with_projection(jnp.eye(components.projection.shape[0]))
-        raw_phi, raws, score, pathwise, explicit = _per_sample(
+        raws = terminal_values(system, raw_components, starts, keys, steps)  # forward only
+        value = raws.mean(axis=0)
+        components = project(components, cotangent, value)  # a loss: one component
+        phi, score, pathwise, explicit = _per_sample(
             system,
-            raw_components,
+            components,
             params,
             starts,
             keys,
@@ -165,11 +169,6 @@ class Composite(AbstractEstimator):
             steps,
             self.batch,
         )
-        value = raws.mean(axis=0)
-        projection = project(components, cotangent, value).projection
-        phi = raw_phi @ projection
-        pathwise = jnp.einsum("nkp,kc->ncp", pathwise, projection)
-        explicit = jnp.einsum("nkp,kc->ncp", explicit, projection)
         half = self.samples // 2
         halves = (slice(0, half), slice(half, self.samples))
 
