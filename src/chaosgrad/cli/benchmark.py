@@ -59,7 +59,9 @@ def trainability(
     out: Annotated[Path, typer.Option(help="directory for JSON, PNGs and report.html")],
     task: Annotated[
         list[str] | None,
-        typer.Option("--task", help="T1, T2, T3, D9, D32 (repeatable; default T1, T2, T3)"),
+        typer.Option(
+            "--task", help="T1, T2, T3, D9, D32, control-short (repeatable; default T1, T2, T3)"
+        ),
     ] = None,
     budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,
     seeds: Annotated[int, typer.Option(help="runs per method (mean ± SE)")] = 3,
@@ -70,8 +72,8 @@ def trainability(
     tune_budget: Annotated[
         float | None,
         typer.Option(
-            help="seconds per learning-rate tuning run of the tasks with a grid (D9, D32; "
-            "default a third of --budget; 0: no tuning)"
+            help="seconds per learning-rate tuning run of the tasks with a grid (D9, D32, "
+            "control-short; default a third of --budget; 0: no tuning)"
         ),
     ] = None,
     processes: Annotated[

@@ -9,7 +9,9 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
 * T2 (:mod:`.t2_lorenz`): learn Lorenz-63 from a time series (``chaosgrad.reconstruct``);
 * T3 (:mod:`.t3_supervised`): a noisy depth-50 net and a noisy RNN, supervised;
 * D9, D32 (:mod:`.d_network`): the seeds' noisy 50-layer net, every weight trained to a
-  teacher's output law (90 and 1056 parameters).
+  teacher's output law (90 and 1056 parameters);
+* control-short (:mod:`.control_short`): a Lorenz-63 parameter fit on a window of one
+  Lyapunov time, where backpropagation is exact and cheapest (a control).
 
 T1 and T3 are kept as recorded history, not as evidence: T1's student is not hyperbolic
 (heavy-tailed shadowing gradients), and T3-deep sits at its information floor.
@@ -36,7 +38,7 @@ from ...plot import plot_trainability
 from .._common import ExperimentResult, _jsonable
 from ._harness import Run, summarise
 
-TASKS = ("T1", "T2", "T3-deep", "T3-rnn", "D9", "D32")
+TASKS = ("T1", "T2", "T3-deep", "T3-rnn", "D9", "D32", "control-short")
 ALIASES = {"T3": ("T3-deep", "T3-rnn")}
 
 
@@ -62,6 +64,8 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .t2_lorenz import METHODS
     elif name in ("D9", "D32"):
         from .d_network import METHODS
+    elif name == "control-short":
+        from .control_short import METHODS
     elif name == "T3-deep":
         from .t3_supervised import DEEP_METHODS as METHODS
     else:
@@ -87,6 +91,10 @@ def make_task(name: str, quick: bool = False):
         from .t2_lorenz import T2Settings, T2Task
 
         return T2Task(T2Settings.quick() if quick else None)
+    if name == "control-short":
+        from .control_short import ShortSettings, ShortTask
+
+        return ShortTask(ShortSettings.quick() if quick else None)
     if name in ("D9", "D32"):
         from .d_network import DSettings, DTask
 
