@@ -260,7 +260,31 @@ class ES(AbstractZerothOrder):
         return e, e
 
 
-class PES(AbstractZerothOrder):
+class AbstractTruncated(AbstractZerothOrder):
+    """The settings PES and NRES share: Gaussian perturbations of scale ``sigma`` over
+    truncations of ``truncation`` steps; the subclasses differ in ``draw`` only."""
+
+    sigma: float = 0.05
+    samples: int = 64
+    truncation: int = 10
+    steps: int | None = None
+    burn_in: int | None = None
+
+    def __check_init__(self):
+        check_real(self.sigma, "sigma", positive=True)
+        check_samples(self.samples)
+        check_positive_int(self.truncation, "truncation")
+        check_sizes(self, "steps", "burn_in")
+
+    @property
+    def scale(self) -> float:
+        return self.sigma
+
+    def truncation_steps(self, steps):
+        return _check_truncation(self.truncation, steps, type(self).__name__)
+
+
+class PES(AbstractTruncated):
     """Persistent evolution strategies over truncated unrolls (Vicol et al., ICML 2021).
 
     Each run is cut into truncations of ``truncation`` steps, the state carried across
@@ -283,31 +307,12 @@ class PES(AbstractZerothOrder):
         burn_in: for a TimeAverage only, steps run first (with e_1), not scored.
     """
 
-    sigma: float = 0.05
-    samples: int = 64
-    truncation: int = 10
-    steps: int | None = None
-    burn_in: int | None = None
-
-    def __check_init__(self):
-        check_real(self.sigma, "sigma", positive=True)
-        check_samples(self.samples)
-        check_positive_int(self.truncation, "truncation")
-        check_sizes(self, "steps", "burn_in")
-
-    @property
-    def scale(self) -> float:
-        return self.sigma
-
-    def truncation_steps(self, steps):
-        return _check_truncation(self.truncation, steps, "PES")
-
     def draw(self, key, windows, size):
         e = _gaussian(key, windows, size)
         return e, jnp.cumsum(e, axis=0)
 
 
-class NRES(AbstractZerothOrder):
+class NRES(AbstractTruncated):
     """Noise-reuse evolution strategies (Li et al., NeurIPS 2023).
 
     As PES, but each particle draws e once and reuses it in every truncation, xi_tau = e:
@@ -324,25 +329,6 @@ class NRES(AbstractZerothOrder):
         steps: for a TimeAverage only, the window each run averages over.
         burn_in: for a TimeAverage only, steps run first (with e), not scored.
     """
-
-    sigma: float = 0.05
-    samples: int = 64
-    truncation: int = 10
-    steps: int | None = None
-    burn_in: int | None = None
-
-    def __check_init__(self):
-        check_real(self.sigma, "sigma", positive=True)
-        check_samples(self.samples)
-        check_positive_int(self.truncation, "truncation")
-        check_sizes(self, "steps", "burn_in")
-
-    @property
-    def scale(self) -> float:
-        return self.sigma
-
-    def truncation_steps(self, steps):
-        return _check_truncation(self.truncation, steps, "NRES")
 
     def draw(self, key, windows, size):
         e = jnp.broadcast_to(_gaussian(key, 1, size), (windows, size))
