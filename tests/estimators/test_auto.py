@@ -302,3 +302,22 @@ def test_path_kernel_alpha_auto_is_one_of_the_pilot_candidates():
     assert abs(float(result.grad) - 7.47) <= 3 * np.hypot(float(result.stderr), 0.03)
     with pytest.raises(TypeError, match="alpha must be a number"):
         cg.PathKernel(samples=10, alpha="large")
+
+
+def test_auto_backpropagates_a_short_chaotic_window():
+    """A WindowAverage of deterministic chaos over a few Lyapunov times (Lorenz-63, 300 steps
+    of 0.01 after 100 of burn-in: lambda_1 T ~ 3.6) grows by at most e^5: Auto backpropagates
+    (exact and cheapest, as the trainability control measured) instead of taking a long-time
+    method; over 30 Lyapunov times it keeps the shadowing family."""
+    system = cg.Lorenz63(dt=0.01)
+    short = WindowAverage(lambda x: x[2], 300, burn_in=100)
+    result = linear_response(system, short, Auto(samples=4), wrt=lambda s: s.rho, key=KEY)
+    assert result.info.auto.estimator.startswith("Backprop(")
+    reason = result.info.auto.reasons[-1]
+    assert (
+        reason.startswith("WindowAverage over T = 400 steps: lambda_1 T = 3.") and "exact" in reason
+    )
+    assert np.isfinite(result.grad)
+    long = WindowAverage(lambda x: x[2], 3000, burn_in=100)
+    chosen = cg.configure(system, long, Auto(pilot_steps=5000), wrt=lambda s: s.rho, key=KEY)
+    assert isinstance(chosen, Shadowing)
