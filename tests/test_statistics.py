@@ -65,7 +65,6 @@ def test_matrix_statistic_grad_is_statistic_shape_plus_parameter_shape():
             FastAdjointResponse(unstable_dim=1, segment_steps=10, segments=4),
             WindowAverage(lambda x: x, 40),
         ),
-        lambda: (Kernel(samples=10), WindowAverage(lambda x: x, 5)),
         lambda: (PathKernel(samples=10, alpha=1.0), WindowAverage(lambda x: x, 5)),
     ],
 )

@@ -61,7 +61,7 @@ class AbstractKernelEstimator(AbstractEstimator):
             if any(getattr(self, name) is not None for name in ("steps", "window", "burn_in")):
                 raise ValueError(
                     f"{name}(steps=, window=, burn_in=) apply to a TimeAverage only: a "
-                    "Terminal statistic has its own steps"
+                    "Terminal or WindowAverage statistic has its own steps"
                 )
         return resolve_kernel_settings(self, system, components, params, x0, key)
 
@@ -158,10 +158,12 @@ def path_score(system, params, x0, key, steps: int):
     return x, score
 
 
-def check_initial_law(system, params, key) -> None:
-    """Refuse a theta-dependent initial sampler without a density (its score is unknown)."""
+def check_initial_law(system, params, key, density_used: bool = True) -> None:
+    """Refuse a theta-dependent initial sampler without a density (its score is unknown),
+    or any theta-dependent one where the form does not use the density
+    (``density_used=False``)."""
     x0 = jax.eval_shape(system.initial_state, key)
-    if jax.eval_shape(system.initial_log_density, x0) is not None:
+    if density_used and jax.eval_shape(system.initial_log_density, x0) is not None:
         return
 
     def draw(values):
@@ -172,8 +174,11 @@ def check_initial_law(system, params, key) -> None:
     if bool(jnp.any(moved != 0)):
         raise ValueError(
             f"{type(system).__name__}.initial_state depends on the parameters: "
-            "define initial_log_density(x0) so the kernel method can use its "
-            "score, or pass x0"
+            + (
+                "define initial_log_density(x0) so the kernel method can use its score, or pass x0"
+                if density_used
+                else "the path form of a WindowAverage does not use its score; pass x0"
+            )
         )
 
 

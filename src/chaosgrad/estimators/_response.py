@@ -314,13 +314,14 @@ def value_and_grad(
     differentiates the scalar w . Phi(x), so a loss of k statistics costs one sweep, not k.
     Where w comes from, and the bias that gives, is stated by each estimator:
 
-    * Shadowing, FastAdjointResponse, Kernel (TimeAverage), PathKernel (TimeAverage),
+    * Shadowing, FastAdjointResponse, Kernel (TimeAverage, WindowAverage), PathKernel
+      (TimeAverage),
       Backprop, TruncatedBackprop, Composite, ES, PES, NRES, SPSA (the mean of the + and -
       runs): the value of the same orbit(s) or samples, computed in the
       forward pass before the backward one. For a quadratic loss the bias of the product is
       2 Cov(S-hat, g-hat) = O(1 / samples or 1 / orbit length); it vanishes when the per-sample
       gradient does not correlate with the value.
-    * Kernel and PathKernel (Terminal, WindowAverage): the pilot run they already make
+    * Kernel and PathKernel (Terminal): the pilot run they already make
       (independent samples for PathKernel): unbiased for a quadratic loss.
     * FiniteDifference: the full Jacobian contracted with w at the central value.
 

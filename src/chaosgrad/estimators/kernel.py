@@ -19,6 +19,17 @@ S_{l-1} the score of step l-1 -> l; each orbit gives one estimate, and their spr
 standard error. Bias decays with W like the correlations; the standard deviation grows like
 sqrt(W/L).
 
+Path form (``WindowAverage(phi, T, burn_in=B)``), a loss along a path from x_0 (a
+trajectory misfit, 4D-Var): every step's score weighs every later window term,
+
+    d/dtheta E[(1/T) sum_{t=B+1}^{B+T} Phi(x_t)]
+        = E[ sum_{l=0}^{B+T-1} S_l (1/T) sum_{t > l, t > B} (Phi(x_t) - b_t) ],
+
+S_l the score of step l -> l+1 and b_t the sample mean of Phi(x_t) at time t (allowed
+because E[S_l | x_0..x_l] = 0). One pass stores Phi(x_t) of every sample (samples x (B+T)
+numbers), the reverse cumulative sums give the weights, and a second pass sums the weighted
+scores. The variance grows like the window's length: each score meets all later terms.
+
 Nothing grows with T, so nothing explodes; the variance is about Var(Phi) sum_n E|d f|^2/s^2:
 linear in T and proportional to 1/s^2 (expensive for small noise).
 A. Ni, "No-propagate algorithm for linear responses of random chaotic systems",
@@ -34,7 +45,7 @@ import numpy as np
 from .._errors import check_samples
 from .._system import check_horizon
 from ..parallel import sample_parallel, spread
-from ..statistics import Terminal, TimeAverage, takes_system
+from ..statistics import Terminal, TimeAverage, WindowAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
     AbstractInfo,
@@ -65,7 +76,8 @@ class KernelInfo(AbstractInfo):
     """Diagnostics of Kernel.
 
     Args:
-        steps: the depth (Terminal) or each orbit's length (TimeAverage).
+        steps: the depth (Terminal), the path's length B + T (WindowAverage) or each
+            orbit's length (TimeAverage).
         samples: samples (Terminal) or independent orbits (TimeAverage).
         window: the decorrelation window W (TimeAverage), else None.
         per_sample_std: spread of the per-sample terms (shaped like grad).
@@ -147,22 +159,25 @@ def _ergodic_terms(system, params, starts, keys, start, weights):
 class Kernel(AbstractKernelEstimator):
     """Kernel-differentiation (likelihood-ratio) estimate: nothing propagates.
 
-    Supports: Terminal (finite depth), TimeAverage (stationary, noisy systems). The standard
-    error is the spread over samples (Terminal) or over independent orbits (TimeAverage); it
-    does not cover the window bias of the stationary form (correlations beyond W steps).
+    Supports: Terminal (finite depth), TimeAverage (stationary, noisy systems),
+    WindowAverage (a loss along paths from x_0: the path form of the module doc). The
+    standard error is the spread over samples (Terminal, WindowAverage) or over independent
+    orbits (TimeAverage); it does not cover the window bias of the stationary form
+    (correlations beyond W steps).
 
     Args:
-        samples: Terminal: independent samples; TimeAverage: independent orbits; at least
-            2 (the standard error is their spread).
+        samples: Terminal, WindowAverage: independent samples (paths); TimeAverage:
+            independent orbits; at least 2 (the standard error is their spread).
         steps: for a TimeAverage only, each orbit's length after the burn-in.
         window: for a TimeAverage only, W, the decorrelation window (default 10), or
             ``"auto"``: the observable's decorrelation time in a pilot run (autocorrelation
             below 0.05), reported in ``info.auto``.
         burn_in: for a TimeAverage only, steps run before each orbit (default 1000).
-        batch: at most this many samples under vmap at once (memory bound).
+        batch: at most this many samples under vmap at once (memory bound; Terminal only:
+            the path form keeps every sample's path of Phi values).
     """
 
-    statistics = (Terminal, TimeAverage)
+    statistics = (Terminal, TimeAverage, WindowAverage)
     auto_fields = ("window",)
     samples: int
     steps: int | None = None
@@ -174,10 +189,45 @@ class Kernel(AbstractKernelEstimator):
         check_samples(self.samples)
 
     def resolve(self, system, components, params, x0, key):
-        if not isinstance(components.statistic, TimeAverage) and x0 is None:
+        statistic = components.statistic
+        if not isinstance(statistic, TimeAverage) and x0 is None:
             check_noisy(system, "Kernel")
-            check_initial_law(system, params, jax.random.split(key)[0])
+            path = isinstance(statistic, WindowAverage)
+            check_initial_law(system, params, jax.random.split(key)[0], density_used=not path)
+        if isinstance(statistic, WindowAverage) and takes_system(statistic.observable):
+            raise ValueError(
+                "Kernel's path form (WindowAverage) takes an observable of the state only, "
+                "phi(x); a parametric observable needs its explicit derivative per step"
+            )
         return super().resolve(system, components, params, x0, key)
+
+    def terms(self, system, components, params, x0, key, cotangent):
+        if isinstance(components.statistic, WindowAverage):
+            return self._path(system, components, params, x0, key, cotangent)
+        return super().terms(system, components, params, x0, key, cotangent)
+
+    def _path(self, system, components, params, x0, key, cotangent):
+        """The path form of a WindowAverage (module doc)."""
+        statistic = components.statistic
+        skip, total = statistic.skip, statistic.horizon
+        check_horizon(system, total)
+        init_key, noise_key = jax.random.split(key)
+        x0 = sample_start(system, x0, init_key)
+        keys = sample_keys(noise_key, self.samples)
+        starts = batch_starts(system, x0, init_key, 0, self.samples)
+        raw = components.with_projection(jnp.eye(components.projection.shape[0]))
+        raw_values = orbit_values(system, raw, starts, keys, jnp.asarray(0), total)
+        value = jnp.mean(raw_values[:, skip:], axis=(0, 1))
+        components = project(components, cotangent, value)
+        phis = raw_values @ components.projection  # row t - 1: Phi(x_t), t = 1 .. B + T
+        centred = (phis - jnp.mean(phis, axis=0)).at[:, :skip].set(0.0)
+        later = jnp.flip(jnp.cumsum(jnp.flip(centred, axis=1), axis=1), axis=1)
+        weights = later * (total / (total - skip))  # _ergodic_terms divides by B + T
+        terms = _ergodic_terms(system, params, starts, keys, jnp.asarray(0), weights)
+        grad, stderr = tree_mean_and_stderr(terms)
+        per_sample_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(self.samples), stderr)
+        finite = jnp.all(jnp.isfinite(raw_values))
+        return Terms(value, grad, stderr, finite, {"std": per_sample_std, "raw_values": raw_values})
 
     def _finite(self, system, components, params, x0, key, cotangent):
         steps = components.statistic.steps
@@ -259,7 +309,10 @@ class Kernel(AbstractKernelEstimator):
 
     def finish(self, terms, system, components, params, x0, key):
         stationary = isinstance(components.statistic, TimeAverage)
-        if stationary:
+        if isinstance(components.statistic, WindowAverage):
+            check_orbits_finite(terms, 1)
+            steps, window, batches = components.statistic.horizon, None, 1
+        elif stationary:
             check_orbits_finite(
                 terms, DEFAULT_BURN_IN + 1 if self.burn_in is None else self.burn_in + 1
             )
