@@ -60,7 +60,8 @@ def trainability(
     task: Annotated[
         list[str] | None,
         typer.Option(
-            "--task", help="T1, T2, T3, D9, D32, control-short (repeatable; default T1, T2, T3)"
+            "--task",
+            help="T1, T2, T3, A1, A2, C, D9, D32, control-short (repeatable; default T1, T2, T3)",
         ),
     ] = None,
     budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,
@@ -72,8 +73,8 @@ def trainability(
     tune_budget: Annotated[
         float | None,
         typer.Option(
-            help="seconds per learning-rate tuning run of the tasks with a grid (D9, D32, "
-            "control-short; default a third of --budget; 0: no tuning)"
+            help="seconds per learning-rate tuning run of the tasks with a grid (A1, A2, C, "
+            "D9, D32, control-short; default a third of --budget; 0: no tuning)"
         ),
     ] = None,
     processes: Annotated[

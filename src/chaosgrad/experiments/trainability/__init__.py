@@ -8,6 +8,12 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
 * T1 (:mod:`.t1_statistics`): a chaotic student RNN learns a teacher's long-time statistics;
 * T2 (:mod:`.t2_lorenz`): learn Lorenz-63 from a time series (``chaosgrad.reconstruct``);
 * T3 (:mod:`.t3_supervised`): a noisy depth-50 net and a noisy RNN, supervised;
+* A1 (:mod:`.a1_closure`): calibrate Lorenz-63's climate through a 771-weight closure
+  (shadowing's design point: a long-time statistic, many parameters);
+* A2 (:mod:`.a2_solenoid`): a neural perturbation of the modified solenoid, where the
+  unstable contribution dominates (FAR's design point);
+* C (:mod:`.c_lorenz`): Lorenz-63's parameters from one 2000-step trajectory (the NRES
+  protocol; Kernel's path form with injected noise against the evolution strategies);
 * D9, D32 (:mod:`.d_network`): the seeds' noisy 50-layer net, every weight trained to a
   teacher's output law (90 and 1056 parameters);
 * control-short (:mod:`.control_short`): a Lorenz-63 parameter fit on a window of one
@@ -38,7 +44,7 @@ from ...plot import plot_trainability
 from .._common import ExperimentResult, _jsonable
 from ._harness import Run, summarise
 
-TASKS = ("T1", "T2", "T3-deep", "T3-rnn", "D9", "D32", "control-short")
+TASKS = ("T1", "T2", "T3-deep", "T3-rnn", "A1", "A2", "C", "D9", "D32", "control-short")
 ALIASES = {"T3": ("T3-deep", "T3-rnn")}
 
 
@@ -49,7 +55,8 @@ def expand_tasks(names) -> list[str]:
         for task in ALIASES.get(name, (name,)):
             if task not in TASKS:
                 raise ValueError(
-                    f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), D9, D32"
+                    f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), "
+                    "A1, A2, C, D9, D32, control-short"
                 )
             if task not in tasks:
                 tasks.append(task)
@@ -62,6 +69,12 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .t1_statistics import METHODS
     elif name == "T2":
         from .t2_lorenz import METHODS
+    elif name == "A1":
+        from .a1_closure import METHODS
+    elif name == "A2":
+        from .a2_solenoid import METHODS
+    elif name == "C":
+        from .c_lorenz import METHODS
     elif name in ("D9", "D32"):
         from .d_network import METHODS
     elif name == "control-short":
@@ -95,6 +108,18 @@ def make_task(name: str, quick: bool = False):
         from .control_short import ShortSettings, ShortTask
 
         return ShortTask(ShortSettings.quick() if quick else None)
+    if name == "A1":
+        from .a1_closure import A1Settings, A1Task
+
+        return A1Task(A1Settings.quick() if quick else None)
+    if name == "A2":
+        from .a2_solenoid import A2Settings, A2Task
+
+        return A2Task(A2Settings.quick() if quick else None)
+    if name == "C":
+        from .c_lorenz import CSettings, CTask
+
+        return CTask(CSettings.quick() if quick else None)
     if name in ("D9", "D32"):
         from .d_network import DSettings, DTask
 

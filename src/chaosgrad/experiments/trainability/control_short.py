@@ -96,8 +96,16 @@ class ShortTask:
         self.statistic = WindowAverage(_mismatch, s.steps)
         self.x0 = jnp.concatenate([jnp.asarray(X0), jnp.asarray([X0[2]])])
 
-    def model(self, log_params) -> InputDriven:
-        return InputDriven(_step, self.data, args=(log_params, self.settings.dt), dim=4)
+    def model(self, log_params, noise: float = 0.0) -> InputDriven:
+        """The model at (log sigma, log rho); ``noise`` is added to all four components
+        (the data component is overwritten by its input each step, so its noise adds
+        noise^2 to the loss and nothing to a score)."""
+        args = (log_params, self.settings.dt)
+        return InputDriven(_step, self.data, args=args, noise=noise, dim=4)
+
+    def start_model(self, method: str) -> InputDriven:
+        """The model a method starts from: the NRES paper's start, deterministic."""
+        return self.model(jnp.asarray(START))
 
     def describe(self) -> dict:
         return {
@@ -108,8 +116,10 @@ class ShortTask:
         }
 
     def evaluate(self, system) -> dict:
+        """The unperturbed loss (the deterministic model at the trained parameters) and the
+        parameter error."""
         loss, _, _ = value_and_grad(
-            system,
+            self.model(weights(system)),
             lambda s: s,
             self.statistic,
             est.Backprop(samples=2, diagnostics=False),
@@ -138,7 +148,7 @@ class ShortTask:
     def run(self, method: str, seed: int, budget: float | None, eval_every: float, **options):
         estimator = self.estimator(method)
         rate = options.get("learning_rate") or self.settings.learning_rate
-        model = self.model(jnp.asarray(START))
+        model = self.start_model(method)
         run = Run(method, seed)
         evaluations = Evaluations(run, self.evaluate, eval_every)
         evaluations.record(model)
