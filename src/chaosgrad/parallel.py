@@ -168,21 +168,38 @@ def _mesh_devices() -> list:
     return jax.local_devices() if _ALONE["on"] else jax.devices()
 
 
+_GATHERS = {"count": 0}
+GATHER_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+"""How long :func:`gather_json` waits for the slowest process (a week: a benchmark's
+processes may finish hours apart)."""
+
+
 def gather_json(value, default=None) -> list:
     """``value`` of every process, in process order, as ``json.loads(json.dumps(value,
     default=default))`` (NaN and infinities kept); in one process, ``[that]``. A collective:
-    every process must call it."""
+    every process must call it, in the same order.
+
+    The values travel through the coordination service's key-value store, not a device
+    collective: a device collective times out when one process arrives much earlier than
+    another (a benchmark's processes finish their runs minutes apart), the store waits
+    (``GATHER_TIMEOUT_MS``). A barrier at the end keeps the coordinator alive until every
+    process has read every value."""
     text = json.dumps(value, default=default)
     if jax.process_count() == 1:
         return [json.loads(text)]
-    from jax.experimental import multihost_utils
+    from jax._src import distributed
 
-    data = np.frombuffer(text.encode(), np.uint8)
-    lengths = np.ravel(multihost_utils.process_allgather(np.array([data.size])))
-    padded = np.zeros(int(lengths.max()), np.uint8)
-    padded[: data.size] = data
-    rows = np.asarray(multihost_utils.process_allgather(padded))
-    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths, strict=True)]
+    client = distributed.global_state.client
+    assert client is not None  # initialised: process_count() > 1
+    _GATHERS["count"] += 1
+    prefix = f"chaosgrad/gather/{_GATHERS['count']}"
+    client.key_value_set(f"{prefix}/{jax.process_index()}", text)
+    texts = [
+        client.blocking_key_value_get(f"{prefix}/{i}", GATHER_TIMEOUT_MS)
+        for i in range(jax.process_count())
+    ]
+    client.wait_at_barrier(f"{prefix}/read", GATHER_TIMEOUT_MS)
+    return [json.loads(t) for t in texts]
 
 
 def device_count() -> int:
