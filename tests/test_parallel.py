@@ -230,6 +230,29 @@ def test_gather_json_round_trips_one_process_value_with_nan_and_infinities():
     assert np.isnan(only["runs"][1]) and only["runs"][2] == float("inf")
 
 
+GATHER_SCRIPT = """
+import json, time, jax
+import chaosgrad as cg
+cg.parallel.initialize()
+rank = jax.process_index()
+if rank == 1:
+    time.sleep(35)  # longer than a device collective's 30 s context timeout
+first = cg.parallel.gather_json({"rank": rank, "values": [1.5, float("nan")]})
+second = cg.parallel.gather_json(10 * rank)
+if cg.parallel.is_main_process():
+    print(json.dumps({"first": first, "second": second}))
+"""
+
+
+def test_gather_json_waits_for_a_process_that_arrives_late():
+    """A benchmark's processes finish their runs minutes apart: the gather waits for the
+    late one (a device all-gather's context timed out after 30 s), and two gathers in a
+    row keep their order."""
+    result = _two_hosts(script=GATHER_SCRIPT)
+    assert [entry["rank"] for entry in result["first"]] == [0, 1]
+    assert result["second"] == [0, 10]
+
+
 def test_alone_the_mesh_is_this_process_devices():
     with parallel.each_process_alone():
         assert parallel.device_count() == len(jax.local_devices())
