@@ -125,6 +125,9 @@ def moments(x):
 class ClosedLorenz(Flow):
     """Lorenz-63 plus the closure; orbits start near the attractor, (1, 1, 20) + N(0, I)."""
 
+    def __init__(self, rho: float, weights, dt: float):
+        super().__init__(_field, dt, args=(jnp.asarray(rho), weights), dim=3)
+
     def initial_state(self, key):
         return jnp.array([1.0, 1.0, 20.0]) + jax.random.normal(key, (3,), dtype=jnp.float64)
 
@@ -142,7 +145,7 @@ def initial_weights(hidden: tuple[int, ...], key, output_scale: float = 0.01) ->
 
 
 def model(rho: float, weights, dt: float) -> ClosedLorenz:
-    return ClosedLorenz(_field, dt, args=(jnp.asarray(rho), weights), dim=3)
+    return ClosedLorenz(rho, weights, dt)
 
 
 def weights_of(system):
