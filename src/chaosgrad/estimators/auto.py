@@ -14,8 +14,9 @@ statistic:
 2. no positive exponent (u = 0, or only a flow's neutral one): nothing explodes.
    Terminal / WindowAverage: ``Backprop``; TimeAverage: ``Shadowing`` with that u (the plain
    adjoint of the long-time average, plus the time dilation of a flow). A noisy
-   WindowAverage with u > 0 (no kernel form): ``FiniteDifference`` for at most 8 parameter
-   elements, else ``TruncatedBackprop`` (biased; said so).
+   WindowAverage with u > 0: ``FiniteDifference`` for at most 8 parameter elements, else
+   ``TruncatedBackprop`` (biased; said so). Kernel's path form applies there too, but Auto
+   does not choose it before a training run has measured it.
 3. deterministic chaos, Terminal or WindowAverage over a horizon T (a WindowAverage's
    burn-in included) with lambda_1 T <= 5 (growth e^5 at most): ``Backprop``, exact and
    cheapest. Measured (trainability benchmark, control-short): fitting Lorenz-63's
@@ -168,7 +169,10 @@ class Auto(AbstractEstimator):
             chosen = self._path_kernel(system, components, params, pilot, x0, key, reasons)
             return chosen, reasons, None
         if pilot.noisy and u > neutral:
-            reasons.append("noisy WindowAverage: no kernel form")
+            reasons.append(
+                "noisy WindowAverage: Kernel's path form applies but is not yet measured in "
+                "training; pass Kernel(samples=...) to use it"
+            )
             return self._unbounded(statistic, few, rate, samples, reasons, params), reasons, None
         if u <= neutral:
             reasons.append(
