@@ -38,6 +38,7 @@ from .estimators._base import AbstractEstimator, _jacobian_tree, compiled_terms,
 from .estimators._parameters import Parameters, Selection
 from .estimators._response import LossCotangent, _bind_loss, _loss_and_cotangent, _prepare
 from .estimators.average import check_compilable
+from .estimators.online import Online
 from .statistics import AbstractStatistic
 
 
@@ -55,11 +56,14 @@ class TrainState(eqx.Module):
         system: the system at the current parameters theta_i.
         opt_state: the optimizer's state for the parameters selected by ``wrt``.
         iteration: how many steps have been taken (an int64 scalar array).
+        carry: what the estimator carries from one step to the next: the particles of
+            :class:`~chaosgrad.Online`; None for every other estimator.
     """
 
     system: System
     opt_state: Any
     iteration: jax.Array
+    carry: Any = None
 
 
 class TrainMetrics(eqx.Module):
@@ -182,8 +186,10 @@ class TrainStep(eqx.Module):
         self.wrt = wrt
         self.x0 = None if x0 is None else as_state(x0, "x0")
 
-    def init(self, system: System) -> TrainState:
-        """The state at ``system``'s parameters: the optimizer's initial state, iteration 0.
+    def init(self, system: System, key=None) -> TrainState:
+        """The state at ``system``'s parameters: the optimizer's initial state, iteration 0,
+        and for :class:`~chaosgrad.Online` its particles, staggered along their episodes
+        (drawn from ``key``, which it needs; other estimators ignore it).
 
         On the host, once: the checks ``linear_response`` makes (the system, the statistic
         and the estimator's support of it, ``wrt``, ``x0``, the loss's output), so that a
@@ -193,28 +199,56 @@ class TrainStep(eqx.Module):
         check_x64()
         if not isinstance(system, System):
             raise TypeError(f"system must be a chaosgrad System, got {type(system).__name__}")
-        key = _shape_key()
+        online = isinstance(self.estimator, Online)
+        if online and key is None:
+            raise ValueError(
+                "Online's particles draw their starts, noise and perturbations from a key: "
+                "step.init(system, key=jax.random.key(0))"
+            )
         bound, params, x0, _, out, components = _prepare(
-            system, self.statistic, self.estimator, self.wrt, self.x0, key
+            system, self.statistic, self.estimator, self.wrt, self.x0, _shape_key()
         )
-        self.estimator.resolve(bound, components, params, x0, key)  # its host checks
+        self.estimator.resolve(bound, components, params, x0, _shape_key())  # its host checks
         _bind_loss(self.loss, out)
         system = jax.tree_util.tree_map(_strong, system)
         values = Parameters.of(system, self.wrt).values
-        return TrainState(system, self.optimizer.init(values), jnp.zeros((), jnp.int64))
+        carry = None
+        if online:
+            assert isinstance(self.estimator, Online)
+            carry = _start_particles(self.estimator, system, self.statistic, self.wrt, x0, key)
+        return TrainState(system, self.optimizer.init(values), jnp.zeros((), jnp.int64), carry)
 
     def gradient(self, state: TrainState, key) -> tuple[Any, TrainMetrics]:
         """(g = d loss / d theta shaped like the parameters ``wrt`` selects, the metrics)
         at ``state.system``, without the update: for a loop that changes g before applying
-        it (a regulariser's gradient added, a weight) with :meth:`apply`."""
+        it (a regulariser's gradient added, a weight) with :meth:`apply`. An estimator
+        that carries state from step to step (:class:`~chaosgrad.Online`) needs
+        :meth:`advance`, which returns it."""
+        if isinstance(self.estimator, Online):
+            raise ValueError(
+                "Online carries its particles from step to step: use "
+                "grads, metrics, state = step.advance(state, key), which returns them"
+            )
+        grads, metrics, _ = self.advance(state, key)
+        return grads, metrics
+
+    def advance(self, state: TrainState, key) -> tuple[Any, TrainMetrics, TrainState]:
+        """(g, the metrics, ``state`` with the estimator's carry advanced): :meth:`gradient`
+        for every estimator, :class:`~chaosgrad.Online`'s particles run through their next
+        truncation. The parameters are not updated (:meth:`apply` does that)."""
         check_x64()
         system, params, x0, count, out, components = _prepare(
             state.system, self.statistic, self.estimator, self.wrt, self.x0, key
         )
         loss = _bind_loss(self.loss, out)
-        terms = compiled_terms(
-            self.estimator, system, components, params, x0, key, LossCotangent(loss, out)
-        )
+        cotangent = LossCotangent(loss, out)
+        carry = state.carry
+        if isinstance(self.estimator, Online):
+            terms, carry = self.estimator.step(
+                carry, system, components, params, x0, key, cotangent
+            )
+        else:
+            terms = compiled_terms(self.estimator, system, components, params, x0, key, cotangent)
         grads = jax.tree_util.tree_map(lambda g: g[0], terms.grad)
         stderr = jax.tree_util.tree_map(lambda g: g[0], terms.stderr)
         loss_value = _loss_and_cotangent(loss, out, terms.value)[0]
@@ -226,7 +260,7 @@ class TrainStep(eqx.Module):
             stderr_norm=tree_norm(stderr),
             finite=finite,
         )
-        return grads, metrics
+        return grads, metrics, dataclasses.replace(state, carry=carry)
 
     def apply(self, state: TrainState, grads) -> TrainState:
         """The optimizer's update with the gradient ``grads`` (shaped like the parameters):
@@ -234,12 +268,21 @@ class TrainStep(eqx.Module):
         params = Parameters.of(state.system, self.wrt)
         updates, opt_state = self.optimizer.update(grads, state.opt_state, params.values)
         values = optax.apply_updates(params.values, updates)
-        return TrainState(params.substitute(state.system, values), opt_state, state.iteration + 1)
+        return TrainState(
+            params.substitute(state.system, values), opt_state, state.iteration + 1, state.carry
+        )
 
     def __call__(self, state: TrainState, key) -> tuple[TrainState, TrainMetrics]:
-        """One step: :meth:`gradient` at ``state`` with ``key``, then :meth:`apply`."""
-        grads, metrics = self.gradient(state, key)
+        """One step: :meth:`advance` at ``state`` with ``key``, then :meth:`apply`."""
+        grads, metrics, state = self.advance(state, key)
         return self.apply(state, grads), metrics
+
+
+@eqx.filter_jit
+def _start_particles(estimator: Online, system, statistic, wrt, x0, key):
+    """Online's particles before the first step, as one compiled program."""
+    system, params, x0, _, _, components = _prepare(system, statistic, estimator, wrt, x0, key)
+    return estimator.start(system, components, params, x0, key)
 
 
 def keyed(step: TrainStep, system: System) -> TrainStep:

@@ -89,7 +89,12 @@ from .estimators._parameters import Parameters
 from .estimators._response import loss_estimate
 from .estimators.auto import Auto
 from .estimators.average import configure
+from .estimators.online import Online
 from .statistics import AbstractStatistic
+
+PARTICLE_STREAM = 2**32 - 1
+"""Online's particles are drawn from ``fold_in(key, PARTICLE_STREAM)``, a stream no
+iteration's key (``fold_in(key, i)``) reaches."""
 
 
 class FitResult(eqx.Module):
@@ -202,7 +207,7 @@ def _iteration(step: TrainStep, state: TrainState, key, task_weight, regularizer
     params = Parameters.of(state.system, step.wrt)
     grads, metrics = params.zeros(), None
     if task_weight is not None:
-        grads, metrics = step.gradient(state, key)
+        grads, metrics, state = step.advance(state, key)
         grads = _weighted(grads, task_weight)
     penalty = jnp.zeros(())
     if penalty_weight is not None:
@@ -310,8 +315,13 @@ def fit(
     concrete = estimator
     if _needs_configure(estimator):
         concrete = configure(system, statistic, estimator, wrt=wrt, x0=x0, key=key)
+    if isinstance(concrete, Online) and (checkpoint is not None or resume is not None):
+        raise ValueError(
+            "fit(checkpoint=..., resume=...) saves the parameters and the optimizer state, not "
+            "Online's particles: train Online without checkpoints"
+        )
     step = TrainStep(loss, statistic, concrete, optimizer, wrt=wrt, x0=x0)
-    state = step.init(system)
+    state = step.init(system, key=jax.random.fold_in(key, PARTICLE_STREAM))
     system = state.system  # its weak-typed arrays made strong
     params = Parameters.of(system, wrt)
     values, opt_state = params.values, state.opt_state
@@ -325,7 +335,9 @@ def fit(
         values, opt_state, history, start = _fit_checkpoint.load(
             Path(resume), values, opt_state, fingerprint, optimizer
         )
-    state = TrainState(params.substitute(system, values), opt_state, jnp.asarray(start, jnp.int64))
+    state = TrainState(
+        params.substitute(system, values), opt_state, jnp.asarray(start, jnp.int64), state.carry
+    )
     compiled = keyed(step, system)
     if regularizer is not None:
         with traceable("the regularizer"):

@@ -17,6 +17,7 @@ from .evolution import ES, NRES, PES, SPSA, ZerothOrderInfo
 from .fast_adjoint_response import FastAdjointResponse, FastResponseInfo
 from .finite_difference import FiniteDifference, FiniteDifferenceInfo
 from .kernel import Kernel, KernelInfo
+from .online import Online, Particles
 from .path_kernel import PathKernel, PathKernelInfo
 from .shadowing import Shadowing, ShadowingInfo
 from .sweeps import AbstractSweep, AutoSweep, SegmentJacobians, SegmentParallel, StepByStep
@@ -58,7 +59,9 @@ __all__ = [
     "Kernel",
     "KernelInfo",
     "NRES",
+    "Online",
     "PES",
+    "Particles",
     "Parameters",
     "Pilot",
     "PathKernel",

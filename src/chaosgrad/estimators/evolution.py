@@ -283,6 +283,12 @@ class AbstractTruncated(AbstractZerothOrder):
     def truncation_steps(self, steps):
         return _check_truncation(self.truncation, steps, type(self).__name__)
 
+    @abc.abstractmethod
+    def online_draw(self, key, e, xi, restart) -> tuple[jax.Array, jax.Array]:
+        """(e, xi) of one particle's next truncation when training online
+        (:class:`~chaosgrad.estimators.online.Online`): from its previous (e, xi) (each
+        (p,)), ``restart`` True at the first truncation of an episode."""
+
 
 class PES(AbstractTruncated):
     """Persistent evolution strategies over truncated unrolls (Vicol et al., ICML 2021).
@@ -311,6 +317,10 @@ class PES(AbstractTruncated):
         e = _gaussian(key, windows, size)
         return e, jnp.cumsum(e, axis=0)
 
+    def online_draw(self, key, e, xi, restart):
+        e = _gaussian(key, 1, e.shape[0])[0]
+        return e, jnp.where(restart, 0.0, xi) + e
+
 
 class NRES(AbstractTruncated):
     """Noise-reuse evolution strategies (Li et al., NeurIPS 2023).
@@ -332,6 +342,10 @@ class NRES(AbstractTruncated):
 
     def draw(self, key, windows, size):
         e = jnp.broadcast_to(_gaussian(key, 1, size), (windows, size))
+        return e, e
+
+    def online_draw(self, key, e, xi, restart):
+        e = jnp.where(restart, _gaussian(key, 1, e.shape[0])[0], e)
         return e, e
 
 

@@ -13,12 +13,12 @@ Methods (the same Adam grid for every one, tuned on a tuning seed):
 
 * full BPTT through the 2000 steps (its gradient grows like e^{lambda_1 T} ~ 1e4-1e8);
 * truncated BPTT (truncation 100 steps);
-* full ES (10 antithetic pairs, sigma = 0.04, the paper's particles and sigma), PES and NRES
-  (truncation 100). chaosgrad's PES and NRES are fixed-theta estimators: one iteration
-  runs the whole unroll in truncations and returns one gradient (NRES then equals ES to
-  rounding). The papers' online form, which updates theta after every truncation with
-  particles staggered along the unroll, is not implemented: their wall-clock advantage
-  comes from it, so this task does not test it;
+* full ES (10 antithetic pairs, sigma = 0.04, the paper's particles and sigma), and PES
+  and NRES (truncation 100) in both forms: fixed-theta (``pes``, ``nres``: one iteration
+  runs the whole unroll in truncations and returns one gradient; NRES then equals ES to
+  rounding) and online (``pes-online``, ``nres-online``: :class:`~chaosgrad.Online`, the
+  papers' form, which updates theta after every truncation, the particles staggered along
+  the unroll and carried from step to step);
 * Kernel's path form (likelihood ratio along the paths) with dynamics noise injected at
   sigma = 0.01 and 0.1: the noise smooths the loss as ES's parameter noise does. Its
   gradient is that of the noisy model's loss; the metric is the noise-free one.
@@ -43,6 +43,8 @@ METHODS = (
     "es",
     "pes",
     "nres",
+    "pes-online",
+    "nres-online",
     "kernel-0.01",
     "kernel-0.1",
 )
@@ -87,6 +89,10 @@ class CTask(ShortTask):
             return est.PES(sigma=s.sigma, samples=s.pairs, truncation=s.truncation)
         if method == "nres":
             return est.NRES(sigma=s.sigma, samples=s.pairs, truncation=s.truncation)
+        if method == "pes-online":
+            return est.Online(est.PES(sigma=s.sigma, samples=s.pairs, truncation=s.truncation))
+        if method == "nres-online":
+            return est.Online(est.NRES(sigma=s.sigma, samples=s.pairs, truncation=s.truncation))
         if method.startswith("kernel-"):
             return est.Kernel(samples=s.kernel_samples)
         if method in ("bptt", "es"):
