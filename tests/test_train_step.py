@@ -210,3 +210,30 @@ def test_fit_is_a_loop_over_the_step():
             assert abs(float(getattr(metrics, name)) - expected) <= 1e-12 * max(1.0, abs(expected))
         assert abs(before - result.history["parameters"][i][0]) <= 1e-12 * max(1.0, abs(before))
     assert abs(float(state.system.args) - float(result.system.args)) <= 1e-12
+
+
+def test_an_optimizer_that_takes_the_loss_value_gets_it():
+    """Polyak's step min(f / |g|^2, max) g on loss (b - 2)^2 of the terminal state x_1 = b:
+    f / |g|^2 = 1/4, so each step halves the distance to 2, from 0: 1, 1.5, 1.75. The same
+    through TrainStep and through fit (whose compiled update takes the value as an input)."""
+    system = cg.Map(lambda t, x, b: jnp.broadcast_to(b, x.shape), args=jnp.asarray(0.0), dim=1)
+    loss, statistic = (lambda s: (s - 2.0) ** 2), Terminal(lambda x: x[0], 1)
+    polyak = optax.polyak_sgd(max_learning_rate=10.0)
+    step = cg.TrainStep(loss, statistic, Backprop(samples=2), polyak, x0=jnp.zeros(1))
+    state = step.init(system)
+    found = []
+    for i in range(3):
+        state, _ = eqx.filter_jit(step)(state, jax.random.fold_in(KEY, i))
+        found.append(float(state.system.args))
+    np.testing.assert_allclose(found, [1.0, 1.5, 1.75], rtol=1e-12)
+    result = cg.fit(
+        system,
+        loss,
+        statistic,
+        Backprop(samples=2),
+        polyak,
+        iterations=3,
+        key=KEY,
+        x0=jnp.zeros(1),
+    )
+    np.testing.assert_allclose(float(result.system.args), 1.75, rtol=1e-12)

@@ -262,11 +262,17 @@ class TrainStep(eqx.Module):
         )
         return grads, metrics, dataclasses.replace(state, carry=carry)
 
-    def apply(self, state: TrainState, grads) -> TrainState:
+    def apply(self, state: TrainState, grads, value=None) -> TrainState:
         """The optimizer's update with the gradient ``grads`` (shaped like the parameters):
-        theta + updates, the new optimizer state, the iteration count plus one."""
+        theta + updates, the new optimizer state, the iteration count plus one. ``value``,
+        the loss ``grads`` is the gradient of, reaches an optimizer that takes it
+        (``optax.GradientTransformationExtraArgs``, e.g. ``optax.polyak_sgd``) as
+        ``update(..., value=value)``."""
         params = Parameters.of(state.system, self.wrt)
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, params.values)
+        extra = {} if value is None else {"value": value}
+        if extra and not isinstance(self.optimizer, optax.GradientTransformationExtraArgs):
+            extra = {}
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, params.values, **extra)
         values = optax.apply_updates(params.values, updates)
         return TrainState(
             params.substitute(state.system, values), opt_state, state.iteration + 1, state.carry
@@ -275,7 +281,7 @@ class TrainStep(eqx.Module):
     def __call__(self, state: TrainState, key) -> tuple[TrainState, TrainMetrics]:
         """One step: :meth:`advance` at ``state`` with ``key``, then :meth:`apply`."""
         grads, metrics, state = self.advance(state, key)
-        return self.apply(state, grads), metrics
+        return self.apply(state, grads, metrics.loss), metrics
 
 
 @eqx.filter_jit
@@ -296,17 +302,33 @@ def keyed(step: TrainStep, system: System) -> TrainStep:
     )
     wrt = None if step.wrt is None else Selection.of(system, step.wrt)
     init, opt_state = trace(step.optimizer.init, params.values, name="the optimizer's init")
-    update, _ = trace(
-        step.optimizer.update,
-        params.values,
-        opt_state,
-        params.values,
-        name="the optimizer's update",
-    )
+    if isinstance(step.optimizer, optax.GradientTransformationExtraArgs):
+        takes_value, _ = trace(
+            lambda g, s, p, value: step.optimizer.update(g, s, p, value=value),
+            params.values,
+            opt_state,
+            params.values,
+            jnp.zeros(()),
+            name="the optimizer's update",
+        )
+
+        def update(grads, state, params, value):
+            return takes_value(grads, state, params, value)
+
+        optimizer = optax.GradientTransformationExtraArgs(init, update)  # pyright: ignore[reportArgumentType]
+    else:
+        update, _ = trace(
+            step.optimizer.update,
+            params.values,
+            opt_state,
+            params.values,
+            name="the optimizer's update",
+        )
+        optimizer = optax.GradientTransformation(init, update)  # pyright: ignore[reportArgumentType]
     return dataclasses.replace(
         step,
         loss=_bind_loss(step.loss, out),
         statistic=components.statistic,
-        optimizer=optax.GradientTransformation(init, update),  # pyright: ignore[reportArgumentType]
+        optimizer=optimizer,
         wrt=wrt,
     )

@@ -215,7 +215,10 @@ def _iteration(step: TrainStep, state: TrainState, key, task_weight, regularizer
             lambda v: regularizer(params.substitute(state.system, v))
         )(params.values)
         grads = jax.tree_util.tree_map(jnp.add, grads, _weighted(extra, penalty_weight))
-    updated = step.apply(state, grads)
+    value = penalty if penalty_weight is None else _weighted(penalty, penalty_weight)
+    if metrics is not None:
+        value = value + _weighted(metrics.loss, task_weight)
+    updated = step.apply(state, grads, value)
     values = Parameters.of(updated.system, step.wrt).values
     finite = jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(values)])
