@@ -237,3 +237,36 @@ def test_an_optimizer_that_takes_the_loss_value_gets_it():
         x0=jnp.zeros(1),
     )
     np.testing.assert_allclose(float(result.system.args), 1.75, rtol=1e-12)
+
+
+def test_a_second_fit_with_an_equal_optimizer_does_not_compile_again():
+    """optax.adam is a GradientTransformationExtraArgs, whose update fit calls with the loss
+    as value: a second fit with a fresh but equal optimizer finds the compiled iteration
+    again (counted with JAX's compile events, not timed)."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    system = ar1()
+
+    def run():
+        return cg.fit(
+            system,
+            lambda s: (s - 1.0) ** 2,
+            Terminal(lambda x: x[0], 5),
+            Kernel(samples=50),
+            optax.adam(0.01),
+            iterations=2,
+            key=KEY,
+            x0=jnp.ones(1),
+        )
+
+    run()
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        run()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []

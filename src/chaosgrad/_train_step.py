@@ -284,6 +284,17 @@ class TrainStep(eqx.Module):
         return self.apply(state, grads, metrics.loss), metrics
 
 
+class _TakesValue(eqx.Module):
+    """A traced ``update(grads, state, params, value)`` called as an Optax update that
+    takes the loss as ``value=``; a module, so that a compiled step finds the program of an
+    equal one again (a closure would be new at every ``keyed``)."""
+
+    update: Any
+
+    def __call__(self, grads, state, params=None, *, value, **extra):
+        return self.update(grads, state, params, value)
+
+
 @eqx.filter_jit
 def _start_particles(estimator: Online, system, statistic, wrt, x0, key):
     """Online's particles before the first step, as one compiled program."""
@@ -303,19 +314,15 @@ def keyed(step: TrainStep, system: System) -> TrainStep:
     wrt = None if step.wrt is None else Selection.of(system, step.wrt)
     init, opt_state = trace(step.optimizer.init, params.values, name="the optimizer's init")
     if isinstance(step.optimizer, optax.GradientTransformationExtraArgs):
-        takes_value, _ = trace(
-            lambda g, s, p, value: step.optimizer.update(g, s, p, value=value),
+        update, _ = trace(
+            lambda g, s, p, value: step.optimizer.update(g, s, p, value=value),  # pyright: ignore[reportCallIssue]
             params.values,
             opt_state,
             params.values,
             jnp.zeros(()),
             name="the optimizer's update",
         )
-
-        def update(grads, state, params, value):
-            return takes_value(grads, state, params, value)
-
-        optimizer = optax.GradientTransformationExtraArgs(init, update)  # pyright: ignore[reportArgumentType]
+        optimizer = optax.GradientTransformationExtraArgs(init, _TakesValue(update))  # pyright: ignore[reportArgumentType]
     else:
         update, _ = trace(
             step.optimizer.update,
