@@ -1,12 +1,17 @@
 """The trainability benchmark: harness arithmetic, and every method of every task lowers
 its training loss in a few iterations (fixed keys, tiny sizes)."""
 
+import json
+import os
+import subprocess
+import sys
+import threading
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from chaosgrad.experiments.trainability import expand_tasks, planned_runs
+from chaosgrad.experiments.trainability import expand_tasks, planned_runs, tune
 from chaosgrad.experiments.trainability._harness import Run, mean_and_stderr, on_grid, summarise
 from chaosgrad.experiments.trainability.t1_statistics import METHODS as T1_METHODS
 from chaosgrad.experiments.trainability.t1_statistics import T1Settings, T1Task
@@ -171,8 +176,6 @@ def test_task_d_trains_every_weight_and_records_gradient_quality():
 
 
 def test_tuning_picks_the_rate_with_the_lowest_final_metric():
-    from chaosgrad.experiments.trainability import tune
-
     class Fake:
         metrics = ("loss",)
         grid = (0.1, 0.01, 1.0)
@@ -184,6 +187,143 @@ def test_tuning_picks_the_rate_with_the_lowest_final_metric():
     result = tune(Fake(), "m", 1.0)
     assert result["chosen"] == 0.01
     assert result["finals"] == {"0.1": 2.0, "0.01": 1.0, "1.0": float("inf")}
+
+
+class Graded:
+    """A task whose final loss is a fixed function of (method, rate): "a" fails at 0.3,
+    "c" is NaN at 0.1 (both count as infinite). Each run is recorded as (task, method,
+    seed, rate, process, iterations)."""
+
+    methods = ("a", "b", "c")
+    metrics = ("loss",)
+    grid = (0.1, 0.2, 0.3, 0.4)
+    finals = {
+        "a": {0.1: 3.0, 0.2: 1.0, 0.3: 0.5, 0.4: 2.0},
+        "b": {0.1: 4.0, 0.2: 4.0, 0.3: 5.0, 0.4: 6.0},
+        "c": {0.1: float("nan"), 0.2: 9.0, 0.3: 8.0, 0.4: 7.0},
+    }
+
+    def __init__(self, name, calls, process):
+        self.name, self.calls, self.process = name, calls, process
+
+    def describe(self):
+        return {}
+
+    def run(self, method, seed, budget, eval_every, learning_rate, quality=True, iterations=None):
+        self.calls.append((self.name, method, seed, learning_rate, self.process(), iterations))
+        final = self.finals[method][learning_rate]
+        status = "failed" if (method, learning_rate) == ("a", 0.3) else "ok"
+        return Run(method, seed, [0.0, budget], [{"loss": 9.0}, {"loss": final}], status)
+
+
+class ThreadProcesses:
+    """``count`` processes simulated by threads: ``gather_json`` exchanges the values of
+    every thread at a barrier (the collective's contract: every process calls it, in the
+    same order; a thread calling it more often than another breaks the barrier)."""
+
+    def __init__(self, count):
+        self.count, self.values, self.local = count, {}, threading.local()
+        self.barrier = threading.Barrier(count, timeout=60)
+
+    def index(self):
+        return self.local.index
+
+    def gather_json(self, value, default=None):
+        self.local.calls = getattr(self.local, "calls", 0) + 1
+        text = json.dumps(value, default=default)
+        self.values[self.local.calls, self.local.index] = json.loads(text)
+        self.barrier.wait()
+        return [self.values[self.local.calls, i] for i in range(self.count)]
+
+    def run(self, function):
+        results, errors = [None] * self.count, []
+
+        def target(i):
+            self.local.index = i
+            try:
+                results[i] = function(i)
+            except BaseException as error:
+                errors.append(error)
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=target, args=(i,)) for i in range(self.count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return results
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_tuning_runs_are_split_over_processes_and_every_process_chooses_alike(monkeypatch, count):
+    """share=(i, N): each (task, method, rate) tuning run is made once, tuning run j (task by
+    task, method by method, rate by rate) in process j mod N; every process stores the
+    same tuning, equal to ``tune``'s, and trains its seeds at the chosen rate, after one
+    warm-up iteration at that rate (N > 1)."""
+    import chaosgrad.experiments.trainability as trainability
+
+    processes = ThreadProcesses(count)
+    calls = []
+    monkeypatch.setattr(trainability, "gather_json", processes.gather_json)
+    monkeypatch.setattr(trainability, "task_methods", lambda name: Graded.methods)
+    monkeypatch.setattr(
+        trainability, "make_task", lambda name, quick: Graded(name, calls, processes.index)
+    )
+
+    def one(index):
+        return trainability.run_trainability(
+            ["D9", "D32"], budget=1.0, seeds=2, share=(index, count), tune_budget=0.5
+        ).summary
+
+    summaries = processes.run(one)
+    tuning_calls = [c for c in calls if c[2] == trainability.TUNING_SEED and c[5] is None]
+    plan = [(t, m, r) for t in ("D9", "D32") for m in Graded.methods for r in Graded.grid]
+    assert sorted((t, m, r) for t, m, _, r, _, _ in tuning_calls) == sorted(plan)
+    if count > 1:
+        assert {(t, m, r): p for t, m, _, r, p, _ in tuning_calls} == {
+            run: j % count for j, run in enumerate(plan)
+        }
+    expected = {m: tune(Graded("x", [], lambda: 0), m, 0.5) for m in Graded.methods}
+    assert [expected[m]["chosen"] for m in Graded.methods] == [0.2, 0.1, 0.4]
+    assert expected["a"]["finals"]["0.3"] == float("inf")
+    assert expected["c"]["finals"]["0.1"] == float("inf")
+    for summary in summaries:
+        for name in ("D9", "D32"):
+            assert summary["tasks"][name]["tuning"] == expected
+            for run in summary["tasks"][name]["runs"]:
+                assert run["extra"]["learning_rate"] == expected[run["method"]]["chosen"]
+    warm_ups = [(t, m, r, p) for t, m, seed, r, p, n in calls if n == 1]
+    seeded = {
+        (name, run["method"], expected[run["method"]]["chosen"], run["extra"]["process"])
+        for name in ("D9", "D32")
+        for run in summaries[0]["tasks"][name]["runs"]
+    }
+    assert sorted(warm_ups) == (sorted(seeded) if count > 1 else [])
+
+
+def test_two_processes_tune_once_and_train_their_seeds_alike(tmp_path):
+    """``--processes 2`` on D9 (quick, Kernel; launched as in tests/cli/test_benchmark.py):
+    the stored tuning holds every rate's final and its choice, and both processes train
+    their seed at the chosen rate."""
+    command = [sys.executable, "-m", "chaosgrad", "benchmark", "trainability", "--task", "D9"]
+    options = ["--method", "kernel", "--quick", "--budget", "1", "--seeds", "2"]
+    run = subprocess.run(
+        [*command, *options, "--tune-budget", "0.3", "--out", str(tmp_path), "--processes", "2"],
+        env=dict(os.environ, CHAOSGRAD_CACHE_DIR=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    section = json.loads((tmp_path / "trainability.json").read_text())["tasks"]["D9"]
+    tuning = section["tuning"]["kernel"]
+    assert list(tuning["finals"]) == ["0.003", "0.01", "0.03", "0.1"]
+    assert tuning["chosen"] == float(min(tuning["finals"], key=tuning["finals"].get))
+    runs = section["runs"]
+    assert [(r["seed"], r["extra"]["process"]) for r in runs] == [(0, 0), (1, 1)]
+    assert all(r["extra"]["learning_rate"] == tuning["chosen"] for r in runs)
 
 
 def test_the_short_window_control_fits_lorenz_parameters_by_bptt():

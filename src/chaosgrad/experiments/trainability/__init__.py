@@ -25,6 +25,8 @@ T1 and T3 are kept as recorded history, not as evidence: T1's student is not hyp
 Tasks with a ``grid`` (a tuple of learning rates) are tuned first (``tune=True``): each
 method runs every rate on the tuning seed (``TUNING_SEED``) for ``tune_budget`` seconds,
 and the rate with the lowest final first metric trains the fresh seeds. Both are stored.
+Over several processes each tuning run is made once, in one process, and every process
+chooses from all of them (:func:`tune_shared`).
 """
 
 from __future__ import annotations
@@ -136,18 +138,63 @@ TUNING_SEED = 100
 """The seed the learning-rate grid is tuned on (the reported seeds are 0, 1, ...)."""
 
 
+def tuning_run(task, method: str, rate: float, budget: float) -> float:
+    """The final first metric of ``method`` at learning rate ``rate`` on the tuning seed
+    after ``budget`` seconds (infinite if the run failed or the metric is not finite)."""
+    run = task.run(method, TUNING_SEED, budget, budget / 4, learning_rate=rate, quality=False)
+    value = run.metrics[-1].get(task.metrics[0], float("inf"))
+    return float("inf") if run.status != "ok" or not np.isfinite(value) else value
+
+
+def choose_rate(finals: dict) -> dict:
+    """The tuning record of one method from its final metric per rate: the finals (keyed
+    by the rate's text) and the chosen rate, the lowest final (the first in grid order on a
+    tie)."""
+    chosen = min(finals, key=lambda rate: finals[rate])
+    return {"finals": {str(rate): value for rate, value in finals.items()}, "chosen": chosen}
+
+
 def tune(task, method: str, budget: float) -> dict:
     """Every learning rate of ``task.grid`` on the tuning seed for ``budget`` seconds: the
     final first metric of each, and the chosen rate (the lowest; a failed run counts as
     infinite)."""
-    metric = task.metrics[0]
-    finals = {}
-    for rate in task.grid:
-        run = task.run(method, TUNING_SEED, budget, budget / 4, learning_rate=rate, quality=False)
-        value = run.metrics[-1].get(metric, float("inf"))
-        finals[rate] = float("inf") if run.status != "ok" or not np.isfinite(value) else value
-    chosen = min(finals, key=lambda rate: finals[rate])
-    return {"finals": {str(rate): value for rate, value in finals.items()}, "chosen": chosen}
+    return choose_rate({rate: tuning_run(task, method, rate, budget) for rate in task.grid})
+
+
+def tuning_plan(task, methods) -> list[tuple[str, float]]:
+    """The tuning runs of ``task`` for ``methods``: (method, rate) for each method, each
+    rate of ``task.grid``."""
+    return [(method, rate) for method in methods for rate in task.grid]
+
+
+def tune_shared(task, methods, budget: float, share: tuple[int, int], first: int = 0) -> dict:
+    """:func:`tune` of each of ``methods``, its runs split over processes: run i of
+    ``tuning_plan(task, methods)`` runs in process (first + i) mod N, the finals are
+    exchanged by ``parallel.gather_json`` (a collective: every process calls this for the
+    same tasks in the same order) and every process chooses each method's rate by the same
+    rule. Returns {method: tune's record}, the same in every process."""
+    index, count = share
+    plan = tuning_plan(task, methods)
+    mine = [
+        [i, tuning_run(task, method, rate, budget)]
+        for i, (method, rate) in enumerate(plan)
+        if (first + i) % count == index
+    ]
+    finals = {i: value for shared in gather_json(mine) for i, value in shared}
+    tunings = {}
+    for method in methods:
+        rates = {rate: finals[i] for i, (m, rate) in enumerate(plan) if m == method and i in finals}
+        if rates:  # every rate; only this process's share if it runs alone (one JAX process)
+            tunings[method] = choose_rate(rates)
+    return tunings
+
+
+def warm_up(task, method: str, rate: float) -> None:
+    """One discarded iteration of ``method`` at learning rate ``rate`` on the tuning seed.
+    The compiled training step depends on the rate: a process that did not make the chosen
+    rate's tuning run compiles it here (one that did reuses its step), so that its seed
+    runs start as in one process, where tuning made every rate's run."""
+    task.run(method, TUNING_SEED, None, 1e9, learning_rate=rate, quality=False, iterations=1)
 
 
 def run_trainability(
@@ -177,9 +224,15 @@ def run_trainability(
             (``parallel.each_process_alone``); every process then receives all runs
             (``parallel.gather_json``) and returns the same summary. Each run records the
             process that made it (``extra["process"]``). Each process compiles its own
-            programs within its runs' budgets, on its share of the machine's cores.
+            programs within its runs' budgets, on its share of the machine's cores. The
+            tuning runs are shared the same way (:func:`tune_shared`), and a process
+            compiles the chosen rate (:func:`warm_up`) before its seed runs of a method.
         tune_budget: seconds per tuning run of the tasks with a learning-rate ``grid``
             (default: a third of ``budget``); 0 skips the tuning (the task's default rate).
+            Over N processes the tuning runs (one per task, method and rate, numbered
+            across tasks) go round robin, run j to process j mod N, each task's before its
+            seeds; every process receives every final and chooses the same rates (the
+            summary's ``tuning`` is the same in each).
     """
     if not budget > 0:
         raise ValueError(f"budget must be positive, got {budget}")
@@ -198,19 +251,26 @@ def run_trainability(
     }
     built, mine, position = {}, [], 0  # position: the run's index in the plan
     tunings: dict = {}
+    tuned = 0  # tuning runs planned so far (the round robin continues across tasks)
+    seconds = budget / 3 if tune_budget is None else tune_budget
     for name in expand_tasks(tasks):
         if not any(methods is None or m in methods for m in task_methods(name)):
             continue
         task = built[name] = make_task(name, quick)
-        for method in [m for m in task.methods if methods is None or m in methods]:
+        selected = [m for m in task.methods if methods is None or m in methods]
+        tuning = bool(getattr(task, "grid", ())) and seconds > 0
+        if tuning and count > 1:
+            tunings[name] = tune_shared(task, selected, seconds, share, first=tuned)
+            tuned += len(tuning_plan(task, selected))
+        for method in selected:
+            if tuning and count == 1:
+                tunings.setdefault(name, {})[method] = tune(task, method, seconds)
             options = {}
-            grid = getattr(task, "grid", ())
-            seconds = budget / 3 if tune_budget is None else tune_budget
-            here = any((position + i) % count == index for i in range(int(seeds)))
-            if grid and seconds > 0 and here:  # each process tunes the methods it runs
-                tuning = tune(task, method, seconds)
-                tunings.setdefault(name, {})[method] = tuning
-                options["learning_rate"] = tuning["chosen"]
+            if method in tunings.get(name, {}):
+                options["learning_rate"] = tunings[name][method]["chosen"]
+                here = any((position + i) % count == index for i in range(int(seeds)))
+                if count > 1 and here:
+                    warm_up(task, method, options["learning_rate"])
             for seed in range(int(seeds)):
                 position += 1
                 if (position - 1) % count != index:

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
+
+from ...train import fit
 
 
 @dataclass
@@ -103,6 +106,112 @@ def timed(function: Callable, *args, **kwargs):
     began = time.perf_counter()
     result = function(*args, **kwargs)
     return result, time.perf_counter() - began
+
+
+def evenly_spaced(budget: float | None, points: int) -> list[float]:
+    """The training times of ``points`` evenly spaced measurements from the start to
+    ``budget`` (infinite without one), the start left out: the ``marks`` of
+    :func:`train_with_marks`."""
+    total = budget or float("inf")
+    return [total * i / max(points - 1, 1) for i in range(1, points)]
+
+
+def train_with_marks(
+    method: str,
+    seed: int,
+    model,
+    loss: Callable,
+    statistic,
+    estimator,
+    optimizer,
+    *,
+    budget: float | None,
+    eval_every: float,
+    evaluate: Callable[[object], dict],
+    quality: Callable[[object, jax.Array], dict] | None,
+    marks: Sequence[float],
+    success: Callable[[dict, dict], bool],
+    iterations: int | None = None,
+    fit_options: Mapping | None = None,
+    at_start: Callable[[object], dict] | None = None,
+    quality_iteration: bool = False,
+) -> Run:
+    """Train ``model`` by :func:`~chaosgrad.train.fit` with ``estimator`` and ``optimizer``
+    for ``budget`` seconds (or ``iterations``), and return the :class:`Run` of ``method``
+    and ``seed``: ``evaluate`` at the start, on schedule every ``eval_every`` seconds of
+    training and at the end (if the last scheduled one came before it, or the run failed),
+    and the gradient quality along the way.
+
+    Gradient quality (``run.extra["gradient_quality"]``, entries ``{"time", **quality}``):
+    ``quality(system, key)`` at the start, after the first iteration whose cumulative
+    training time reaches each of ``marks`` (in order), and once at the end if a mark was
+    not reached; none when ``quality`` is None. Keys: the start 2000 + seed, iteration i
+    2000 + 10 seed + i, the end 3000 + seed; training 1000 + seed.
+
+    Args:
+        method, seed: the run's names; ``seed`` also sets the keys above.
+        model: the system at its starting parameters.
+        loss, statistic, estimator, optimizer: as for ``fit``.
+        budget: seconds of iteration time (None: ``iterations`` alone stops the run).
+        eval_every: seconds of training time between evaluations.
+        evaluate: system -> metrics (the task's held-out evaluator).
+        quality: (system, key) -> gradient-quality entries, or None for no measurements.
+        marks: training times after the start at which quality is measured
+            (:func:`evenly_spaced`).
+        success: (first metrics, last metrics) -> whether the run met the task's
+            pre-registered goal (``run.extra["success"]``).
+        iterations: an iteration cap (None: 10^9, the budget decides).
+        fit_options: further keyword arguments of ``fit`` (``wrt``, ``x0``).
+        at_start: system -> entries added to ``run.extra``, called with the start model
+            after its quality measurement (before training).
+        quality_iteration: also store the iteration of each quality entry (0 at the start,
+            -1 at the end).
+    """
+    run = Run(method, seed)
+    evaluations = Evaluations(run, evaluate, eval_every)
+    evaluations.record(model)
+    pending = list(marks) if quality is not None else []
+    measured: list[dict] = []
+
+    def measure(system, key_seed: int, iteration: int) -> None:
+        assert quality is not None
+        entry = quality(system, jax.random.key(key_seed))
+        where = {"iteration": iteration} if quality_iteration else {}
+        measured.append({"time": evaluations.clock.elapsed, **where, **entry})
+
+    if quality is not None:
+        measure(model, 2000 + seed, 0)
+    if at_start is not None:
+        run.extra.update(at_start(model))
+
+    def callback(i, system, record):
+        evaluations.maybe(system, record["seconds"])
+        if pending and evaluations.clock.elapsed >= pending[0]:
+            pending.pop(0)
+            measure(system, 2000 + 10 * seed + i, i)
+
+    result = fit(
+        model,
+        loss,
+        statistic,
+        estimator,
+        optimizer,
+        iterations=iterations or 10**9,
+        key=jax.random.key(1000 + seed),
+        budget=budget,
+        callback=callback,
+        **(fit_options or {}),
+    )
+    if result.failed or run.times[-1] < evaluations.clock.elapsed:
+        evaluations.record(result.system)
+    if pending:  # the run ended before the last mark
+        measure(result.system, 3000 + seed, -1)
+    run.status, run.iterations = result.status, result.iterations
+    run.extra["training_loss"] = thinned(result.history["loss"])
+    run.extra["gradient_quality"] = measured
+    run.extra["success"] = bool(success(run.metrics[0], run.metrics[-1]))
+    run.seconds = evaluations.clock.elapsed
+    return run
 
 
 def on_grid(run: Run, metric: str, grid: np.ndarray) -> np.ndarray:

@@ -45,9 +45,8 @@ from ... import estimators as est
 from ..._user_models import Flow
 from ...estimators._response import value_and_grad
 from ...statistics import TimeAverage
-from ...train import fit
 from ._directional import descent_check, orbit_averages
-from ._harness import Evaluations, Run, thinned
+from ._harness import evenly_spaced, train_with_marks
 
 METHODS = ("shadowing", "bptt+clip", "truncated-bptt+clip", "es", "spsa")
 GRID = (0.0001, 0.0003, 0.001, 0.003)
@@ -290,55 +289,27 @@ class A1Task:
 
     def run(self, method: str, seed: int, budget: float | None, eval_every: float, **options):
         estimator, optimizer = self.estimator_and_optimizer(method, options.get("learning_rate"))
-        student = self.model(seed)
-        run = Run(method, seed)
-        evaluations = Evaluations(run, self.evaluate, eval_every)
-        evaluations.record(student)
-        total = budget or float("inf")
-        points = self.settings.quality_points
-        marks = [total * i / max(points - 1, 1) for i in range(points)]
-        quality: list[dict] = []
 
-        def assess(system, key_seed: int) -> None:
+        def quality(system, key) -> dict:
             try:
-                entry = self.quality(system, method, jax.random.key(key_seed))
-            except FloatingPointError as error:
-                entry = {"error": str(error)}
-            quality.append({"time": evaluations.clock.elapsed, **entry})
+                return self.quality(system, method, key)
+            except FloatingPointError as error:  # orbits blew up: record why, keep training
+                return {"error": str(error)}
 
-        with_quality = options.get("quality", True)
-        if with_quality:
-            assess(student, 2000 + seed)
-            marks.pop(0)
-        else:
-            marks.clear()
-
-        def callback(i, system, record):
-            evaluations.maybe(system, record["seconds"])
-            if marks and evaluations.clock.elapsed >= marks[0]:
-                marks.pop(0)
-                assess(system, 2000 + 10 * seed + i)
-
-        result = fit(
-            student,
+        return train_with_marks(
+            method,
+            seed,
+            self.model(seed),
             self.loss,
             self.statistic,
             estimator,
             optimizer,
-            iterations=options.get("iterations") or 10**9,
-            wrt=weights_of,
-            key=jax.random.key(1000 + seed),
             budget=budget,
-            callback=callback,
+            eval_every=eval_every,
+            evaluate=self.evaluate,
+            quality=quality if options.get("quality", True) else None,
+            marks=evenly_spaced(budget, self.settings.quality_points),
+            success=lambda start, final: final["test_loss"] < SUCCESS * start["test_loss"],
+            iterations=options.get("iterations"),
+            fit_options={"wrt": weights_of},
         )
-        if result.failed or run.times[-1] < evaluations.clock.elapsed:
-            evaluations.record(result.system)
-        if marks:  # the run ended before the last mark
-            assess(result.system, 3000 + seed)
-        run.status, run.iterations = result.status, result.iterations
-        run.extra["training_loss"] = thinned(result.history["loss"])
-        run.extra["gradient_quality"] = quality
-        start, final = run.metrics[0]["test_loss"], run.metrics[-1]["test_loss"]
-        run.extra["success"] = bool(final < SUCCESS * start)
-        run.seconds = evaluations.clock.elapsed
-        return run

@@ -120,7 +120,6 @@ from ... import estimators as est
 from ..._user_models import Map
 from ...estimators._response import loss_estimate, value_and_grad
 from ...statistics import TimeAverage
-from ...train import fit
 from ._directional import (
     descent_check,
     directional_slope,
@@ -128,7 +127,7 @@ from ._directional import (
     projection_check,
     random_directions,
 )
-from ._harness import Evaluations, Run, thinned
+from ._harness import evenly_spaced, train_with_marks
 
 METHODS = ("far", "shadowing", "truncated-bptt+clip", "bptt+clip", "es", "spsa")
 GRID = (0.001, 0.003, 0.01, 0.03)
@@ -540,54 +539,34 @@ class A2Task:
 
     def run(self, method: str, seed: int, budget: float | None, eval_every: float, **options):
         estimator, optimizer = self.estimator_and_optimizer(method, options.get("learning_rate"))
-        model = self.model(seed)
-        run = Run(method, seed)
-        evaluations = Evaluations(run, self.evaluate, eval_every)
-        evaluations.record(model)
-        total = budget or float("inf")
-        points = max(self.settings.quality_points, 2)
-        marks = [total * i / (points - 1) for i in range(points)]
-        quality: list[dict] = []
+        with_quality = options.get("quality", True)
 
-        def callback(i, system, record):
-            evaluations.maybe(system, record["seconds"])
-            if marks and evaluations.clock.elapsed >= marks[0]:
-                marks.pop(0)
-                entry = self.quality(system, method, jax.random.key(2000 + 10 * seed + i))
-                quality.append({"time": evaluations.clock.elapsed, "iteration": i, **entry})
+        def quality(system, key) -> dict:
+            return self.quality(system, method, key)
 
-        if not options.get("quality", True):
-            marks.clear()
-        else:
-            start = self.quality(model, method, jax.random.key(2000 + seed))
-            quality.append({"time": 0.0, "iteration": 0, **start})
-            marks.pop(0)
-            if options.get("contributions", True):
-                run.extra["contributions"] = self.contributions(model, jax.random.key(4000 + seed))
-        result = fit(
-            model,
+        def contributions(system) -> dict:
+            return {"contributions": self.contributions(system, jax.random.key(4000 + seed))}
+
+        return train_with_marks(
+            method,
+            seed,
+            self.model(seed),
             self.loss,
             self.statistic,
             estimator,
             optimizer,
-            iterations=options.get("iterations") or 10**9,
-            wrt=weights,
-            key=jax.random.key(1000 + seed),
             budget=budget,
-            callback=callback,
+            eval_every=eval_every,
+            evaluate=self.evaluate,
+            quality=quality if with_quality else None,
+            # at least the start and the end of the budget
+            marks=evenly_spaced(budget, max(self.settings.quality_points, 2)),
+            success=lambda start, final: final["loss"] < SUCCESS * start["loss"],
+            iterations=options.get("iterations"),
+            fit_options={"wrt": weights},
+            at_start=contributions if with_quality and options.get("contributions", True) else None,
+            quality_iteration=True,
         )
-        if result.failed or run.times[-1] < evaluations.clock.elapsed:
-            evaluations.record(result.system)
-        if marks:  # the run ended before the last mark
-            entry = self.quality(result.system, method, jax.random.key(3000 + seed))
-            quality.append({"time": evaluations.clock.elapsed, "iteration": -1, **entry})
-        run.status, run.iterations = result.status, result.iterations
-        run.extra["training_loss"] = thinned(result.history["loss"])
-        run.extra["gradient_quality"] = quality
-        start, final = run.metrics[0]["loss"], run.metrics[-1]["loss"]
-        run.extra["success"] = bool(final < SUCCESS * start)
-        run.seconds = evaluations.clock.elapsed
-        return run
 
 
 __all__ = ["A2Settings", "A2Task", "GRID", "METHODS", "SUCCESS"]

@@ -44,8 +44,7 @@ from ...diagnostics import gradient_quality
 from ...estimators._response import value_and_grad
 from ...statistics import Terminal
 from ...systems.nine_neuron import A_ROWS
-from ...train import fit
-from ._harness import Evaluations, Run, thinned
+from ._harness import train_with_marks
 
 METHODS = ("kernel", "path-kernel", "composite", "bptt+clip", "es", "spsa")
 GRID = (0.003, 0.01, 0.03, 0.1)
@@ -225,49 +224,27 @@ class DTask:
 
     def run(self, method: str, seed: int, budget: float | None, eval_every: float, **options):
         estimator, optimizer = self.estimator_and_optimizer(method, options.get("learning_rate"))
-        model = self.model(seed)
-        run = Run(method, seed)
-        evaluations = Evaluations(run, self.evaluate, eval_every)
-        evaluations.record(model)
         total = budget or float("inf")
-        marks = [total * i / max(self.settings.quality_points - 1, 1) for i in range(3)]
-        quality: list[dict] = []
+        # always two marks after the start; quality_points sets only their spacing
+        marks = [total * i / max(self.settings.quality_points - 1, 1) for i in (1, 2)]
 
-        def callback(i, system, record):
-            evaluations.maybe(system, record["seconds"])
-            if marks and evaluations.clock.elapsed >= marks[0]:
-                marks.pop(0)
-                entry = self.quality(system, method, jax.random.key(2000 + 10 * seed + i))
-                quality.append({"time": evaluations.clock.elapsed, **entry})
+        def quality(system, key) -> dict:
+            return self.quality(system, method, key)
 
-        if not options.get("quality", True):
-            marks.clear()
-        else:
-            start = self.quality(model, method, jax.random.key(2000 + seed))
-            quality.append({"time": 0.0, **start})
-            marks.pop(0)
-        result = fit(
-            model,
+        return train_with_marks(
+            method,
+            seed,
+            self.model(seed),
             self.loss,
             self.statistic,
             estimator,
             optimizer,
-            iterations=options.get("iterations") or 10**9,
-            wrt=weights,
-            x0=self.x0,
-            key=jax.random.key(1000 + seed),
             budget=budget,
-            callback=callback,
+            eval_every=eval_every,
+            evaluate=self.evaluate,
+            quality=quality if options.get("quality", True) else None,
+            marks=marks,
+            success=lambda start, final: final["test_loss"] < SUCCESS * start["test_loss"],
+            iterations=options.get("iterations"),
+            fit_options={"wrt": weights, "x0": self.x0},
         )
-        if result.failed or run.times[-1] < evaluations.clock.elapsed:
-            evaluations.record(result.system)
-        if marks:  # the run ended before the last mark
-            entry = self.quality(result.system, method, jax.random.key(3000 + seed))
-            quality.append({"time": evaluations.clock.elapsed, **entry})
-        run.status, run.iterations = result.status, result.iterations
-        run.extra["training_loss"] = thinned(result.history["loss"])
-        run.extra["gradient_quality"] = quality
-        start, final = run.metrics[0]["test_loss"], run.metrics[-1]["test_loss"]
-        run.extra["success"] = bool(final < SUCCESS * start)
-        run.seconds = evaluations.clock.elapsed
-        return run
