@@ -46,7 +46,7 @@ def test_public_name_has_an_api_entry(name):
     )
 
 
-@pytest.mark.parametrize("module", ["networks", "reconstruct", "metrics"])
+@pytest.mark.parametrize("module", ["networks", "reconstruct", "metrics", "step_rules"])
 def test_public_submodule_has_an_api_entry(module):
     assert f"chaosgrad.{module}" in documented()
 
