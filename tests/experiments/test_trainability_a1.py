@@ -86,5 +86,7 @@ def test_task_a1_builds_its_closure_and_records_gradient_quality():
         assert -1 <= entry["draw_cosine"] <= 1
     for method in task.methods:
         task.estimator_and_optimizer(method)
+    guarded = task.run("shadowing+reject", 0, None, eval_every=1e9, iterations=2, quality=False)
+    assert guarded.status == "ok" and guarded.iterations == 2
     with pytest.raises(ValueError, match="unknown A1 method"):
         task.estimator_and_optimizer("oracle")

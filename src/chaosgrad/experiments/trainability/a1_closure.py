@@ -21,6 +21,13 @@ gradient), and truncated backpropagation keeps only the fast response (biased). 
 not uniformly hyperbolic, so shadowing's per-orbit gradients are heavy-tailed (references §6):
 this task tests whether that matters for training.
 
+``shadowing+reject`` is the fix the first run's diagnosis points to: Shadowing's gradient
+was accurate until a step made the statistics jump (the model crossed into another
+attractor, where no gradient sees it coming) and pointed uphill beyond. It takes the same
+Adam inside :func:`chaosgrad.step_rules.reject_jumps`: a step after which the training loss
+(Shadowing's own estimate) exceeds ``jump`` = 3 x the loss it started from is undone, and
+later steps are halved.
+
 Metric: L on 32 independent orbits of 200 time units each (one evaluation key; its own
 sampling noise is about 2e-4, measured in :meth:`A1Task.describe`). Pre-registered success:
 the final L below 0.2 x its start.
@@ -45,10 +52,11 @@ from ... import estimators as est
 from ..._user_models import Flow
 from ...estimators._response import value_and_grad
 from ...statistics import TimeAverage
+from ...step_rules import reject_jumps
 from ._directional import descent_check, orbit_averages
 from ._harness import evenly_spaced, train_with_marks
 
-METHODS = ("shadowing", "bptt+clip", "truncated-bptt+clip", "es", "spsa")
+METHODS = ("shadowing", "shadowing+reject", "bptt+clip", "truncated-bptt+clip", "es", "spsa")
 GRID = (0.0001, 0.0003, 0.001, 0.003)
 """Adam's learning rates tuned on the tuning seed, the same grid for every method (lower
 than task D's: along the exact gradient the held-out loss stops decreasing after a step of
@@ -75,6 +83,7 @@ class A1Settings:
     zeroth_order_pairs: int = 32
     sigma: float = 0.01
     clip: float = 1.0
+    jump: float = 3.0
     learning_rate: float = 0.0003
     target_orbits: int = 64
     eval_orbits: int = 32
@@ -218,13 +227,15 @@ class A1Task:
         s = self.settings
         adam = optax.adam(s.learning_rate if learning_rate is None else learning_rate)
         clipped = optax.chain(optax.clip_by_global_norm(s.clip), adam)
-        if method == "shadowing":
+        if method in ("shadowing", "shadowing+reject"):
             shadowing = est.Shadowing(
                 unstable_dim=s.unstable_dim,
                 segment_steps=s.segment_steps,
                 segments=s.segments,
                 burn_in=s.burn_in,
             )
+            if method == "shadowing+reject":
+                return shadowing, reject_jumps(adam, factor=s.jump, shrink=0.5)
             return shadowing, adam
         if method == "bptt+clip":
             backprop = est.Backprop(
