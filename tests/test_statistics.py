@@ -8,9 +8,9 @@ import pytest
 import chaosgrad as cg
 from chaosgrad import (
     Backprop,
+    Composite,
     FastAdjointResponse,
     Kernel,
-    PathKernel,
     Shadowing,
     Terminal,
     TimeAverage,
@@ -65,7 +65,7 @@ def test_matrix_statistic_grad_is_statistic_shape_plus_parameter_shape():
             FastAdjointResponse(unstable_dim=1, segment_steps=10, segments=4),
             WindowAverage(lambda x: x, 40),
         ),
-        lambda: (PathKernel(samples=10, alpha=1.0), WindowAverage(lambda x: x, 5)),
+        lambda: (Composite(samples=10), WindowAverage(lambda x: x, 5)),
     ],
 )
 def test_unsupported_statistic_is_refused_in_one_line(make):

@@ -28,7 +28,8 @@ def test_capped_step_caps_the_predicted_decrease_and_switches():
 def test_reject_jumps_undoes_a_jump_keeps_the_state_and_shrinks():
     """SGD(1) inside: accept at L = 1 (step -g1); at L = 10 > 3 x 1 the step is undone
     (+g1) and the gradient unused; at L = 1.2 accepted with half the step (-g3 / 2); the
-    count of undone steps is 1. With momentum inside, the undone step leaves its state."""
+    count of undone steps is 1. L = 2.5 is accepted (below 3 x the lowest, 1) and L = 3.5
+    is not, though below 3 x 2.5. With momentum inside, the undone step leaves its state."""
     rule = reject_jumps(optax.sgd(1.0), factor=3.0, shrink=0.5)
     g1, g2, g3 = jnp.array([1.0, 2.0]), jnp.array([5.0, 5.0]), jnp.array([2.0, 0.0])
     state = rule.init(g1)
@@ -39,6 +40,11 @@ def test_reject_jumps_undoes_a_jump_keeps_the_state_and_shrinks():
     step, state = rule.update(g3, state, value=jnp.asarray(1.2))
     np.testing.assert_allclose(step, -0.5 * g3)
     assert int(state.rejected) == 1
+    # the reference is the lowest accepted loss: a creep 1 -> 2.5 -> 3.5 is caught at 3.5
+    step, state = rule.update(g3, state, value=jnp.asarray(2.5))
+    step, state = rule.update(g3, state, value=jnp.asarray(3.5))
+    np.testing.assert_allclose(step, 0.5 * g3)
+    assert int(state.rejected) == 2
 
     momentum = reject_jumps(optax.sgd(1.0, momentum=0.9))
     inner_before = None

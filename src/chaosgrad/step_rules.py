@@ -5,10 +5,10 @@ the current parameters as ``value=`` (``optax.GradientTransformationExtraArgs``)
 * :func:`capped_step`: the adjoint path-kernel paper's rule (Ni, arXiv:2507.21497 v2),
   theta <- theta - min(eta, f |L| / |g|^2) g: the decrease the gradient predicts, min(...)
   |g|^2, is capped at the fraction f of the loss.
-* :func:`reject_jumps`: any optimizer, with a step undone when the loss it led to jumped
-  above ``factor`` times the loss it started from (the statistics of a chaotic model can
-  jump when a step crosses a bifurcation, where no gradient sees it coming); each undone
-  step shrinks the later ones by ``shrink``.
+* :func:`reject_jumps`: any optimizer, with a step undone when the loss it led to is above
+  ``factor`` times the lowest loss accepted so far (the statistics of a chaotic model can
+  jump when a step crosses a bifurcation, where no gradient sees it coming, or creep there
+  in steps that each look small); each undone step shrinks the later ones by ``shrink``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ._errors import check_real
 
 
 def _norm2(tree) -> jax.Array:
-    return sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree))
+    return jnp.sum(jnp.stack([jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
 def capped_step(
@@ -61,7 +61,7 @@ def capped_step(
 
 class RejectJumpsState(NamedTuple):
     """``inner``: the wrapped optimizer's state; ``last``: the update last applied (undone
-    on a jump); ``reference``: the loss where that update started; ``scale``: the factor on
+    on a jump); ``reference``: the lowest loss accepted so far; ``scale``: the factor on
     later updates; ``rejected``: steps undone so far."""
 
     inner: Any
@@ -76,13 +76,15 @@ def reject_jumps(
 ) -> optax.GradientTransformationExtraArgs:
     """``optimizer``, with a step undone when it made the loss jump.
 
-    At each iteration, with L the loss at the current parameters and L_ref the loss where
-    the last step started: if L > ``factor`` L_ref, the update is -(the last update), back
-    to where it started, the wrapped optimizer's state is kept as it was, and later updates
+    At each iteration, with L the loss at the current parameters and L_ref the lowest loss
+    accepted so far: if L > ``factor`` L_ref, the update is -(the last update), back to
+    where it started, the wrapped optimizer's state is kept as it was, and later updates
     are multiplied by ``shrink`` once more; otherwise the wrapped update, times the current
-    scale, and L becomes L_ref. The gradient at a rejected point is not used. Choose
-    ``factor`` above the loss estimate's own noise (a ratio of two noisy estimates), or
-    noise alone undoes steps.
+    scale, and L_ref becomes min(L_ref, L). The gradient at a rejected point is not used.
+    The lowest accepted loss, not the last, is the reference, so that a loss creeping up
+    in steps of less than ``factor`` each is caught too. Choose ``factor`` above the loss
+    estimate's own noise (the ratio of a noisy estimate to the lowest of many), or noise
+    alone undoes steps.
 
     Args:
         optimizer: any Optax transformation (it receives ``value`` too if it takes it).
@@ -115,7 +117,7 @@ def reject_jumps(
         after = RejectJumpsState(
             pick(state.inner, inner_state),
             pick(jax.tree_util.tree_map(jnp.zeros_like, step), step),
-            jnp.where(jump, state.reference, value),
+            jnp.where(jump, state.reference, jnp.minimum(state.reference, value)),
             jnp.where(jump, shrink * state.scale, state.scale),
             state.rejected + jump,
         )

@@ -61,7 +61,8 @@ def trainability(
         list[str] | None,
         typer.Option(
             "--task",
-            help="T1, T2, T3, A1, A2, C, D9, D32, control-short (repeatable; default T1, T2, T3)",
+            help="T1, T2, T3, A1, A2, B (= B5, B10, B20), C, D9, D32, control-short "
+            "(repeatable; default T1, T2, T3)",
         ),
     ] = None,
     budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,
@@ -73,7 +74,7 @@ def trainability(
     tune_budget: Annotated[
         float | None,
         typer.Option(
-            help="seconds per learning-rate tuning run of the tasks with a grid (A1, A2, C, "
+            help="seconds per learning-rate tuning run of the tasks with a grid (A1, A2, B, C, "
             "D9, D32, control-short; default a third of --budget; 0: no tuning)"
         ),
     ] = None,

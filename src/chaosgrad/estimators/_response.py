@@ -321,8 +321,8 @@ def value_and_grad(
       forward pass before the backward one. For a quadratic loss the bias of the product is
       2 Cov(S-hat, g-hat) = O(1 / samples or 1 / orbit length); it vanishes when the per-sample
       gradient does not correlate with the value.
-    * Kernel and PathKernel (Terminal): the pilot run they already make
-      (independent samples for PathKernel): unbiased for a quadratic loss.
+    * Kernel (Terminal) and PathKernel (Terminal, WindowAverage): the pilot run they
+      already make (independent samples for PathKernel): unbiased for a quadratic loss.
     * FiniteDifference: the full Jacobian contracted with w at the central value.
 
     Returns:

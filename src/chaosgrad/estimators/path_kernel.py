@@ -2,8 +2,8 @@
 
 For x_{k+1} = f(x_k; theta) + s(x_k; theta) xi_k (Euler-Maruyama: f = x + F dt,
 s = sigma sqrt(dt)) the pathwise perturbation of x_{k+1} is
-w_k = [f_* v_k + d_theta f] + [(grad s . v_k) + d_theta s] xi_k: a part that moves the
-Gaussian's mean and a part that scales its noise. Split the mean part: (1 - a) of it is
+delta_{k+1} = [f_* v_k + d_theta f] + [(grad s . v_k) + d_theta s] xi_k: a part that moves
+the Gaussian's mean and a part that scales its noise. Split the mean part: (1 - a) of it is
 carried on in the tangent v_{k+1}; the rest, a (f_* v_k + d_theta f), is a shift of the mean
 of x_{k+1} given x_k, and its likelihood-ratio weight a (f_* v_k + d_theta f) . xi_k / s_k
 restores it exactly (the noise part stays pathwise). The damping per step is
@@ -12,20 +12,35 @@ papers, up to O(dt^2)) and a = 1 - exp(-alpha) for a map: alpha = 0 is plain
 backpropagation, alpha above lambda_1 stops the explosion, alpha -> infinity is kernel
 differentiation. In adjoint form (one backward pass, all parameters), nu the cotangent of v:
 
-finite time, terminal cost (``Terminal``): nu_T = grad Phi(x_T),
-    m_k = (1 - a) nu_{k+1} + a (Phi(x_T) - b) xi_k / s_k           (cotangent of the mean)
-    nu_k = f_*^T m_k + (grad s xi_k)^T nu_{k+1},
-    grad = sum_k [(d_theta f)^T m_k + (d_theta s xi_k)^T nu_{k+1}] + (d x_0/d theta)^T nu_0;
+finite time, a cost along the path (``Terminal``, ``WindowAverage``): on the path
+x_0 -> x_1 -> ... -> x_N, J = E[sum_{t=1}^{N} w_t Phi(x_t)] with w_t the window's weights
+(``WindowAverage(phi, T, burn_in=B)``: N = B + T, w_t = 1/T for t > B, 0 before; a
+``Terminal``: w = e_N), backwards from nu_N = w_N grad Phi(x_N),
+    R_k = sum_{j=k+1}^{N} w_j (Phi(x_j) - b_j)      (the future cost the noise xi_k moves)
+    m_k = (1 - a) nu_{k+1} + a R_k xi_k / s_k                      (cotangent of the mean)
+    nu_k = f_*^T m_k + (grad s xi_k)^T nu_{k+1} + w_k grad Phi(x_k)      (the last for k >= 1)
+    grad = sum_k [(d_theta f)^T m_k + (d_theta s xi_k)^T nu_{k+1}] + (d x_0/d theta)^T nu_0,
+plus sum_t w_t d_theta Phi(x_t; theta) for a parametric observable. b_t, the mean of
+Phi(x_t) over separate pilot samples, is a constant: allowed because the kernel term of
+step k has mean zero given x_0 .. x_k (E[xi_k | x_0 .. x_k] = 0). A Terminal evaluates Phi
+and its Jacobian at x_N only. A loss's cotangent comes from the same pilot, so a quadratic
+loss is unbiased too. The path form is 4D-Var's trajectory misfit: alpha = 0 is its
+adjoint (backpropagation), alpha above lambda_1 keeps that adjoint bounded;
 
 stationary (``TimeAverage``, window W), from nu_N = 0 on an orbit of N + W steps, the same
-recursion with the weight (Phi(x_T) - b) replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar),
-the forcing grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
+recursion with R_k replaced by sum_{j=k+1}^{k+W} (Phi_j - Phi-bar), the forcing
+grad Phi(x_k) added to nu_k, and grad averaged over k in [W, N - W).
+
+Components without noise: where the step's noise scale has a zero entry, s_{k,i} = 0 (an
+auxiliary state that accumulates a cost deterministically), the transition has no density
+in that component and nothing can reweight it, so it is not damped: a_i = 0 and no kernel
+term there (the division xi/s is skipped), a_i = a elsewhere. The Gaussian factorises over
+components, so moving the noisy components' mean shifts alone into the kernel is exact.
 
 A k'-component statistic runs the backward pass once per component, vmapped over the
-components on the shared forward states. b is any constant (the kernel term has mean
-zero); it is the mean of Phi from a pilot run on separate samples, so the finite-time
-estimator is unbiased for every alpha. ``info.exploding`` flags adjoints that grew past
-1e12 or overflowed (alpha too small), instead of returning silent garbage.
+components on the shared forward states. The finite-time estimator is unbiased for every
+alpha. ``info.exploding`` flags adjoints that grew past 1e12 or overflowed (alpha too
+small), instead of returning silent garbage.
 A. Ni, "Adjoint path-kernel method for backpropagation and data assimilation in unstable
 diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.00718.
 """
@@ -33,6 +48,7 @@ diffusions", arXiv:2507.21497; "Differentiating unstable diffusion", arXiv:2503.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +57,7 @@ import numpy as np
 from .._errors import check_real, check_samples
 from .._system import check_horizon
 from ..parallel import sample_parallel, spread
-from ..statistics import Terminal, TimeAverage, takes_system
+from ..statistics import Terminal, TimeAverage, WindowAverage, takes_system
 from ._base import (
     DEFAULT_BURN_IN,
     AbstractInfo,
@@ -49,6 +65,7 @@ from ._base import (
     Terms,
     mean_and_stderr_from_sums,
     project,
+    resolve_horizon,
     tree_mean_and_stderr,
 )
 from ._layers import add_rest, assemble, rest_zeros, step_pullback
@@ -61,7 +78,8 @@ from ._noise import (
     sum_over_batches,
     terminal_values,
 )
-from ._rollout import batch_starts, burn, sample_keys, sample_start, window_sums
+from ._rollout import batch_starts, burn, rollout, sample_keys, sample_start, window_sums
+from .evolution import step_weights
 
 EXPLOSION = 1e12
 
@@ -70,8 +88,9 @@ class PathKernelInfo(AbstractInfo):
     """Diagnostics of PathKernel.
 
     Args:
-        steps: the depth (Terminal) or each orbit's length (TimeAverage).
-        samples: samples (Terminal) or independent orbits (TimeAverage).
+        steps: the depth (Terminal), the path's length B + T (WindowAverage) or each
+            orbit's length (TimeAverage).
+        samples: samples (Terminal, WindowAverage) or independent orbits (TimeAverage).
         alpha: the damping rate; window: W (TimeAverage) else None.
         max_adjoint_norm: the largest |cotangent| met; exploding: it passed 1e12 or
             overflowed (alpha too small: the estimate is not meaningful).
@@ -103,7 +122,9 @@ def _record(system, x0, key, start, steps: int):
 
 def _adjoint_pass(system, params, states, noises, times, nu_end, forcing, weights, mask, damping):
     """Backward recursion over the stored states and noises (consecutive ``times``) for one
-    component: (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|). A deep net's layer slices leave
+    component: (sum_k mask_k X_k^T mu_{k+1}, nu_0, max|mu|), with ``weights`` R_k and
+    ``forcing`` the term added to nu_k (module doc). Components whose noise scale is zero at
+    a step are not damped there (a_i = 0, no kernel term). A deep net's layer slices leave
     the scan as outputs (_layers.py)."""
     dim = states.shape[1]
 
@@ -115,7 +136,10 @@ def _adjoint_pass(system, params, states, noises, times, nu_end, forcing, weight
             return current.drift(t, y), current.diffusion(t, y) * xi
 
         std = jnp.broadcast_to(system.diffusion(t, x), (dim,))
-        mean_cotangent = (1.0 - damping) * nu + damping * weight * xi / std
+        noisy = std != 0.0  # a component without noise has no density to reweight
+        rate = jnp.where(noisy, damping, 0.0)
+        kernel = jnp.where(noisy, damping * weight * xi / jnp.where(noisy, std, 1.0), 0.0)
+        mean_cotangent = (1.0 - rate) * nu + kernel
         _, pullback = step_pullback(system, params, t, mean_and_noise, x)
         (back_x,), increment = pullback((mean_cotangent, nu))
         grad = add_rest(grad, increment, weight=include)
@@ -130,6 +154,58 @@ def _adjoint_pass(system, params, states, noises, times, nu_end, forcing, weight
     return assemble(params, rest, slices, times[0]), nu, largest
 
 
+class RunningCost(NamedTuple):
+    """One sample's cost along its path as the backward pass reads it (k' components).
+
+    nu_end: (k', dim) w_N grad Phi~(x_N); forcing: (N, k', dim), row k: w_k grad Phi~(x_k)
+    (row 0 zero: x_0 is not scored); future: (N, k'), row k: R_k = sum_{j>k} w_j
+    (Phi~(x_j) - b_j); value: (k,) sum_t w_t ravel Phi(x_t), the sample's raw statistic.
+    """
+
+    nu_end: jax.Array
+    forcing: jax.Array
+    future: jax.Array
+    value: jax.Array
+
+
+def _visited(states, x_end):
+    """x_1 .. x_N from the stored x_0 .. x_{N-1} and x_N."""
+    return jnp.concatenate([states[1:], x_end[None]])
+
+
+def _running_cost(system, components, states, x_end, weights, baseline, terminal: bool):
+    """The :class:`RunningCost` of J = sum_t w_t Phi~(x_t); ``baseline`` b: (k',) for a
+    terminal cost (w = e_N: Phi and its Jacobian at x_N only), else (N, k')."""
+    steps, dim = states.shape
+    phi_of = lambda y: components(y, system)
+    if terminal:
+        return RunningCost(
+            jax.jacrev(phi_of)(x_end),
+            jnp.zeros((steps, components.count, dim)),
+            jnp.broadcast_to(phi_of(x_end) - baseline, (steps, components.count)),
+            components.raw(x_end, system),
+        )
+    visited = _visited(states, x_end)
+    raws = jax.vmap(lambda y: components.raw(y, system))(visited)  # (N, k)
+    phis = raws @ components.projection  # (N, k')
+    gradients = weights[:, None, None] * jax.vmap(jax.jacrev(phi_of))(visited)  # (N, k', dim)
+    costs = weights[:, None] * (phis - baseline)
+    future = jnp.flip(jnp.cumsum(jnp.flip(costs, axis=0), axis=0), axis=0)
+    forcing = jnp.concatenate([jnp.zeros_like(gradients[:1]), gradients[:-1]])
+    return RunningCost(gradients[-1], forcing, future, weights @ raws)
+
+
+def _explicit_along_path(components, params, system, visited, weights):
+    """sum_t w_t d_theta Phi~(x_t; theta) for a ParametricObservable, leaves (k', ...): one
+    reverse pass through the weighted sum."""
+
+    def weighted(values):
+        current = params.substitute(system, values)
+        return weights @ jax.vmap(lambda y: components(y, current))(visited)
+
+    return jax.jacrev(weighted)(params.values)
+
+
 @sample_parallel
 def _finite_time_terms(
     system,
@@ -139,11 +215,16 @@ def _finite_time_terms(
     starts,
     keys,
     indices,
+    weights,
     baseline,
-    steps: int,
     damping,
+    terminal: bool,
     draw_x0: bool,
 ):
+    """Per batch: the sums of the per-sample terms and of their squares, max|mu| and the sum
+    of the samples' raw statistics, for J = sum_t w_t Phi~(x_t) (``weights`` w, N steps)."""
+    steps = weights.shape[0]
+
     def one(draw_key, x0, key, index):
         sample = system.for_sample(index)
         if draw_x0:
@@ -151,11 +232,9 @@ def _finite_time_terms(
                 lambda v: params.substitute(sample, v).initial_state(draw_key), params.values
             )
         x_end, states, noises = _record(sample, x0, key, 0, steps)
-        phi = components(x_end, sample)  # (k',)
-        nu_end = jax.jacrev(lambda y: components(y, sample))(x_end)  # (k', dim)
-        dim = x0.shape[0]
+        cost = _running_cost(sample, components, states, x_end, weights, baseline, terminal)
 
-        def component(nu_j, weight_j):
+        def component(nu_j, forcing_j, future_j):
             grad, nu0, largest = _adjoint_pass(
                 sample,
                 params,
@@ -163,8 +242,8 @@ def _finite_time_terms(
                 noises,
                 jnp.arange(steps),
                 nu_j,
-                jnp.zeros((steps, dim)),
-                jnp.full(steps, weight_j),
+                forcing_j,
+                future_j,
                 jnp.ones(steps),
                 damping,
             )
@@ -172,17 +251,34 @@ def _finite_time_terms(
                 grad = jax.tree_util.tree_map(jnp.add, grad, pull_x0(nu0)[0])
             return grad, largest
 
-        grad, largest = jax.vmap(component)(nu_end, phi - baseline)
+        grad, largest = jax.vmap(component, in_axes=(0, 1, 1))(
+            cost.nu_end, cost.forcing, cost.future
+        )
         if takes_system(components.statistic.observable):
-            grad = jax.tree_util.tree_map(
-                jnp.add, grad, explicit_term(components, params, sample, x_end)
+            explicit = (
+                explicit_term(components, params, sample, x_end)
+                if terminal
+                else _explicit_along_path(
+                    components, params, sample, _visited(states, x_end), weights
+                )
             )
-        return grad, jnp.max(largest), components.raw(x_end, sample)
+            grad = jax.tree_util.tree_map(jnp.add, grad, explicit)
+        return grad, jnp.max(largest), cost.value
 
     grads, largest, raws = jax.vmap(one)(*spread((draw_keys, starts, keys, indices)))
     sums = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf, axis=0), grads)
     squares = jax.tree_util.tree_map(lambda leaf: jnp.sum(leaf**2, axis=0), grads)
     return sums, squares, jnp.max(largest), jnp.sum(raws, axis=0)
+
+
+@sample_parallel
+def _path_values(system, components, starts, keys, indices, steps: int):
+    """Phi~(x_t), t = 1 .. steps, of every sample (forward only), shape (samples, steps, k')."""
+
+    def one(x0, key, index):
+        return rollout(system.for_sample(index), components, x0, key, jnp.asarray(0), steps)[1]
+
+    return jax.vmap(one)(*spread((starts, keys, indices)))
 
 
 @sample_parallel
@@ -225,13 +321,16 @@ def _stationary_terms(
 class PathKernel(AbstractKernelEstimator):
     """Adjoint path-kernel estimate: damped backpropagation plus a kernel correction.
 
-    Supports: Terminal, TimeAverage (noisy systems). The standard error is the spread over
-    samples (Terminal) or independent orbits (TimeAverage); it does not cover the window
-    bias of the stationary form, and is meaningless when ``info.exploding`` is set.
+    Supports: Terminal, WindowAverage (a loss along paths from x_0: the path form of the
+    module doc), TimeAverage (noisy systems). Components without noise are not damped. The
+    standard error is the spread over samples (Terminal, WindowAverage) or independent
+    orbits (TimeAverage); it covers the whole error of the finite-time forms (unbiased for
+    every alpha), not the window bias of the stationary form, and is meaningless when
+    ``info.exploding`` is set.
 
     Args:
-        samples: Terminal: independent samples; TimeAverage: independent orbits; at least
-            2 (the standard error is their spread).
+        samples: Terminal, WindowAverage: independent samples (paths); TimeAverage:
+            independent orbits; at least 2 (the standard error is their spread).
         alpha: the damping rate, per unit time for a flow, per step for a map (fraction
             1 - exp(-alpha dt) of the tangent moved into the kernel per step); 0 is
             backpropagation, alpha above lambda_1 stops the explosion. ``"auto"``: by the
@@ -244,7 +343,7 @@ class PathKernel(AbstractKernelEstimator):
         batch: at most this many samples under vmap at once (memory bound).
     """
 
-    statistics = (Terminal, TimeAverage)
+    statistics = (Terminal, WindowAverage, TimeAverage)
     auto_fields = ("window", "alpha")
     samples: int
     alpha: float | str
@@ -264,25 +363,30 @@ class PathKernel(AbstractKernelEstimator):
         return jnp.asarray(-np.expm1(-alpha * (system.time_step or 1.0)))
 
     def _finite(self, system, components, params, x0, key, cotangent):
-        steps = components.statistic.steps
+        """The finite-time form (Terminal, WindowAverage): module doc."""
+        horizon = resolve_horizon(components.statistic, self)
+        steps, terminal = horizon.steps, horizon.kind == "terminal"
+        weights = step_weights(horizon)
         check_horizon(system, steps)
         init_key, noise_key = jax.random.split(key)
         draw_x0 = x0 is None
         x0 = sample_start(system, x0, init_key)
         pilot = min(self.samples, 1024)  # baseline b (and loss cotangent) from other samples
         raw = components.with_projection(jnp.eye(components.projection.shape[0]))
-        pilot_raw = terminal_values(
-            system,
-            raw,
-            batch_starts(system, x0, init_key, self.samples, pilot),
-            sample_keys(noise_key, pilot, self.samples),
-            steps,
-        )
-        components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
-        baseline = jnp.mean(pilot_raw @ components.projection, axis=0)
+        pilot_starts = batch_starts(system, x0, init_key, self.samples, pilot)
+        pilot_keys = sample_keys(noise_key, pilot, self.samples)
+        if terminal:
+            pilot_raw = terminal_values(system, raw, pilot_starts, pilot_keys, steps)
+            components = project(components, cotangent, jnp.mean(pilot_raw, axis=0))
+        else:  # Phi(x_t), t = 1 .. N: (pilot, N, k)
+            indices = self.samples + jnp.arange(pilot)
+            pilot_raw = _path_values(system, raw, pilot_starts, pilot_keys, indices, steps)
+            components = project(components, cotangent, weights @ jnp.mean(pilot_raw, axis=0))
+        baseline = jnp.mean(pilot_raw @ components.projection, axis=0)  # b_N or b_t
         dim = batch_starts(system, x0, init_key, 0, 1).shape[1]
+        path = 0 if terminal else steps * components.count * (dim + 1)  # gradients, R_k
         batches = sample_batches(
-            self.samples, self.batch, params.size * components.count + 2 * steps * dim
+            self.samples, self.batch, params.size * components.count + 2 * steps * dim + path
         )  # per sample: the parameters' sums, the states and noises kept
 
         def batch_sums(first, count):
@@ -294,9 +398,10 @@ class PathKernel(AbstractKernelEstimator):
                 batch_starts(system, x0, init_key, first, count),
                 sample_keys(noise_key, count, first),
                 first + jnp.arange(count),
+                weights,
                 baseline,
-                steps,
                 self._damping(system),
+                terminal,
                 draw_x0,
             )
 

@@ -46,8 +46,22 @@ from ...plot import plot_trainability
 from .._common import ExperimentResult, _jsonable
 from ._harness import Run, summarise
 
-TASKS = ("T1", "T2", "T3-deep", "T3-rnn", "A1", "A2", "C", "D9", "D32", "control-short")
-ALIASES = {"T3": ("T3-deep", "T3-rnn")}
+TASKS = (
+    "T1",
+    "T2",
+    "T3-deep",
+    "T3-rnn",
+    "A1",
+    "A2",
+    "B5",
+    "B10",
+    "B20",
+    "C",
+    "D9",
+    "D32",
+    "control-short",
+)
+ALIASES = {"T3": ("T3-deep", "T3-rnn"), "B": ("B5", "B10", "B20")}
 
 
 def expand_tasks(names) -> list[str]:
@@ -58,7 +72,7 @@ def expand_tasks(names) -> list[str]:
             if task not in TASKS:
                 raise ValueError(
                     f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), "
-                    "A1, A2, C, D9, D32, control-short"
+                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short"
                 )
             if task not in tasks:
                 tasks.append(task)
@@ -75,6 +89,8 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .a1_closure import METHODS
     elif name == "A2":
         from .a2_solenoid import METHODS
+    elif name in ("B5", "B10", "B20"):
+        from .b_assimilation import METHODS
     elif name == "C":
         from .c_lorenz import METHODS
     elif name in ("D9", "D32"):
@@ -118,6 +134,11 @@ def make_task(name: str, quick: bool = False):
         from .a2_solenoid import A2Settings, A2Task
 
         return A2Task(A2Settings.quick() if quick else None)
+    if name in ("B5", "B10", "B20"):
+        from .b_assimilation import BSettings, BTask
+
+        settings = BSettings.quick() if quick else BSettings()
+        return BTask(dataclasses.replace(settings, time=settings.time * int(name[1:]) / 5), name)
     if name == "C":
         from .c_lorenz import CSettings, CTask
 
