@@ -26,7 +26,8 @@ Tasks with a ``grid`` (a tuple of learning rates) are tuned first (``tune=True``
 method runs every rate on the tuning seed (``TUNING_SEED``) for ``tune_budget`` seconds,
 and the rate with the lowest final first metric trains the fresh seeds. Both are stored.
 Over several processes each tuning run is made once, in one process, and every process
-chooses from all of them (:func:`tune_shared`).
+chooses from all of them (:func:`tune_shared`). A task whose methods do not all take a
+learning rate names those that do in ``tuned``; the others are not tuned.
 """
 
 from __future__ import annotations
@@ -279,12 +280,14 @@ def run_trainability(
             continue
         task = built[name] = make_task(name, quick)
         selected = [m for m in task.methods if methods is None or m in methods]
+        # the methods that take the grid's rate (a task's ``tuned``; default every method)
+        rated = [m for m in selected if m in getattr(task, "tuned", selected)]
         tuning = bool(getattr(task, "grid", ())) and seconds > 0
         if tuning and count > 1:
-            tunings[name] = tune_shared(task, selected, seconds, share, first=tuned)
-            tuned += len(tuning_plan(task, selected))
+            tunings[name] = tune_shared(task, rated, seconds, share, first=tuned)
+            tuned += len(tuning_plan(task, rated))
         for method in selected:
-            if tuning and count == 1:
+            if tuning and count == 1 and method in rated:
                 tunings.setdefault(name, {})[method] = tune(task, method, seconds)
             options = {}
             if method in tunings.get(name, {}):
