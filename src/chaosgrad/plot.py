@@ -261,3 +261,35 @@ def plot_reconstruction(path: Path, fit, data) -> Path:
     axes[1].legend(fontsize=8)
     axes[1].set_title(f"{fit.method}: metrics against training time")
     return _save(fig, path)
+
+
+def plot_scale(path: Path, rows: list[dict]) -> Path:
+    """Task A3: each method's seconds per gradient (log-log) and its descent ratio (with
+    1-SE bars) and draw cosine against the parameter count p."""
+    fig, (cost, quality) = _subplots(1, 2, figsize=(11.0, 4.2))
+    for method in dict.fromkeys(row["method"] for row in rows):
+        mine = sorted(
+            (row for row in rows if row["method"] == method), key=lambda r: r["parameters"]
+        )
+        p = np.array([row["parameters"] for row in mine], dtype=float)
+        (line,) = cost.plot(p, [row["seconds"] for row in mine], "o-", label=method)
+        ratio = np.array([np.nan if row["ratio"] is None else row["ratio"] for row in mine])
+        error = np.array(
+            [0.0 if row["ratio_stderr"] is None else row["ratio_stderr"] for row in mine]
+        )
+        quality.errorbar(p, ratio, yerr=error, fmt="o-", color=line.get_color(), label=method)
+        cosine = [np.nan if row["draw_cosine"] is None else row["draw_cosine"] for row in mine]
+        quality.plot(p, cosine, "x:", color=line.get_color())
+    cost.set_xscale("log")
+    cost.set_yscale("log")
+    cost.set_xlabel("parameters p")
+    cost.set_ylabel("seconds per gradient")
+    cost.set_title("cost")
+    cost.legend(fontsize=8)
+    quality.set_xscale("log")
+    quality.axhline(1.0, color="0.6", lw=0.8)
+    quality.axhline(0.0, color="0.6", lw=0.8)
+    quality.set_xlabel("parameters p")
+    quality.set_ylabel("descent ratio (o, ±1 SE) and draw cosine (x)")
+    quality.set_title("gradient quality (1: exact)")
+    return _save(fig, path)

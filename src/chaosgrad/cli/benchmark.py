@@ -158,3 +158,44 @@ def trainability(
     console.print(
         f"wrote {out / 'trainability.json'}, {out / 'report.html'} and {len(images)} PNGs"
     )
+
+
+@benchmark_app.command("scale")
+def scale(
+    out: Annotated[Path, typer.Option(help="directory for JSON, PNG and report.html")],
+    quick: Annotated[bool, typer.Option("--quick", help="shortened sizes")] = False,
+    repeats: Annotated[int, typer.Option(help="timed calls per gradient after the first")] = 3,
+):
+    """Task A3: A1's estimators at p = 131, 771 and 9987 weights, cost and gradient quality."""
+    import json
+
+    from ..experiments._common import _jsonable
+    from ..experiments.trainability.a3_scale import WIDTHS, scale_sweep
+    from ..plot import plot_scale
+    from .errors import UserError, user_errors
+    from .report import prepare_out
+
+    with user_errors(memory="add --quick (the shortened sizes)"):
+        if repeats < 1:
+            raise UserError(f"--repeats must be >= 1, got {repeats}")
+        prepare_out(out)
+        widths = (4, 8) if quick else WIDTHS
+        result = scale_sweep(widths, repeats=repeats, quick=quick, progress=error_console.print)
+    (out / "scale.json").write_text(json.dumps(result, indent=1, default=_jsonable) + "\n")
+    plot_scale(out / "scale.png", result["rows"])
+    table = Table(title="A3: seconds per gradient and its quality against p")
+    for column in ("p", "method", "seconds", "descent ratio", "draw cosine"):
+        table.add_column(column)
+    for row in result["rows"]:
+        ratio = row["ratio"]
+        shown = "-" if ratio is None else f"{ratio:.3g} ± {row['ratio_stderr']:.2g}"
+        cosine = "-" if row["draw_cosine"] is None else f"{row['draw_cosine']:.2f}"
+        table.add_row(str(row["parameters"]), row["method"], f"{row['seconds']:.3g}", shown, cosine)
+    console.print(table)
+    text = (
+        "Task A1's estimators at growing parameter counts: seconds per gradient (compiled, "
+        "median) and the descent ratio and draw cosine at seed 0's start. Full results: "
+        "scale.json."
+    )
+    write_html(out / "report.html", "chaosgrad A3 scale", [("Scale", text, ["scale.png"])])
+    console.print(f"wrote {out / 'scale.json'}, {out / 'scale.png'} and {out / 'report.html'}")
