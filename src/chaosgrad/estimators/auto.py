@@ -15,8 +15,9 @@ statistic:
    Terminal / WindowAverage: ``Backprop``; TimeAverage: ``Shadowing`` with that u (the plain
    adjoint of the long-time average, plus the time dilation of a flow). A noisy
    WindowAverage with u > 0: ``FiniteDifference`` for at most 8 parameter elements, else
-   ``TruncatedBackprop`` (biased; said so). Kernel's path form applies there too, but Auto
-   does not choose it before a training run has measured it.
+   ``TruncatedBackprop`` (biased; said so). The path forms of Kernel and PathKernel apply
+   there too; Auto does not choose them (task B, 4D-Var: PathKernel lost to pathwise BPTT
+   at T = 20 where the nudged model did not explode).
 3. deterministic chaos, Terminal or WindowAverage over a horizon T (a WindowAverage's
    burn-in included) with lambda_1 T <= 5 (growth e^5 at most): ``Backprop``, exact and
    cheapest. Measured (trainability benchmark, control-short): fitting Lorenz-63's
@@ -170,8 +171,10 @@ class Auto(AbstractEstimator):
             return chosen, reasons, None
         if pilot.noisy and u > neutral:
             reasons.append(
-                "noisy WindowAverage: Kernel's path form applies but is not yet measured in "
-                "training; pass Kernel(samples=...) to use it"
+                "noisy WindowAverage: the path forms of Kernel and PathKernel apply; in the "
+                "one training task measured (4D-Var, trainability task B) PathKernel lost to "
+                "pathwise BPTT at the longest horizon, so Auto does not choose them; pass "
+                "PathKernel(samples=..., alpha=...) to use it"
             )
             return self._unbounded(statistic, few, rate, samples, reasons, params), reasons, None
         if u <= neutral:
