@@ -146,8 +146,8 @@ def _phi(state):
 
 @eqx.filter_jit
 def _paths(system: NudgedLorenz96, keys):
-    """(Phi, the RMS error of the unobserved coordinates against ``truth``) per path; the
-    truth rides along as the data's complement (see ``BTask.evaluate``)."""
+    """Per path (one noise key each): Phi, and the unobserved coordinates x_4, x_9 at every
+    step (``BTask.evaluate`` compares them with the truth)."""
 
     def path(key):
         def one(state, t):
