@@ -18,6 +18,7 @@ Set ``XLA_FLAGS`` with an ``--xla_backend_optimization_level`` to test another l
 import os
 
 import jax
+import pytest
 
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = " ".join(
@@ -26,3 +27,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
 
 os.environ["JAX_ENABLE_X64"] = "1"
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. A pytest worker compiles
+    thousands of small programs; each keeps memory mappings of its machine code, and a
+    long-lived worker reached the kernel's limit (vm.max_map_count, 65 530), where XLA's
+    compiler aborts the process in the middle of a later, unrelated test."""
+    yield
+    jax.clear_caches()
