@@ -244,7 +244,7 @@ class InputDriven(System):
         return self.inputs.shape[-2]
 
     def for_sample(self, index) -> InputDriven:
-        if not self.per_sample:
+        if not self.per_sample or self.inputs.ndim == 2:  # shared, or one sample already
             return self
         i = index % self.inputs.shape[0]
         if self.targets is None:

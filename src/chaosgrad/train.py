@@ -65,6 +65,7 @@ runs away from a terminal): ``fit: iteration 120/1000, loss 0.123, 3.4 it/s, eta
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -95,6 +96,9 @@ from .statistics import AbstractStatistic
 PARTICLE_STREAM = 2**32 - 1
 """Online's particles are drawn from ``fold_in(key, PARTICLE_STREAM)``, a stream no
 iteration's key (``fold_in(key, i)``) reaches."""
+DATA_STREAM = 2**32 - 2
+"""``fit(data=...)`` draws iteration i's batch from ``fold_in(key_i, DATA_STREAM)``, apart
+from the estimator's own use of key_i."""
 
 
 class FitResult(eqx.Module):
@@ -195,15 +199,62 @@ def _weighted(tree, weight):
     return tree if isinstance(weight, float) else jax.tree_util.tree_map(lambda g: weight * g, tree)
 
 
+def with_data(system: System, fields: dict) -> System:
+    """``system`` with the data fields named in ``fields`` (e.g. an ``InputDriven``'s
+    ``inputs`` and ``targets``) replaced by the given arrays."""
+    names = tuple(fields)
+    return eqx.tree_at(
+        lambda s: tuple(getattr(s, name) for name in names),
+        system,
+        tuple(fields[name] for name in names),
+    )
+
+
+def _check_data(data: Callable, system: System, key) -> Callable:
+    """``data`` traced once at an iteration's key; refused (ValueError naming the field)
+    unless it returns a dict of the system's data fields with their shapes and dtypes."""
+    if not callable(data):
+        raise TypeError("data must be a function key -> {field name: array}")
+    with traceable("the data function"):
+        traced, out = trace(data, key, name="the data function")
+    if not isinstance(out, dict) or not out:
+        raise ValueError(
+            f"data(key) must return a dict {{field: array}} of the system's data fields "
+            f"{system.data_fields}, got {type(out).__name__}"
+        )
+    for name, value in out.items():
+        if name not in system.data_fields:
+            raise ValueError(
+                f"data(key) returned {name!r}, which is not a data field of "
+                f"{type(system).__name__}; its data fields are {system.data_fields}"
+            )
+        current = getattr(system, name)
+        if current is None or (value.shape, value.dtype) != (current.shape, current.dtype):
+            have = None if current is None else f"{current.shape} {current.dtype}"
+            raise ValueError(
+                f"data(key)[{name!r}] has shape and dtype {value.shape} {value.dtype}; "
+                f"the system's {name} has {have}: a fresh batch must match it"
+            )
+    return traced
+
+
 @eqx.filter_jit
-def _iteration(step: TrainStep, state: TrainState, key, task_weight, regularizer, penalty_weight):
+def _iteration(
+    step: TrainStep, state: TrainState, key, task_weight, regularizer, penalty_weight, data
+):
     """One iteration of ``fit`` as one program: g = task_weight x the step's gradient
     (``task_weight`` None: the estimator does not run, g = 0) + penalty_weight x
     d regularizer / d theta (``penalty_weight`` None: not computed), then the step's update;
     weights as :func:`_weight` gives them.
 
+    ``data`` (None, or the traced data function) first replaces the system's data fields
+    by ``data(fold_in(key, DATA_STREAM))``.
+
     Returns (the updated state, its parameters, the step's metrics or None, ||g||, the
     regulariser's value, whether the updated parameters are finite)."""
+    if data is not None:
+        fresh = with_data(state.system, data(jax.random.fold_in(key, DATA_STREAM)))
+        state = dataclasses.replace(state, system=fresh)
     params = Parameters.of(state.system, step.wrt)
     grads, metrics = params.zeros(), None
     if task_weight is not None:
@@ -253,6 +304,7 @@ def fit(
     schedule: Callable[[int], tuple[float, float]] | None = None,
     budget: float | None = None,
     log_every: float | None = None,
+    data: Callable | None = None,
 ) -> FitResult:
     """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``: a loop over
     :class:`~chaosgrad.TrainStep` with key_i = fold_in(key, i) at iteration i, which adds
@@ -298,6 +350,13 @@ def fit(
             loss 0.123, 3.4 it/s, eta 4m18s``, plus one line when the run ends (0: a line
             every iteration). Default None: silent. For runs away from a terminal, where a
             progress bar shows nothing.
+        data: a fresh batch each iteration: ``data(key) -> {field: array}`` for some of the
+            system's data fields (an ``InputDriven``'s ``inputs`` and ``targets``), with
+            their shapes and dtypes; iteration i calls it, inside its program, with
+            ``fold_in(key_i, DATA_STREAM)``. Sample j of the estimator then sees row j of
+            the batch (``for_sample``), so the batch's rows are the iteration's samples:
+            online training on a task that generates its data, as against a fixed training
+            set. The returned system holds the last batch.
     """
     check_x64()
     check_positive_int(iterations, "iterations")
@@ -342,6 +401,8 @@ def fit(
         params.substitute(system, values), opt_state, jnp.asarray(start, jnp.int64), state.carry
     )
     compiled = keyed(step, system)
+    if data is not None:
+        data = _check_data(data, system, key)
     if regularizer is not None:
         with traceable("the regularizer"):
             regularizer = trace(regularizer, system, name="the regularizer")[0]
@@ -362,6 +423,7 @@ def fit(
             _weight(task_weight),
             regularizer,
             None if regularizer is None else _weight(penalty_weight),
+            data,
         )
         updated, new_values = outcome[:2]
         metrics, grad_norm, penalty, finite = jax.device_get(outcome[2:])

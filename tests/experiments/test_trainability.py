@@ -376,3 +376,51 @@ def test_task_b_assimilates_with_every_method():
         assert run.metrics[-1]["phi"] < run.metrics[0]["phi"], method
     with pytest.raises(ValueError, match="unknown B5 method"):
         task.estimator_and_optimizer("oracle", None)
+
+
+def test_the_delayed_xor_control_reads_each_steps_target():
+    """control-xor (quick: 16 units, T = 40, d = 4): the batch's targets are b_{t-d} XOR
+    b_{t-2d}; without noise the statistic's value (Backprop's loss estimate on a batch) is
+    the evaluator's mean cross-entropy over steps t >= 2d on the same batch, to rounding
+    (the step counter and the evaluator's own indexing agree); every method runs, with its
+    gradient quality measured."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from chaosgrad.estimators import Backprop, value_and_grad
+    from chaosgrad.experiments.trainability.control_xor import XorSettings, XorTask, xor_batch
+    from chaosgrad.train import with_data
+
+    settings = XorSettings.quick()
+    batch = xor_batch(jax.random.key(5), 6, settings.length, settings.delay)
+    bits, targets, d = np.asarray(batch["inputs"][..., 0]), np.asarray(batch["targets"]), 4
+    for t in range(settings.length):
+        want = (bits[:, t - d] != bits[:, t - 2 * d]).astype(float) if t >= 2 * d else 0.0
+        np.testing.assert_array_equal(targets[:, t], want)
+
+    task = XorTask(dataclasses.replace(settings, noise=0.0, test_sequences=6))
+    task.test = batch
+    model = task.model("bptt+clip", 0)
+    value, _, _ = value_and_grad(
+        with_data(model, batch),
+        lambda loss: loss,
+        task.statistic,
+        Backprop(samples=6),
+        wrt=lambda m: m.args,
+        x0=jnp.zeros(model.dim),
+        key=jax.random.key(0),
+    )
+    assert float(value) == pytest.approx(task.evaluate(model)["test_loss"], rel=1e-12)
+
+    task = XorTask(settings)
+    for method in task.methods:
+        run = task.run(method, 0, None, eval_every=1e9, iterations=3)
+        assert run.status == "ok", (method, run.status)
+        assert 0.3 < run.metrics[-1]["test_accuracy"] < 0.7  # chance after 3 steps
+        # no budget: the marks are never reached, so quality at the start and at the end
+        assert [q["cosine"] is not None for q in run.extra["gradient_quality"]] == [True] * 2
+    with pytest.raises(ValueError, match="unknown control-xor method"):
+        task.estimator_and_optimizer("oracle")

@@ -203,13 +203,16 @@ def terminal_values(system, components, starts, keys, steps: int):
 
 @sample_parallel
 def orbit_values(system, components, starts, keys, start, steps: int):
-    """Phi~(x_n), n = 1..steps, of every orbit (vmapped), shape (orbits, steps, k')."""
+    """Phi~(x_n), n = 1..steps, of every orbit (vmapped), shape (orbits, steps, k'); orbit i
+    runs ``system.for_sample(i)`` (its own data, e.g. an input sequence)."""
 
-    def one(x, key):
+    def one(x, key, index):
+        sample = system.for_sample(index)
+
         def step(x, t):
-            x = system.step(t, x, step_noise(system, key, t, x))
-            return x, components(x, system)
+            x = sample.step(t, x, step_noise(sample, key, t, x))
+            return x, components(x, sample)
 
         return jax.lax.scan(step, x, start + jnp.arange(steps))[1]
 
-    return jax.vmap(one)(*spread((starts, keys)))
+    return jax.vmap(one)(*spread((starts, keys, jnp.arange(starts.shape[0]))))

@@ -26,9 +26,12 @@ trajectory misfit, 4D-Var): every step's score weighs every later window term,
         = E[ sum_{l=0}^{B+T-1} S_l (1/T) sum_{t > l, t > B} (Phi(x_t) - b_t) ],
 
 S_l the score of step l -> l+1 and b_t the sample mean of Phi(x_t) at time t (allowed
-because E[S_l | x_0..x_l] = 0). One pass stores Phi(x_t) of every sample (samples x (B+T)
-numbers), the reverse cumulative sums give the weights, and a second pass sums the weighted
-scores. The variance grows like the window's length: each score meets all later terms.
+because E[S_l | x_0..x_l] = 0); a ``ParametricObservable`` Phi(x; theta) (a trained readout)
+adds its own derivative at the path's states, E[(1/T) sum_{t>B} d_theta Phi(x_t; theta)].
+Sample i runs ``system.for_sample(i)`` (per-sample input sequences). One pass stores
+Phi(x_t) of every sample (samples x (B+T) numbers), the reverse cumulative sums give the
+weights, and a second pass sums the weighted scores. The variance grows like the window's
+length: each score meets all later terms.
 
 Nothing grows with T, so nothing explodes; the variance is about Var(Phi) sum_n E|d f|^2/s^2:
 linear in T and proportional to 1/s^2 (expensive for small noise).
@@ -137,23 +140,34 @@ def _finite_depth_sums(system, components, params, starts, keys, indices, shift,
 
 
 @sample_parallel
-def _ergodic_terms(system, params, starts, keys, start, weights):
-    """Per orbit: (1/L) sum_l weights_l (x) S_{l-1} (the score of step l-1 -> l)."""
+def _ergodic_terms(system, params, starts, keys, start, weights, components=None, explicit=None):
+    """Per orbit: (1/L) sum_l [weights_l (x) S_{l-1} + explicit_l d_theta Phi~(x_l)], S_{l-1}
+    the score of step l-1 -> l; orbit i runs ``system.for_sample(i)``. The second term (a
+    ParametricObservable's own dependence on theta, at the orbit's states) only with
+    ``explicit``, the per-step weights (L,)."""
 
-    def orbit(x0, key, psi):
+    def orbit(x0, key, psi, index):
+        sample = system.for_sample(index)
+
         def one(carry, inputs):
             x, total = carry
-            t, weight = inputs
-            xi = system.noise(key, t, x.shape[0])
-            x_next, score = step_score(system, params, t, x, xi)
-            return (x_next, accumulate(total, score, params, leading=1, weight=weight)), None
+            t, weight, own = inputs
+            xi = sample.noise(key, t, x.shape[0])
+            x_next, score = step_score(sample, params, t, x, xi)
+            total = accumulate(total, score, params, leading=1, weight=weight)
+            if explicit is not None:
+                direct = explicit_term(components, params, sample, x_next)
+                total = jax.tree_util.tree_map(lambda a, d: a + own * d, total, direct)
+            return (x_next, total), None
 
         zero = params.zeros((psi.shape[1],))
         steps = psi.shape[0]
-        (_, total), _ = jax.lax.scan(one, (x0, zero), (start + jnp.arange(steps), psi))
+        own = jnp.zeros(steps) if explicit is None else explicit
+        (_, total), _ = jax.lax.scan(one, (x0, zero), (start + jnp.arange(steps), psi, own))
         return jax.tree_util.tree_map(lambda leaf: leaf / steps, total)
 
-    return jax.vmap(orbit)(*spread((starts, keys, weights)))
+    indices = jnp.arange(starts.shape[0])
+    return jax.vmap(orbit)(*spread((starts, keys, weights, indices)))
 
 
 class Kernel(AbstractKernelEstimator):
@@ -194,11 +208,6 @@ class Kernel(AbstractKernelEstimator):
             check_noisy(system, "Kernel")
             path = isinstance(statistic, WindowAverage)
             check_initial_law(system, params, jax.random.split(key)[0], density_used=not path)
-        if isinstance(statistic, WindowAverage) and takes_system(statistic.observable):
-            raise ValueError(
-                "Kernel's path form (WindowAverage) takes an observable of the state only, "
-                "phi(x); a parametric observable needs its explicit derivative per step"
-            )
         return super().resolve(system, components, params, x0, key)
 
     def terms(self, system, components, params, x0, key, cotangent):
@@ -222,8 +231,13 @@ class Kernel(AbstractKernelEstimator):
         phis = raw_values @ components.projection  # row t - 1: Phi(x_t), t = 1 .. B + T
         centred = (phis - jnp.mean(phis, axis=0)).at[:, :skip].set(0.0)
         later = jnp.flip(jnp.cumsum(jnp.flip(centred, axis=1), axis=1), axis=1)
-        weights = later * (total / (total - skip))  # _ergodic_terms divides by B + T
-        terms = _ergodic_terms(system, params, starts, keys, jnp.asarray(0), weights)
+        scale = total / (total - skip)  # _ergodic_terms divides by B + T
+        explicit = None
+        if takes_system(statistic.observable):  # + (1/T) sum_{t>B} d_theta Phi(x_t; theta)
+            explicit = jnp.where(jnp.arange(1, total + 1) > skip, scale, 0.0)
+        terms = _ergodic_terms(
+            system, params, starts, keys, jnp.asarray(0), later * scale, components, explicit
+        )
         grad, stderr = tree_mean_and_stderr(terms)
         per_sample_std = jax.tree_util.tree_map(lambda s: s * np.sqrt(self.samples), stderr)
         finite = jnp.all(jnp.isfinite(raw_values))

@@ -17,7 +17,10 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
 * D9, D32 (:mod:`.d_network`): the seeds' noisy 50-layer net, every weight trained to a
   teacher's output law (90 and 1056 parameters);
 * control-short (:mod:`.control_short`): a Lorenz-63 parameter fit on a window of one
-  Lyapunov time, where backpropagation is exact and cheapest (a control).
+  Lyapunov time, where backpropagation is exact and cheapest (a control);
+* control-xor (:mod:`.control_xor`): the delayed XOR at the gradient-flossing paper's
+  settings (80 units, T = 300, delay 10), where gated cells and flossing are the state of
+  the art (a control).
 
 T1 and T3 are kept as recorded history, not as evidence: T1's student is not hyperbolic
 (heavy-tailed shadowing gradients), and T3-deep sits at its information floor.
@@ -61,6 +64,7 @@ TASKS = (
     "D9",
     "D32",
     "control-short",
+    "control-xor",
 )
 ALIASES = {"T3": ("T3-deep", "T3-rnn"), "B": ("B5", "B10", "B20")}
 
@@ -73,7 +77,7 @@ def expand_tasks(names) -> list[str]:
             if task not in TASKS:
                 raise ValueError(
                     f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), "
-                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short"
+                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short, control-xor"
                 )
             if task not in tasks:
                 tasks.append(task)
@@ -98,6 +102,8 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .d_network import METHODS
     elif name == "control-short":
         from .control_short import METHODS
+    elif name == "control-xor":
+        from .control_xor import METHODS
     elif name == "T3-deep":
         from .t3_supervised import DEEP_METHODS as METHODS
     else:
@@ -127,6 +133,10 @@ def make_task(name: str, quick: bool = False):
         from .control_short import ShortSettings, ShortTask
 
         return ShortTask(ShortSettings.quick() if quick else None)
+    if name == "control-xor":
+        from .control_xor import XorSettings, XorTask
+
+        return XorTask(XorSettings.quick() if quick else None)
     if name == "A1":
         from .a1_closure import A1Settings, A1Task
 
