@@ -131,6 +131,25 @@ def test_a_method_object_refuses_bad_settings_naming_them():
         GTF(alpha_every=0)
     with pytest.raises(ValueError, match="weight"):
         StatisticsLoss(weight=float("nan"))
+    with pytest.raises(ValueError, match='scale must be "relative" or "variance"'):
+        StatisticsLoss(scale="sd")
+    with pytest.raises(ValueError, match="warmup"):
+        StatisticsLoss(warmup=-1)
+
+
+def test_statistics_scales_weigh_each_moment():
+    """scale="relative": every moment's squared error over |S*|^2; scale="variance": moment
+    i's over 9 v_i (v_i its integrand's variance over the series; 9 moments), so the loss
+    is the mean of the moments' squared errors in units of their variances."""
+    from chaosgrad._trajectory_methods import moments
+
+    train = jnp.asarray(np.random.default_rng(0).normal(size=(500, 3)) * [1.0, 2.0, 0.5])
+    integrands = np.asarray(jax.vmap(moments)(train))
+    _, target, relative = StatisticsLoss().init(train, dt=0.01, window=10)
+    _, _, variance = StatisticsLoss(scale="variance").init(train, dt=0.01, window=10)
+    np.testing.assert_allclose(target, integrands.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(relative, np.sum(integrands.mean(axis=0) ** 2), rtol=1e-12)
+    np.testing.assert_allclose(variance, 9 * integrands.var(axis=0), rtol=1e-12)
 
 
 def test_learn_command_writes_strict_json(tmp_path, lorenz_data):
@@ -184,6 +203,30 @@ def test_statistics_method_caps_u_when_every_exponent_is_above_the_threshold(mon
     assert fit.history["unstable_dim_measured"] == [3, 3]
     assert fit.history["unstable_dim"] == [2, 2]
     assert len(fit.history["loss"]) == 2
+
+
+def test_statistics_warmup_trains_on_the_mse_alone_first(monkeypatch):
+    """warmup=2: iterations 0 and 1 are BPTT's (the same losses, no Shadowing sweep and no
+    measurement of u); the term enters at iteration 2, where u is measured first."""
+    import chaosgrad._trajectory_methods as methods
+
+    monkeypatch.setattr(methods, "unstable_dimension", lambda *args, **kwargs: 1)
+    settings = dict(dt=0.05, key=KEY, iterations=4, window=10, batch=4)
+    data, model = _roessler_data(1500), neural_vector_field(3, 0.05, key=jax.random.key(5))
+    warmed = fit_trajectory(
+        data,
+        model=model,
+        method=StatisticsLoss(
+            estimator=cg.Shadowing(unstable_dim=1, segment_steps=10, segments=6, burn_in=20),
+            spectrum_every=1,
+            warmup=2,
+        ),
+        **settings,
+    )
+    plain = fit_trajectory(data, model=model, method="bptt", **settings)
+    assert warmed.history["loss"][:3] == plain.history["loss"][:3]
+    assert warmed.history["loss"][3] != plain.history["loss"][3]
+    assert warmed.history["unstable_dim"] == [1, 1]
 
 
 @pytest.mark.slow

@@ -424,3 +424,21 @@ def test_the_delayed_xor_control_reads_each_steps_target():
         assert [q["cosine"] is not None for q in run.extra["gradient_quality"]] == [True] * 2
     with pytest.raises(ValueError, match="unknown control-xor method"):
         task.estimator_and_optimizer("oracle")
+
+
+def test_the_reconstruction_control_runs_every_method():
+    """control-T2 (quick): every method trains 3 iterations on T2's data and is evaluated
+    by T2's metrics; STF resets every tau, and the balanced statistics term waits for its
+    warm-up (2 iterations) before Shadowing measures u."""
+    from chaosgrad.experiments.trainability import make_task
+
+    task = make_task("control-T2", quick=True)
+    runs = {m: task.run(m, 0, None, eval_every=1e9, iterations=3) for m in task.methods}
+    for method, run in runs.items():
+        assert run.status == "ok", (method, run.status)
+        assert set(run.metrics[-1]) >= {"d_stsp", "d_h", "mse_10"}, method
+        assert len(run.extra["grad_norm"]) == 3
+    assert runs["stf"].extra["tau"] == [10]
+    assert len(runs["statistics(balanced)"].extra["unstable_dim"]) == 1
+    with pytest.raises(ValueError, match="unknown control-T2 method"):
+        task.options("oracle")

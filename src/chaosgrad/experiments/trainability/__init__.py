@@ -20,7 +20,9 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
   Lyapunov time, where backpropagation is exact and cheapest (a control);
 * control-xor (:mod:`.control_xor`): the delayed XOR at the gradient-flossing paper's
   settings (80 units, T = 300, delay 10), where gated cells and flossing are the state of
-  the art (a control).
+  the art (a control);
+* control-T2 (:mod:`.control_t2`): T2 against generalized and sparse teacher forcing and
+  measure matching, with the statistics loss balanced (a control).
 
 T1 and T3 are kept as recorded history, not as evidence: T1's student is not hyperbolic
 (heavy-tailed shadowing gradients), and T3-deep sits at its information floor.
@@ -65,6 +67,7 @@ TASKS = (
     "D32",
     "control-short",
     "control-xor",
+    "control-T2",
 )
 ALIASES = {"T3": ("T3-deep", "T3-rnn"), "B": ("B5", "B10", "B20")}
 
@@ -77,7 +80,8 @@ def expand_tasks(names) -> list[str]:
             if task not in TASKS:
                 raise ValueError(
                     f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), "
-                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short, control-xor"
+                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short, control-xor, "
+                    "control-T2"
                 )
             if task not in tasks:
                 tasks.append(task)
@@ -104,6 +108,8 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .control_short import METHODS
     elif name == "control-xor":
         from .control_xor import METHODS
+    elif name == "control-T2":
+        from .control_t2 import METHODS
     elif name == "T3-deep":
         from .t3_supervised import DEEP_METHODS as METHODS
     else:
@@ -137,6 +143,10 @@ def make_task(name: str, quick: bool = False):
         from .control_xor import XorSettings, XorTask
 
         return XorTask(XorSettings.quick() if quick else None)
+    if name == "control-T2":
+        from .control_t2 import ControlT2Settings, ControlT2Task
+
+        return ControlT2Task(ControlT2Settings.quick() if quick else None)
     if name == "A1":
         from .a1_closure import A1Settings, A1Task
 
