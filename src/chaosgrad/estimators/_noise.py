@@ -15,6 +15,7 @@ import abc
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._errors import check_positive_int
 from .._system import System, _run
@@ -127,7 +128,41 @@ def step_score(system, params, t, x, xi):
         return current.drift(t, x), jnp.broadcast_to(current.diffusion(t, x), (dim,))
 
     (mean, std), pullback = step_pullback(system, params, t, mean_and_std)
-    return mean + std * xi, pullback((xi / std, (xi**2 - 1.0) / std))[1]
+    # a component without noise has no density: it adds nothing to the score (its drift
+    # must not depend on theta, which check_noise_free_drift makes sure of)
+    noisy = std != 0.0
+    inverse = jnp.where(noisy, 1.0 / jnp.where(noisy, std, 1.0), 0.0)
+    return mean + std * xi, pullback((xi * inverse, (xi**2 - 1.0) * inverse))[1]
+
+
+def check_noise_free_drift(system, params, x, estimator: str) -> None:
+    """Refuse a state component without noise whose drift depends on the parameters (at
+    step 0, at the state ``x`` and at x + a standard normal draw, so that a dependence that
+    vanishes at one state, a cost (x - m)^2 at x = m, is still seen): the transition then
+    has no density in theta, so no likelihood ratio exists. Components without noise whose
+    drift does not depend on theta (a step counter, a copy of an input) are fine."""
+    sample = system.for_sample(0)
+    dim = x.shape[0]
+    std = np.broadcast_to(np.asarray(sample.diffusion(0, x)), (dim,))
+    silent = np.flatnonzero(std == 0.0)
+    if silent.size == 0:
+        return
+
+    def drift(values, state):
+        return params.substitute(sample, values).drift(0, state)
+
+    rows = np.zeros(dim, dtype=bool)
+    for state in (x, x + jax.random.normal(jax.random.key(0), x.shape, x.dtype)):
+        jacobian = jax.jacrev(drift)(params.values, state)
+        for leaf in jax.tree_util.tree_leaves(jacobian):
+            rows |= np.asarray(jnp.any(leaf.reshape(dim, -1) != 0.0, axis=1))
+    dependent = [int(i) for i in silent if rows[i]]
+    if dependent:
+        raise ValueError(
+            f"{estimator}: state components {dependent} have no noise, but their drift depends "
+            "on the parameters, so their transition has no density and no likelihood ratio "
+            "exists; use PathKernel (it propagates through such components) or Backprop"
+        )
 
 
 def initial_score(system, params, x0):

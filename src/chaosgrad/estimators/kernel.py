@@ -62,6 +62,7 @@ from ._layers import accumulate
 from ._noise import (
     AbstractKernelEstimator,
     check_initial_law,
+    check_noise_free_drift,
     check_noisy,
     check_orbits_finite,
     explicit_term,
@@ -208,6 +209,12 @@ class Kernel(AbstractKernelEstimator):
             check_noisy(system, "Kernel")
             path = isinstance(statistic, WindowAverage)
             check_initial_law(system, params, jax.random.split(key)[0], density_used=not path)
+        if system.stochastic:
+            start = sample_start(system, x0, jax.random.split(key)[0])
+            if start is None:
+                start = system.initial_state(jax.random.split(key)[0])
+            start = start[0] if start.ndim == 2 else start
+            check_noise_free_drift(system, params, start, "Kernel")
         return super().resolve(system, components, params, x0, key)
 
     def terms(self, system, components, params, x0, key, cotangent):
