@@ -41,6 +41,7 @@ def test_runs_on_a_common_grid_and_mean_with_standard_error():
 
 def test_task_names_and_planned_runs():
     assert expand_tasks(["T3", "T1"]) == ["T3-deep", "T3-rnn", "T1"]
+    assert expand_tasks(["Bw", "B5"]) == ["Bw5", "Bw10", "Bw20", "B5"]
     assert planned_runs(["T1"], 3) == 3 * len(T1_METHODS)
     with pytest.raises(ValueError, match="unknown task"):
         expand_tasks(["T4"])
@@ -370,6 +371,11 @@ def test_task_b_assimilates_with_every_method():
     task = make_task("B5", quick=True)
     assert task.describe()["parameters"] == 10 + 3 + 10 * 100
     assert make_task("B10", quick=True).settings.steps == 200
+    weak = make_task("Bw10", quick=True)
+    assert weak.settings.steps == 200 and weak.name == "Bw10"
+    model = weak.start_model()
+    assert float(model.gamma) == 0.001 and model.gamma_floor == 0.001
+    assert task.start_model().gamma_floor == 0.1
     for method in task.methods:
         run = task.run(method, 0, None, eval_every=1e9, iterations=3, quality=False)
         assert run.status == "ok", (method, run.status)

@@ -61,8 +61,8 @@ def trainability(
         list[str] | None,
         typer.Option(
             "--task",
-            help="T1, T2, T3, A1, A2, B (= B5, B10, B20), C, D9, D32, control-short "
-            "(repeatable; default T1, T2, T3)",
+            help="T1, T2, T3, A1, A2, B (= B5, B10, B20), Bw (= Bw5, Bw10, Bw20), C, D9, "
+            "D32, control-short, control-xor, control-T2 (repeatable; default T1, T2, T3)",
         ),
     ] = None,
     budget: Annotated[float, typer.Option(help="seconds of training per run")] = 60.0,

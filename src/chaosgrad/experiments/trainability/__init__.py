@@ -12,6 +12,9 @@ and one PNG per task and metric (metric against training time, SE bands). Tasks:
   (shadowing's design point: a long-time statistic, many parameters);
 * A2 (:mod:`.a2_solenoid`): a neural perturbation of the modified solenoid, where the
   unstable contribution dominates (FAR's design point);
+* B5, B10, B20 (:mod:`.b_assimilation`): 4D-Var in a nudged stochastic Lorenz-96 (the
+  adjoint path-kernel protocol) at T = 5, 10 and 20 time units; Bw5, Bw10, Bw20 the same
+  with the nudging 100x weaker (gamma 0.001), where the pathwise gradient grows with T;
 * C (:mod:`.c_lorenz`): Lorenz-63's parameters from one 2000-step trajectory (the NRES
   protocol; Kernel's path form with injected noise against the evolution strategies);
 * D9, D32 (:mod:`.d_network`): the seeds' noisy 50-layer net, every weight trained to a
@@ -62,6 +65,9 @@ TASKS = (
     "B5",
     "B10",
     "B20",
+    "Bw5",
+    "Bw10",
+    "Bw20",
     "C",
     "D9",
     "D32",
@@ -69,7 +75,8 @@ TASKS = (
     "control-xor",
     "control-T2",
 )
-ALIASES = {"T3": ("T3-deep", "T3-rnn"), "B": ("B5", "B10", "B20")}
+B_TASKS = ("B5", "B10", "B20", "Bw5", "Bw10", "Bw20")
+ALIASES = {"T3": ("T3-deep", "T3-rnn"), "B": B_TASKS[:3], "Bw": B_TASKS[3:]}
 
 
 def expand_tasks(names) -> list[str]:
@@ -80,7 +87,8 @@ def expand_tasks(names) -> list[str]:
             if task not in TASKS:
                 raise ValueError(
                     f"unknown task {name!r}; choose from T1, T2, T3 (= T3-deep and T3-rnn), "
-                    "A1, A2, B (= B5, B10 and B20), C, D9, D32, control-short, control-xor, "
+                    "A1, A2, B (= B5, B10 and B20), Bw (= Bw5, Bw10 and Bw20), C, D9, D32, "
+                    "control-short, control-xor, "
                     "control-T2"
                 )
             if task not in tasks:
@@ -98,7 +106,7 @@ def task_methods(name: str) -> tuple[str, ...]:
         from .a1_closure import METHODS
     elif name == "A2":
         from .a2_solenoid import METHODS
-    elif name in ("B5", "B10", "B20"):
+    elif name in B_TASKS:
         from .b_assimilation import METHODS
     elif name == "C":
         from .c_lorenz import METHODS
@@ -155,11 +163,15 @@ def make_task(name: str, quick: bool = False):
         from .a2_solenoid import A2Settings, A2Task
 
         return A2Task(A2Settings.quick() if quick else None)
-    if name in ("B5", "B10", "B20"):
-        from .b_assimilation import BSettings, BTask
+    if name in B_TASKS:
+        from .b_assimilation import WEAK_GAMMA, BSettings, BTask
 
         settings = BSettings.quick() if quick else BSettings()
-        return BTask(dataclasses.replace(settings, time=settings.time * int(name[1:]) / 5), name)
+        horizon = int(name.lstrip("Bw")) / 5
+        settings = dataclasses.replace(settings, time=settings.time * horizon)
+        if name.startswith("Bw"):
+            settings = dataclasses.replace(settings, gamma=WEAK_GAMMA, gamma_floor=WEAK_GAMMA)
+        return BTask(settings, name)
     if name == "C":
         from .c_lorenz import CSettings, CTask
 
