@@ -403,24 +403,24 @@ def test_estimator_failure_resumes_with_changed_estimator_settings(tmp_path, mon
 
     import chaosgrad.train as train
 
-    iterations, checks = [], []
+    checks = []
     real = train._iteration
 
-    def flagging(*args):
-        updated, values, metrics, *rest = real(*args)
-        iterations.append(1)
-        if len(iterations) == 4:
-            metrics = eqx.tree_at(lambda m: m.finite, metrics, jnp.asarray(False))
-        return (updated, values, metrics, *rest)
+    def flagging(step, state, *args):
+        updated, metrics, *rest = real(step, state, *args)
+        flagged = metrics.finite & (state.iteration != 3)  # traced: the compiled program's
+        return (updated, eqx.tree_at(lambda m: m.finite, metrics, flagged), *rest)
 
     def naming(*args, **kwargs):
         checks.append(1)
         raise FloatingPointError("NaN in the orbit at step 17")
 
+    jax.clear_caches()  # the iteration program is compiled afresh with the flagging step
     monkeypatch.setattr(train, "_iteration", flagging)
     monkeypatch.setattr(train, "loss_estimate", naming)
     failed = cg.fit(ar1(), iterations=8, checkpoint=tmp_path, **quick())
     monkeypatch.undo()
+    jax.clear_caches()
     assert len(checks) == 1  # no host round trip at the good iterations
     assert failed.status == "failed at iteration 3: NaN in the orbit at step 17"
     assert failed.iterations == 3
@@ -552,3 +552,47 @@ def test_data_of_the_wrong_form_is_refused(data, message):
             key=KEY,
             data=data,
         )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["plain", "schedule", "diverging", "breaking parameters", "data"],
+)
+def test_scan_runs_the_same_iterations_in_fewer_calls(tmp_path, case):
+    """fit(scan=4) against scan=1: the same history (but its seconds) and parameters, the
+    same status, and the same checkpoint; a schedule cuts the calls where its weights
+    change; a run that diverges inside a call keeps the same last good parameters."""
+    settings = quick()
+    model, iterations = ar1(), 11
+    if case == "schedule":
+        settings.update(
+            regularizer=lambda system: (system.args - 1.0) ** 2,
+            schedule=lambda i: (0.0, 1.0) if i < 3 or 6 <= i < 8 else (1.0, 0.5),
+        )
+    elif case == "diverging":
+        settings.update(loss=guarded_loss, optimizer=optax.sgd(0.3))
+    elif case == "breaking parameters":
+        model = breaking(1.0)
+    elif case == "data":
+        model, iterations = linear_readout(), 9
+        settings.update(
+            loss=lambda s: s, statistic=SQUARED, estimator=Backprop(samples=4), data=fresh_batch
+        )
+    runs = {}
+    for scan in (1, 4):
+        directory = tmp_path / str(scan)
+        runs[scan] = cg.fit(
+            model, iterations=iterations, scan=scan, checkpoint=directory, **settings
+        )
+    same_run(runs[1], runs[4])
+    if case in ("plain", "schedule", "data"):
+        assert runs[4].status == "ok" and runs[4].iterations == iterations
+        # the scanned run's checkpoint resumes into the run made in one go
+        resumed = cg.fit(
+            model, iterations=iterations + 3, scan=4, resume=tmp_path / "4", **settings
+        )
+        same_run(resumed, cg.fit(model, iterations=iterations + 3, **settings))
+    else:
+        assert runs[4].status != "ok"
+    with pytest.raises(ValueError, match="scan must be positive"):
+        cg.fit(model, iterations=2, scan=0, **settings)

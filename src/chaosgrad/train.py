@@ -3,16 +3,16 @@
     loss_i, grad_i = value_and_grad(system_i, loss, statistic, estimator, key=key_i)
     updates, state = optimizer.update(grad_i, state, params);  params += updates
 
-with key_i = fold_in(key, i). Each iteration is one compiled program: the step's gradient
-(``TrainStep.gradient``: the computation of ``value_and_grad``), the regulariser's, and the
-step's update (``TrainStep.apply``). The cotangent d loss / d statistic weights the
-observable inside the estimator (one adjoint sweep for a loss of many statistics); where it
-comes from and the bias that gives are stated in ``value_and_grad``. The program is keyed on
-what the loss, observable, selection and optimizer compute, so every iteration after the
-first runs warm, and so does a second ``fit`` with fresh lambdas of the same code. An
-estimator with ``"auto"`` settings, or ``Auto``, is resolved once, before the first
-iteration, by :func:`~chaosgrad.configure` at the starting system and ``key`` (a resumed run
-resolves the same way).
+with key_i = fold_in(key, i). Each iteration is one compiled program (or ``scan`` of them,
+one ``lax.scan``): the step's gradient (``TrainStep.gradient``: the computation of
+``value_and_grad``), the regulariser's, and the step's update (``TrainStep.apply``). The
+cotangent d loss / d statistic weights the observable inside the estimator (one adjoint
+sweep for a loss of many statistics); where it comes from and the bias that gives are
+stated in ``value_and_grad``. The program is keyed on what the loss, observable, selection
+and optimizer compute, so every iteration after the first runs warm, and so does a second
+``fit`` with fresh lambdas of the same code. An estimator with ``"auto"`` settings, or
+``Auto``, is resolved once, before the first iteration, by :func:`~chaosgrad.configure` at
+the starting system and ``key`` (a resumed run resolves the same way).
 
 What needs the host stays in the loop: the schedule, checkpoints, the budget, progress, the
 callback, and the failure messages. When an iteration's estimate is not finite (its
@@ -238,20 +238,19 @@ def _check_data(data: Callable, system: System, key) -> Callable:
     return traced
 
 
-@eqx.filter_jit
 def _iteration(
     step: TrainStep, state: TrainState, key, task_weight, regularizer, penalty_weight, data
 ):
-    """One iteration of ``fit`` as one program: g = task_weight x the step's gradient
-    (``task_weight`` None: the estimator does not run, g = 0) + penalty_weight x
-    d regularizer / d theta (``penalty_weight`` None: not computed), then the step's update;
-    weights as :func:`_weight` gives them.
+    """One iteration of ``fit``: g = task_weight x the step's gradient (``task_weight``
+    None: the estimator does not run, g = 0) + penalty_weight x d regularizer / d theta
+    (``penalty_weight`` None: not computed), then the step's update; weights as
+    :func:`_weight` gives them.
 
     ``data`` (None, or the traced data function) first replaces the system's data fields
     by ``data(fold_in(key, DATA_STREAM))``.
 
-    Returns (the updated state, its parameters, the step's metrics or None, ||g||, the
-    regulariser's value, whether the updated parameters are finite)."""
+    Returns (the updated state, the step's metrics or None, ||g||, the regulariser's value,
+    whether the updated parameters are finite)."""
     if data is not None:
         fresh = with_data(state.system, data(jax.random.fold_in(key, DATA_STREAM)))
         state = dataclasses.replace(state, system=fresh)
@@ -270,11 +269,74 @@ def _iteration(
     if metrics is not None:
         value = value + _weighted(metrics.loss, task_weight)
     updated = step.apply(state, grads, value)
-    values = Parameters.of(updated.system, step.wrt).values
-    finite = jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(values)])
+    finite = _all_finite(Parameters.of(updated.system, step.wrt).values)
+    return updated, metrics, tree_norm(grads), penalty, finite
+
+
+def _entry(stacked, j: int):
+    """Entry ``j`` of a tree of per-iteration arrays."""
+    return jax.tree_util.tree_map(lambda v: v[j], stacked)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tree)]))
+
+
+def _select(keep, new, old):
+    """``new`` where ``keep`` (a traced bool), else ``old``: their arrays picked, the rest
+    (static structure) from ``new``."""
+    arrays = jax.tree_util.tree_map(
+        lambda a, b: jnp.where(keep, a, b),
+        eqx.filter(new, eqx.is_array),
+        eqx.filter(old, eqx.is_array),
     )
-    return updated, values, metrics, tree_norm(grads), penalty, finite
+    return eqx.combine(arrays, eqx.filter(new, eqx.is_array, inverse=True))
+
+
+@eqx.filter_jit
+def _iterations(
+    step: TrainStep,
+    state: TrainState,
+    key,
+    first,
+    count: int,
+    task_weight,
+    regularizer,
+    penalty_weight,
+    data,
+    record_values: bool,
+):
+    """Iterations ``first`` .. ``first + count - 1`` of ``fit`` as one program: a
+    ``lax.scan`` of :func:`_iteration` with key_i = fold_in(key, i). An iteration whose
+    loss, gradient, regulariser or updated parameters are not finite is not applied, and
+    neither is any after it: the state then stays at that iteration's start.
+
+    Returns (the state after the last applied iteration, the state before it, and per
+    iteration: the metrics or None, ||g||, the regulariser's value, whether the updated
+    parameters are finite, and with ``record_values`` the parameters it started from)."""
+
+    def body(carry, iteration):
+        current, previous, stopped = carry
+        updated, metrics, grad_norm, penalty, finite = _iteration(
+            step,
+            current,
+            jax.random.fold_in(key, iteration),
+            task_weight,
+            regularizer,
+            penalty_weight,
+            data,
+        )
+        good = jnp.isfinite(grad_norm) & jnp.isfinite(penalty) & finite
+        if metrics is not None:
+            good = good & metrics.finite & jnp.isfinite(metrics.loss)
+        move = good & ~stopped
+        started = Parameters.of(current.system, step.wrt).values if record_values else None
+        carry = (_select(move, updated, current), _select(move, current, previous), ~move)
+        return carry, (metrics, grad_norm, penalty, finite, started)
+
+    steps = first + jnp.arange(count, dtype=jnp.int64)
+    (current, previous, _), outputs = jax.lax.scan(body, (state, state, jnp.asarray(False)), steps)
+    return current, previous, outputs
 
 
 def _needs_configure(estimator: AbstractEstimator) -> bool:
@@ -305,6 +367,7 @@ def fit(
     budget: float | None = None,
     log_every: float | None = None,
     data: Callable | None = None,
+    scan: int = 1,
 ) -> FitResult:
     """Minimise ``loss(statistic)`` over the parameters selected by ``wrt``: a loop over
     :class:`~chaosgrad.TrainStep` with key_i = fold_in(key, i) at iteration i, which adds
@@ -357,9 +420,17 @@ def fit(
             the batch (``for_sample``), so the batch's rows are the iteration's samples:
             online training on a task that generates its data, as against a fixed training
             set. The returned system holds the last batch.
+        scan: iterations per compiled call. With scan = k > 1, up to k iterations (with the
+            same schedule weights) run as one ``lax.scan`` program, with the same keys, so
+            the same run as k = 1; the host (callback, progress, budget, checkpoints) sees
+            them after the call, the callback with the system after the call's last
+            iteration, and each iteration's recorded seconds are the call's share. For
+            short iterations, whose time the host's per-call work would dominate (an
+            online evolution strategy's single truncation).
     """
     check_x64()
     check_positive_int(iterations, "iterations")
+    check_positive_int(scan, "scan")
     if checkpoint_every is not None:
         check_positive_int(checkpoint_every, "checkpoint_every")
         if checkpoint is None:
@@ -412,70 +483,108 @@ def fit(
     restart = (values, opt_state, start)
     log = None if log_every is None else _ProgressLog(log_every, start, iterations)
 
-    for iteration in range(start, iterations):
+    record_values = params.size <= 64
+
+    def params_of(current: TrainState):
+        return Parameters.of(current.system, wrt).values
+
+    iteration = start
+    while iteration < iterations and status == "ok":
         began = time.perf_counter()
-        task_weight, penalty_weight = (1.0, 1.0) if schedule is None else schedule(iteration)
-        iteration_key = jax.random.fold_in(key, iteration)
-        outcome = _iteration(
+        weights = (1.0, 1.0) if schedule is None else schedule(iteration)
+        count = 1  # one call: up to ``scan`` iterations with the same schedule weights
+        while (
+            count < scan
+            and iteration + count < iterations
+            and (schedule is None or schedule(iteration + count) == weights)
+        ):
+            count += 1
+        task_weight, penalty_weight = weights
+        final, previous, outputs = _iterations(
             compiled,
             state,
-            iteration_key,
+            key,
+            jnp.asarray(iteration, jnp.int64),
+            count,
             _weight(task_weight),
             regularizer,
             None if regularizer is None else _weight(penalty_weight),
             data,
+            record_values,
         )
-        updated, new_values = outcome[:2]
-        metrics, grad_norm, penalty, finite = jax.device_get(outcome[2:])
-        if metrics is not None and not metrics.finite:
-            try:  # the host checks name the step where the run stopped being finite
-                loss_estimate(
-                    state.system, loss, statistic, concrete, wrt=wrt, x0=x0, key=iteration_key
-                )
-            except FloatingPointError as exc:
-                status = f"failed at iteration {iteration}: {exc}"
+        stacked, grad_norms, penalties, finites, started = jax.device_get(outputs)
+        seconds = (time.perf_counter() - began) / count
+        for j in range(count):
+            current_iteration = iteration + j
+            metrics = None if stacked is None else _entry(stacked, j)
+            if metrics is not None and not metrics.finite:
+                try:  # the host checks name the step where the run stopped being finite
+                    loss_estimate(  # at this iteration's start: where the call stopped
+                        final.system,
+                        loss,
+                        statistic,
+                        concrete,
+                        wrt=wrt,
+                        x0=x0,
+                        key=jax.random.fold_in(key, current_iteration),
+                    )
+                except FloatingPointError as exc:
+                    status = f"failed at iteration {current_iteration}: {exc}"
+                    break
+            loss_value = float("nan") if metrics is None else float(metrics.loss)
+            record = {
+                "loss": loss_value,
+                "statistic": None
+                if metrics is None
+                else jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), metrics.statistic),
+                "grad_norm": float(grad_norms[j]),
+                "stderr_norm": 0.0 if metrics is None else float(metrics.stderr_norm),
+                "regularizer": float(penalties[j]),
+                "seconds": seconds,
+                "parameters": np.asarray(ravel_pytree(_entry(started, j))[0]).tolist()
+                if record_values
+                else None,
+            }
+            finite_loss = np.isfinite(loss_value) or not task_weight
+            if not (np.isfinite(grad_norms[j]) and finite_loss and np.isfinite(penalties[j])):
+                for name in HISTORY_KEYS:
+                    history[name].append(record[name])
+                status = f"diverged at iteration {current_iteration}: non-finite loss or gradient"
                 break
-        loss_value = float("nan") if metrics is None else float(metrics.loss)
-        record = {
-            "loss": loss_value,
-            "statistic": None
-            if metrics is None
-            else jax.tree_util.tree_map(lambda v: np.asarray(v).tolist(), metrics.statistic),
-            "grad_norm": float(grad_norm),
-            "stderr_norm": 0.0 if metrics is None else float(metrics.stderr_norm),
-            "regularizer": float(penalty),
-            "seconds": 0.0,
-            "parameters": np.asarray(ravel_pytree(values)[0]).tolist()
-            if params.size <= 64
-            else None,
-        }
-        finite_loss = np.isfinite(loss_value) or not task_weight
-        if not (np.isfinite(grad_norm) and finite_loss and np.isfinite(penalty)):
-            record["seconds"] = time.perf_counter() - began
             for name in HISTORY_KEYS:
                 history[name].append(record[name])
-            status = f"diverged at iteration {iteration}: non-finite loss or gradient"
-            break
-        restart = (values, opt_state, iteration)
-        state, values, opt_state = updated, new_values, updated.opt_state
-        record["seconds"] = time.perf_counter() - began
-        for name in HISTORY_KEYS:
-            history[name].append(record[name])
-        if not finite:
-            status = f"diverged at iteration {iteration}: parameters became non-finite"
-            break
-        done = iteration + 1
-        if callback is not None:
-            callback(iteration, state.system, record)
-        if progress is not None:
-            progress(1)
-        if log is not None:
-            log.iteration(done, loss_value)
-        due = checkpoint_every and (done % checkpoint_every == 0 or done == iterations)
-        if due and checkpoint is not None:
+            if metrics is not None and not metrics.finite:  # the call stopped here
+                status = f"diverged at iteration {current_iteration}: a non-finite state"
+                break
+            if not finites[j]:
+                status = f"diverged at iteration {current_iteration}: parameters became non-finite"
+                break
+            done = current_iteration + 1
+            if callback is not None:
+                callback(current_iteration, final.system, record)
+            if progress is not None:
+                progress(1)
+            if log is not None:
+                log.iteration(done, loss_value)
+        else:
+            j = count
+        # the last parameters at which the loss and gradient were finite (module doc): the
+        # start of the last applied iteration, or of the one a failure stopped at when the
+        # update (not the loss) was not finite
+        if status.endswith("parameters became non-finite"):
+            restart = (params_of(final), final.opt_state, iteration + j)
+        elif j >= 1:
+            restart = (params_of(previous), previous.opt_state, iteration + j - 1)
+        state = final
+        values, opt_state = params_of(state), state.opt_state
+        due = checkpoint_every and any(
+            i % checkpoint_every == 0 or i == iterations for i in range(iteration + 1, done + 1)
+        )
+        if status == "ok" and due and checkpoint is not None:
             _fit_checkpoint.save(
                 Path(checkpoint), values, opt_state, history, done, status, fingerprint, optimizer
             )
+        iteration += count
         if budget is not None and sum(history["seconds"]) >= budget:
             break
     current = state.system
