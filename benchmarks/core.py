@@ -6,6 +6,9 @@
   (Lorenz-63, Euler dt = 1e-3); the ratio must stay <= 1.3.
 * startup: `chaosgrad grad` cold (empty compilation cache), warm (second call in one
   process) and in a second process (persistent compilation cache populated).
+* fit_scan: iterations per second of `fit` with online NRES on task C (Lorenz-63, 2000
+  steps, truncations of 100: one truncation per iteration) for scan = 1, 8 and 32
+  iterations per compiled call; 400 iterations after a compiling run, best of 3.
 """
 
 from __future__ import annotations
@@ -161,7 +164,48 @@ def startup() -> dict:
     }
 
 
-def main(parts=("deep_net", "loss_cost", "startup")) -> None:
+def fit_scan() -> dict:
+    """fit's iterations per second against its iterations per compiled call (module doc)."""
+    import optax
+
+    from chaosgrad.experiments.trainability.c_lorenz import CTask
+    from chaosgrad.experiments.trainability.control_short import weights
+
+    task = CTask()
+    model = task.start_model("nres-online")
+    estimator = task.estimator("nres-online")
+    iterations = 400
+    rows = {}
+    for scan in (1, 8, 32):
+
+        def run(count=iterations, scan=scan):
+            return cg.fit(
+                model,
+                lambda s: s,
+                task.statistic,
+                estimator,
+                optax.adam(0.01),
+                iterations=count,
+                wrt=weights,
+                x0=task.x0,
+                key=KEY,
+                scan=scan,
+            )
+
+        run(2 * scan)  # compiles the full calls
+        seconds = []
+        for _ in range(3):
+            began = time.perf_counter()
+            result = run()
+            seconds.append(time.perf_counter() - began)
+        rows[f"scan_{scan}"] = {
+            "iterations_per_second": iterations / min(seconds),
+            "final_loss": result.history["loss"][-1],
+        }
+    return {"iterations": iterations, **rows}
+
+
+def main(parts=("deep_net", "loss_cost", "startup", "fit_scan")) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "core.json"
     out = json.loads(path.read_text()) if path.exists() else {}  # keep parts not rerun
@@ -172,4 +216,4 @@ def main(parts=("deep_net", "loss_cost", "startup")) -> None:
 
 
 if __name__ == "__main__":
-    main(tuple(sys.argv[1:]) or ("deep_net", "loss_cost", "startup"))
+    main(tuple(sys.argv[1:]) or ("deep_net", "loss_cost", "startup", "fit_scan"))
