@@ -48,9 +48,11 @@ def test_compare_reference_table(monkeypatch):
     for column in ("cosine ± SE", "rel. error ± SE", "sign agr.", "SNR", "Hill α"):
         assert column in result.output
     assert "reference" in result.output
-    assert "the mean of 2 more runs of each method against the one run of backprop" in (
-        " ".join(result.output.split())
-    )
+    text = " ".join(result.output.split())
+    assert "the mean of 2 more runs of each method against the one run of backprop" in text
+    # d/dJ has 81 components: the first 4 in the table (a component column), a note
+    assert "component" in result.output
+    assert "components 0-3 of the 81 of J shown" in text
 
 
 @pytest.mark.parametrize(

@@ -177,6 +177,8 @@ def add_quality(problem: Problem, rows: list[dict], reference: str, repeats: int
 
 QUALITY_COLUMNS = ("cosine ± SE", "rel. error ± SE", "sign agr.", "SNR", "Hill α")
 DEFAULT_REPEATS = 8
+SHOWN_COMPONENTS = 4
+"""compare's table shows the first components of a vector parameter (the JSON has all)."""
 
 
 def quality_cells(quality: dict | None) -> list[str]:
@@ -310,15 +312,31 @@ def compare_command(
         return
     table = Table(title=escape(f"{system}: d{label}/d{wrt_name}"))
     quality = QUALITY_COLUMNS if target is not None else ()
-    for column in ("method", "estimate", "± SE", *quality, "seconds"):
+    size = int(np.size(rows[0]["grad"][wrt_name]))
+    shown = min(size, SHOWN_COMPONENTS)
+    index = ("component",) if size > 1 else ()
+    for column in ("method", *index, "estimate", "± SE", *quality, "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        g, se = np.ravel(row["grad"][wrt_name])[0], np.ravel(row["stderr"][wrt_name])[0]
-        cells = quality_cells(row.get("quality")) if quality else []
-        table.add_row(row["method"], f"{g:+.6g}", f"{se:.3g}", *cells, f"{row['seconds']:.2f}")
+        grad, stderr = np.ravel(row["grad"][wrt_name]), np.ravel(row["stderr"][wrt_name])
+        for i in range(shown):
+            first = i == 0  # the method's name, quality and time once, on its first line
+            cells = quality_cells(row.get("quality")) if quality and first else [""] * len(quality)
+            table.add_row(
+                row["method"] if first else "",
+                *([str(i)] if index else []),
+                f"{grad[i]:+.6g}",
+                f"{stderr[i]:.3g}",
+                *cells,
+                f"{row['seconds']:.2f}" if first else "",
+            )
     console.print(table)
+    if size > shown:
+        console.print(
+            f"components 0-{shown - 1} of the {size} of {wrt_name} shown; --json and "
+            "--out DIR (compare.json) hold them all"
+        )
     if target is not None:
-        size = np.size(target["grad"][wrt_name])
         console.print(
             f"quality: the mean of {repeats} more runs of each method against the one run "
             f"of {reference}, over the {size} components of {wrt_name}"
