@@ -102,7 +102,7 @@ class Flow(AbstractFlow):
         dt: float,
         method: Any = "rk4",
         args=None,
-        noise=0.0,
+        noise: float | Array | Callable = 0.0,
         *,
         dim: int | None = None,
     ):
@@ -149,7 +149,14 @@ class Map(System):
     dim: int | None = eqx.field(static=True)
     _stochastic: bool = eqx.field(static=True)
 
-    def __init__(self, function: Callable, args=None, noise=0.0, *, dim: int | None = None):
+    def __init__(
+        self,
+        function: Callable,
+        args=None,
+        noise: float | Array | Callable = 0.0,
+        *,
+        dim: int | None = None,
+    ):
         if not callable(function):
             raise TypeError("function must be a function function(t, x, args)")
         self.function = function
@@ -205,7 +212,7 @@ class InputDriven(System):
         function: Callable,
         inputs,
         args=None,
-        noise=0.0,
+        noise: float | Array | Callable = 0.0,
         *,
         targets=None,
         dim: int | None = None,
