@@ -34,10 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import jax
-
-from ...reconstruct import BPTT, GTF, STF, MeasureMatching, StatisticsLoss, fit_trajectory
-from ._harness import Run, thinned
+from ...reconstruct import BPTT, GTF, STF, MeasureMatching, StatisticsLoss
+from ._harness import thinned
 from .t2_lorenz import T2Settings, T2Task
 
 METHODS = (
@@ -99,29 +97,14 @@ class ControlT2Task(T2Task):
         raise ValueError(f"unknown {self.name} method {method!r}; choose from {METHODS}")
 
     def run(self, method: str, seed: int, budget: float | None, eval_every: float, **options):
-        s = self.settings
-        fit = fit_trajectory(
-            self.data,
-            dt=s.dt,
-            key=jax.random.key(seed),
-            budget=budget,
-            iterations=options.get("iterations"),
-            batch=s.batch,
-            learning_rate=options.get("learning_rate") or s.learning_rate,
-            clip=s.clip,
-            evaluate=self.evaluate,
-            eval_every=eval_every,
-            **self.options(method),
+        run, fit = self.train(
+            method,
+            seed,
+            budget,
+            eval_every,
+            options.get("iterations"),
+            options.get("learning_rate"),
         )
-        run = Run(method, seed, status=fit.status)
-        run.times = [e["seconds"] for e in fit.evaluations]
-        run.metrics = [{k: v for k, v in e.items() if k != "seconds"} for e in fit.evaluations]
-        elapsed = fit.history["seconds"][-1] if fit.history["seconds"] else 0.0
-        if not run.times or run.times[-1] < elapsed:
-            run.times.append(elapsed)
-            run.metrics.append(self.evaluate(fit))
-        run.iterations, run.seconds = len(fit.history["loss"]), elapsed
-        run.extra["training_loss"] = thinned(fit.history["loss"])
         # the gradient's size along the run: what tells a swamped term from a balanced one
         run.extra["grad_norm"] = thinned(fit.history["grad_norm"])
         for name in ("tau", "unstable_dim", "skipped_statistics_terms"):

@@ -91,14 +91,17 @@ class T2Task:
             exponent_steps=s.exponent_steps,
         )
 
-    def run(
+    def train(
         self,
         method: str,
         seed: int,
         budget: float | None,
         eval_every: float,
         iterations: int | None = None,
-    ) -> Run:
+        learning_rate: float | None = None,
+    ):
+        """(the :class:`Run`, the ``TrajectoryFit``) of ``method`` on ``seed``: evaluated on
+        schedule and at the end, with its training loss."""
         s = self.settings
         fit = fit_trajectory(
             self.data,
@@ -107,7 +110,7 @@ class T2Task:
             budget=budget,
             iterations=iterations,
             batch=s.batch,
-            learning_rate=s.learning_rate,
+            learning_rate=learning_rate or s.learning_rate,
             clip=s.clip,
             evaluate=self.evaluate,
             eval_every=eval_every,
@@ -122,6 +125,17 @@ class T2Task:
             run.metrics.append(self.evaluate(fit))
         run.iterations, run.seconds = len(fit.history["loss"]), elapsed
         run.extra["training_loss"] = thinned(fit.history["loss"])
+        return run, fit
+
+    def run(
+        self,
+        method: str,
+        seed: int,
+        budget: float | None,
+        eval_every: float,
+        iterations: int | None = None,
+    ) -> Run:
+        run, fit = self.train(method, seed, budget, eval_every, iterations)
         if fit.history.get("alpha"):
             run.extra["final_alpha"] = fit.history["alpha"][-1]
         return run
